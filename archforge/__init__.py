@@ -1,0 +1,40 @@
+"""archforge: compose and search neural network architectures from YAML graphs of blocks.
+
+The public API::
+
+    spec = archforge.load_spec("specs/models/resnet_tiny.yaml")
+    graph = archforge.validate(spec)          # every error is a located SpecError
+    model = archforge.build(spec)             # a plain nn.Module
+    print(archforge.summarize(spec).params)
+
+Plugin authors need :class:`Block`, :class:`BlockArgs`, :class:`Shape`,
+:class:`ShapeError` and :data:`hookimpl` (see ``archforge.registry.hookspecs``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from archforge.build import Summary, build, summarize
+from archforge.errors import Location, PluginError, ShapeError, SpecError, SpecWarning
+from archforge.graph import Graph, compile_graph
+from archforge.registry import Block, BlockArgs, Registry, Shape, hookimpl
+from archforge.spec import Spec, load_spec, parse_spec
+
+__version__ = "0.1.0"
+
+
+def validate(spec: Spec | str | os.PathLike[str], *, registry: Registry | None = None) -> Graph:
+    """Check a spec completely (structure, blocks, args, graph, shapes) without allocating weights.
+
+    Returns the typed :class:`Graph`; raises :class:`SpecError` naming the file, line, node and problem.
+    """
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    return compile_graph(spec, registry)
+
+
+__all__ = [
+    "Block", "BlockArgs", "Graph", "Location", "PluginError", "Registry", "Shape", "ShapeError", "Spec",
+    "SpecError", "SpecWarning", "Summary", "build", "hookimpl", "load_spec", "parse_spec", "summarize", "validate",
+]

@@ -1,0 +1,78 @@
+"""Errors that say where and what.
+
+Every problem a user can cause (a malformed spec, an unknown block, a shape that
+does not fit, a plugin that breaks) surfaces as one :class:`SpecError` that carries
+the file, line and column it comes from and the path of the node involved, so that
+the command line can print it the way a compiler prints a diagnostic.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Location:
+    """A position in a spec file: 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class SpecError(Exception):
+    """A spec that cannot be turned into a network.
+
+    Attributes:
+        message: one line saying what is wrong.
+        location: where in the YAML file (``None`` only when no file position applies).
+        node: the node path, e.g. ``local[3].attn`` (``None`` for spec-level problems).
+    """
+
+    def __init__(self, message: str, location: Location | None = None, node: str | None = None):
+        self.message = message
+        self.location = location
+        self.node = node
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        prefix = f"{self.location}: " if self.location is not None else ""
+        return f"{prefix}{self.message}"
+
+
+class ShapeError(ValueError):
+    """Raised by a block's ``infer`` when its input shapes do not fit its arguments.
+
+    The core turns it into a :class:`SpecError` that adds the node, the YAML line and
+    the names and shapes of the nodes feeding it; the block only says what is wrong.
+    """
+
+
+class PluginError(Exception):
+    """A plugin that cannot be used: it clashes with another one or breaks the block contract."""
+
+
+class SpecWarning(UserWarning):
+    """Something legal but probably unintended, such as a node that never reaches the output."""
+
+    def __init__(self, message: str, location: Location | None = None, node: str | None = None):
+        self.message = message
+        self.location = location
+        self.node = node
+        prefix = f"{location}: " if location is not None else ""
+        super().__init__(f"{prefix}warning: {message}")
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class PluginWarning(UserWarning):
+    """A plugin that could not be loaded; every other plugin keeps working."""

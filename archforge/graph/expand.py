@@ -1,0 +1,225 @@
+"""Expansion: a :class:`Spec` (params, defines, repeats) becomes a flat list of block instances.
+
+Every node of the spec gets a *handle*, its module path (``local.3.attn``). A plain
+block node becomes a :class:`GraphNode` under its handle; a define or a ``repeat``
+becomes an *alias* from its handle to the handle of whatever produces its output, so
+that other nodes can refer to it before or after it is expanded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from archforge.errors import Location, PluginError, SpecError, did_you_mean
+from archforge.graph.model import INPUT, GraphNode
+from archforge.registry import Registry
+from archforge.spec.expressions import ExpressionError, resolve_value
+from archforge.spec.load import validation_error
+from archforge.spec.schema import NodeSpec, Spec
+
+MAX_REPEAT = 10_000
+MAX_NODES = 100_000
+
+
+class Expansion:
+    """The result: graph nodes in expansion order, and aliases between handles."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, GraphNode] = {}
+        self.aliases: dict[str, str] = {}
+        self.alias_paths: dict[str, tuple[str, Location]] = {}
+        self.output: str = INPUT
+
+
+def expand(spec: Spec, registry: Registry) -> Expansion:
+    """Resolve params and expand defines and repeats; see the module docstring."""
+    return _Expander(spec, registry).run()
+
+
+class _Expander:
+    def __init__(self, spec: Spec, registry: Registry):
+        self.spec = spec
+        self.doc = spec.document
+        self.registry = registry
+        self.result = Expansion()
+
+    def error(self, message: str, path: tuple[Any, ...], node: str | None = None, *, key: bool = False) -> SpecError:
+        return SpecError(message, self.doc.locate(path, key=key), node)
+
+    def run(self) -> Expansion:
+        params: dict[str, Any] = {}
+        for name, value in self.spec.params.items():  # a param may use the ones before it
+            params[name] = self.resolve(value, params, ("params", name), None)
+        self.global_params = params
+        self.result.output = self.expand_list(
+            self.spec.nodes, ("nodes",), params, ["input"], [INPUT], "", "", (), self.spec.output, ("output",)
+        )
+        return self.result
+
+    def resolve(self, value: Any, params: dict[str, Any], path: tuple[Any, ...], node: str | None) -> Any:
+        try:
+            return resolve_value(value, params)
+        except ExpressionError as exc:
+            where = f" in node '{node}'" if node else ""
+            raise self.error(f"{exc}{where}", path, node) from None
+
+    def expand_list(
+        self,
+        node_specs: list[NodeSpec],
+        yaml_path: tuple[Any, ...],
+        params: dict[str, Any],
+        input_names: list[str],
+        input_handles: list[str],
+        module_prefix: str,
+        display_prefix: str,
+        stack: tuple[str, ...],
+        output_id: str | None,
+        output_path: tuple[Any, ...],
+    ) -> str:
+        """Expand one list of nodes (the top level or a define's body); return the output handle."""
+        local: dict[str, str] = dict(zip(input_names, input_handles))
+        ids: list[str] = []
+        for i, node_spec in enumerate(node_specs):
+            node_id = node_spec.id or f"{node_spec.block.lstrip('$')}_{i}"
+            if node_id in local:
+                what = "an input name" if node_id in input_names else "already used by another node"
+                raise self.error(f"duplicate id '{node_id}': {what} in this list", yaml_path + (i, "id"), display_prefix + node_id)
+            local[node_id] = module_prefix + node_id
+            ids.append(node_id)
+
+        previous = input_handles[0]
+        for i, (node_spec, node_id) in enumerate(zip(node_specs, ids)):
+            path = yaml_path + (i,)
+            handle, display = module_prefix + node_id, display_prefix + node_id
+            inputs = self.input_handles(node_spec, local, previous, path, display)
+            block = self.block_name(node_spec, params, path, display)
+            count = self.repeat_count(node_spec, params, path, display)
+            if count is None:
+                self.instantiate(block, node_spec, path, params, inputs, handle, display, stack)
+            else:
+                if len(inputs) != 1:
+                    raise self.error(f"node '{display}' repeats a block with {len(inputs)} inputs; a repeat chains its copies, so it needs exactly one", path + ("repeat",), display)
+                current = inputs
+                for k in range(count):
+                    current = [self.instantiate(block, node_spec, path, params, current, f"{handle}.{k}", f"{display}[{k}]", stack)]
+                self.alias(handle, current[0], display, path)
+            previous = handle
+
+        output = output_id if output_id is not None else ids[-1]
+        if output not in local:
+            raise self.error(f"unknown output '{output}'{did_you_mean(output, ids)}", output_path, None)
+        return local[output]
+
+    def input_handles(self, node_spec: NodeSpec, local: dict[str, str], previous: str, path: tuple[Any, ...], display: str) -> list[str]:
+        if node_spec.in_ is None:
+            return [previous]
+        refs = [node_spec.in_] if isinstance(node_spec.in_, str) else node_spec.in_
+        if not refs:
+            raise self.error(f"node '{display}' has an empty 'in' list", path + ("in",), display)
+        handles = []
+        for j, ref in enumerate(refs):
+            if ref not in local:
+                ref_path = path + ("in",) if isinstance(node_spec.in_, str) else path + ("in", j)
+                raise self.error(f"unknown input '{ref}' in node '{display}'{did_you_mean(ref, local)}", ref_path, display)
+            handles.append(local[ref])
+        return handles
+
+    def block_name(self, node_spec: NodeSpec, params: dict[str, Any], path: tuple[Any, ...], display: str) -> str:
+        block = self.resolve(node_spec.block, params, path + ("block",), display)
+        if not isinstance(block, str) or not block.isidentifier():
+            raise self.error(f"block of node '{display}' must be a block name, got {block!r}", path + ("block",), display)
+        return block
+
+    def repeat_count(self, node_spec: NodeSpec, params: dict[str, Any], path: tuple[Any, ...], display: str) -> int | None:
+        if node_spec.repeat is None:
+            return None
+        count = self.resolve(node_spec.repeat, params, path + ("repeat",), display)
+        if isinstance(count, float) and count.is_integer():
+            count = int(count)
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_REPEAT:
+            raise self.error(f"repeat of node '{display}' must be an integer from 0 to {MAX_REPEAT}, got {count!r}", path + ("repeat",), display)
+        return count
+
+    def alias(self, handle: str, target: str, display: str, path: tuple[Any, ...]) -> None:
+        self.result.aliases[handle] = target
+        self.result.alias_paths[handle] = (display, self.doc.locate(path))
+
+    def instantiate(
+        self,
+        block: str,
+        node_spec: NodeSpec,
+        path: tuple[Any, ...],
+        params: dict[str, Any],
+        inputs: list[str],
+        handle: str,
+        display: str,
+        stack: tuple[str, ...],
+    ) -> str:
+        if block in self.spec.define:
+            return self.instantiate_define(block, node_spec, path, params, inputs, handle, display, stack)
+        try:
+            entry = self.registry.block(block)
+        except PluginError as exc:
+            message = str(exc)
+            if block not in self.registry.conflicts and self.registry.blocks:
+                message = f"unknown block '{block}' in node '{display}'{did_you_mean(block, [*self.registry.blocks, *self.spec.define])}"
+            raise self.error(message, path + ("block",), display) from None
+
+        args = {key: self.resolve(value, params, path + ("args", key), display) for key, value in node_spec.args.items()}
+        try:
+            validated = entry.block.Args.model_validate(args)
+        except ValidationError as exc:
+            raise validation_error(exc, self.doc, path + ("args",), node=display, model=entry.block.Args) from None
+
+        arity = entry.block.inputs
+        if arity is None and len(inputs) < 2:
+            raise self.error(f"block '{block}' in node '{display}' merges two or more inputs, got {len(inputs)}: list them in 'in'", path, display)
+        if arity is not None and len(inputs) != arity:
+            raise self.error(f"block '{block}' in node '{display}' takes {arity} input{'s' if arity > 1 else ''}, got {len(inputs)}", path + ("in",), display)
+
+        if len(self.result.nodes) >= MAX_NODES:
+            raise self.error(f"the spec expands to more than {MAX_NODES} nodes", path, display)
+        self.result.nodes[handle] = GraphNode(
+            name=handle, path=display, entry=entry, args=validated, inputs=list(inputs),
+            location=self.doc.locate(path), order=len(self.result.nodes),
+        )
+        return handle
+
+    def instantiate_define(
+        self,
+        name: str,
+        node_spec: NodeSpec,
+        path: tuple[Any, ...],
+        params: dict[str, Any],
+        inputs: list[str],
+        handle: str,
+        display: str,
+        stack: tuple[str, ...],
+    ) -> str:
+        if name in stack:
+            chain = " → ".join([*stack[stack.index(name):], name])
+            raise self.error(f"define '{name}' uses itself ({chain})", path + ("block",), display)
+        define = self.spec.define[name]
+        for key in node_spec.args:
+            if key not in define.params:
+                raise self.error(
+                    f"unknown param '{key}' for define '{name}' in node '{display}'{did_you_mean(str(key), define.params)}",
+                    path + ("args", key), display, key=True,
+                )
+        if len(inputs) != len(define.inputs):
+            raise self.error(f"define '{name}' takes {len(define.inputs)} input(s) ({', '.join(define.inputs)}), node '{display}' gives {len(inputs)}", path + ("in",), display)
+        # Lexical scope: the body sees the spec's params and its own, never the caller's.
+        inner = dict(self.global_params)
+        for key, default in define.params.items():
+            if key in node_spec.args:
+                inner[key] = self.resolve(node_spec.args[key], params, path + ("args", key), display)
+            else:
+                inner[key] = self.resolve(default, inner, ("define", name, "params", key), display)
+        output = self.expand_list(
+            define.nodes, ("define", name, "nodes"), inner, define.inputs, inputs,
+            handle + ".", display + ".", stack + (name,), define.output, ("define", name, "output"),
+        )
+        self.alias(handle, output, display, path)
+        return handle

@@ -1,0 +1,77 @@
+"""Shape and layout inference over the expanded graph, before any weight exists."""
+
+from __future__ import annotations
+
+from archforge.errors import ShapeError, SpecError
+from archforge.graph.model import Graph, GraphNode
+from archforge.registry import Shape
+from archforge.registry.shape import convert_shape
+
+
+def infer_shapes(graph: Graph) -> None:
+    """Fill ``input_shapes``, ``conversions`` and ``shape`` of every node, in topological order."""
+    for node in graph.nodes.values():
+        _adapt_layouts(graph, node)
+        try:
+            shape = node.entry.block.infer(node.block_input, node.args)
+        except ShapeError as exc:
+            raise SpecError(f"node '{node.path}' ({node.block}): {exc}; {_describe_inputs(graph, node)}", node.location, node.path) from None
+        except Exception as exc:  # a bug in the block, not in the spec: say whose
+            raise SpecError(
+                f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' failed in shape inference "
+                f"of node '{node.path}': {type(exc).__name__}: {exc}",
+                node.location, node.path,
+            ) from None
+        _check_result(node, shape)
+        node.shape = shape
+
+
+def _adapt_layouts(graph: Graph, node: GraphNode) -> None:
+    accepted = node.entry.block.accepted_layouts()
+    node.input_shapes, node.conversions = [], []
+    for name in node.inputs:
+        shape = graph.shape_of(name)
+        if shape.layout in accepted:
+            node.input_shapes.append(shape)
+            node.conversions.append(None)
+            continue
+        for layout in accepted:
+            converted = convert_shape(shape, layout)
+            if converted is not None:
+                node.input_shapes.append(converted)
+                node.conversions.append(layout)
+                break
+        else:
+            wanted = " or ".join(accepted)
+            hint = ""
+            if shape.layout == "tokens" and shape.extra_tokens and "map" in accepted:
+                hint = f": {shape.extra_tokens} extra (class) token(s) cannot be laid out on a grid"
+            elif shape.layout == "vector":
+                hint = ": a vector has no grid to convert back from"
+            elif "vector" in accepted:
+                hint = ": pool it first (e.g. a 'pool' or 'classifier' block)"
+            raise SpecError(
+                f"block '{node.block}' in node '{node.path}' takes {wanted}, but input '{graph.path_of(name)}' "
+                f"is {shape.layout} {shape}{hint}",
+                node.location, node.path,
+            )
+
+
+def _describe_inputs(graph: Graph, node: GraphNode) -> str:
+    parts = [f"'{graph.path_of(name)}' is {shape}" for name, shape in zip(node.inputs, node.input_shapes)]
+    return ("inputs: " if len(parts) > 1 else "input: ") + ", ".join(parts)
+
+
+def _check_result(node: GraphNode, shape: object) -> None:
+    problem = None
+    if not isinstance(shape, Shape):
+        problem = f"returned {type(shape).__name__}, not a Shape"
+    elif shape.channels < 1 or any(d < 1 for d in shape.grid) or shape.extra_tokens < 0:
+        problem = f"returned the empty shape {shape}"
+    if problem:
+        if isinstance(shape, Shape):  # a legitimate spec problem: e.g. too many stride-2 layers
+            raise SpecError(f"node '{node.path}' ({node.block}) produces the empty shape {shape}; input: {node.input_shapes[0] if node.input_shapes else '?'}", node.location, node.path)
+        raise SpecError(
+            f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' {problem} for node '{node.path}'",
+            node.location, node.path,
+        )

@@ -1,0 +1,14 @@
+"""The plugin API: everything a block plugin needs, and nothing of the builder or search."""
+
+from archforge.errors import ShapeError
+from archforge.registry.block import FAMILIES, Block, BlockArgs
+from archforge.registry.extensions import DatasetSource, ImageData, Metric, MetricContext
+from archforge.registry.hookspecs import hookimpl
+from archforge.registry.manager import BlockEntry, PluginInfo, Registry, default_registry, load_registry
+from archforge.registry.shape import LAYOUTS, Layout, MapToTokens, Shape, TokensToMap
+
+__all__ = [
+    "FAMILIES", "LAYOUTS", "Block", "BlockArgs", "BlockEntry", "DatasetSource", "ImageData", "Layout",
+    "MapToTokens", "Metric", "MetricContext", "PluginInfo", "Registry", "Shape", "ShapeError",
+    "TokensToMap", "default_registry", "hookimpl", "load_registry",
+]

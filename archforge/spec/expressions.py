@@ -1,0 +1,195 @@
+"""A small, safe evaluator for the ``${...}`` expressions and ``$name`` references of specs.
+
+Specs never execute code: an expression is parsed with :mod:`ast` and only a fixed set
+of node types is interpreted here, over numbers, booleans, strings and the spec's
+params. There is no attribute access, no subscripting, no comprehension, and the only
+callables are the pure functions in :data:`FUNCTIONS`.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from typing import Any, Callable, Mapping
+
+MAX_EXPRESSION_LENGTH = 500
+# Bounds keep a hostile spec from making the evaluator itself the denial of service.
+_MAX_POWER_EXPONENT = 64
+_MAX_NUMBER = 10**18
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "int": int,
+    "float": float,
+    "round": round,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "sqrt": math.sqrt,
+    "log2": math.log2,
+}
+
+_BINARY: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+_COMPARE: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+
+_REFERENCE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+_EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
+
+
+class ExpressionError(ValueError):
+    """An expression that cannot be evaluated; the message says why."""
+
+
+def is_templated(value: Any) -> bool:
+    """Whether ``value`` is a ``$name`` reference or a ``${...}`` expression."""
+    return isinstance(value, str) and (bool(_REFERENCE.match(value)) or bool(_EXPRESSION.match(value)))
+
+
+def resolve_value(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Resolve ``$name`` and ``${expr}`` strings inside ``value`` (recursively through lists and dicts)."""
+    if isinstance(value, str):
+        if match := _REFERENCE.match(value):
+            name = match.group(1)
+            if name not in scope:
+                raise ExpressionError(_unknown(name, scope))
+            return scope[name]
+        if match := _EXPRESSION.match(value):
+            return evaluate(match.group(1), scope)
+        return value
+    if isinstance(value, list):
+        return [resolve_value(item, scope) for item in value]
+    if isinstance(value, dict):
+        return {key: resolve_value(item, scope) for key, item in value.items()}
+    return value
+
+
+def evaluate(source: str, scope: Mapping[str, Any]) -> Any:
+    """Evaluate one expression such as ``depth - local`` or ``dim * 4 // heads``."""
+    if len(source) > MAX_EXPRESSION_LENGTH:
+        raise ExpressionError(f"expression longer than {MAX_EXPRESSION_LENGTH} characters")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(f"invalid expression '${{{source}}}': {exc.msg}") from None
+    except (ValueError, RecursionError, MemoryError):
+        raise ExpressionError(f"invalid expression '${{{source}}}'") from None
+    try:
+        return _Evaluator(scope).visit(tree.body)
+    except ExpressionError:
+        raise
+    except RecursionError:
+        raise ExpressionError("expression nested too deeply") from None
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        raise ExpressionError(f"cannot evaluate '${{{source}}}': {exc}") from None
+
+
+def _unknown(name: str, scope: Mapping[str, Any]) -> str:
+    from archforge.errors import did_you_mean
+
+    return f"unknown param '{name}'{did_you_mean(name, scope)}"
+
+
+def _check_number(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_NUMBER:
+        raise ExpressionError("number too large")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExpressionError("expression is not a finite number")
+    return value
+
+
+class _Evaluator:
+    def __init__(self, scope: Mapping[str, Any]):
+        self.scope = scope
+
+    def visit(self, node: ast.AST) -> Any:
+        method = getattr(self, f"visit_{type(node).__name__}", None)
+        if method is None:
+            raise ExpressionError(f"'{type(node).__name__}' is not allowed in expressions")
+        return method(node)
+
+    def visit_Constant(self, node: ast.Constant) -> Any:
+        if not isinstance(node.value, (int, float, str, bool)) and node.value is not None:
+            raise ExpressionError(f"constant {node.value!r} is not allowed")
+        return _check_number(node.value)
+
+    def visit_Name(self, node: ast.Name) -> Any:
+        if node.id in self.scope:
+            return self.scope[node.id]
+        if node.id in ("true", "True"):
+            return True
+        if node.id in ("false", "False"):
+            return False
+        raise ExpressionError(_unknown(node.id, self.scope))
+
+    def visit_BinOp(self, node: ast.BinOp) -> Any:
+        op = _BINARY.get(type(node.op))
+        if op is None:
+            raise ExpressionError(f"operator '{type(node.op).__name__}' is not allowed")
+        left, right = self.visit(node.left), self.visit(node.right)
+        if not isinstance(node.op, ast.Add) or not (isinstance(left, str) and isinstance(right, str)):
+            for operand in (left, right):
+                if not isinstance(operand, (int, float)):
+                    raise ExpressionError(f"arithmetic needs numbers, got {operand!r}")
+        if isinstance(node.op, ast.Pow) and abs(left) > 1 and abs(right) * math.log2(abs(left)) > _MAX_POWER_EXPONENT:
+            raise ExpressionError(f"{left} ** {right} is too large")
+        return _check_number(op(left, right))
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        op = _UNARY.get(type(node.op))
+        if op is None:
+            raise ExpressionError(f"operator '{type(node.op).__name__}' is not allowed")
+        return op(self.visit(node.operand))
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Any:
+        values = [self.visit(v) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return all(values)
+        return any(values)
+
+    def visit_Compare(self, node: ast.Compare) -> bool:
+        left = self.visit(node.left)
+        for op_node, right_node in zip(node.ops, node.comparators):
+            op = _COMPARE.get(type(op_node))
+            if op is None:
+                raise ExpressionError(f"comparison '{type(op_node).__name__}' is not allowed")
+            right = self.visit(right_node)
+            if not op(left, right):
+                return False
+            left = right
+        return True
+
+    def visit_IfExp(self, node: ast.IfExp) -> Any:
+        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+
+    def visit_List(self, node: ast.List) -> list[Any]:
+        return [self.visit(item) for item in node.elts]
+
+    visit_Tuple = visit_List
+
+    def visit_Call(self, node: ast.Call) -> Any:
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            name = node.func.id if isinstance(node.func, ast.Name) else "this call"
+            raise ExpressionError(f"function '{name}' is not available; allowed: {', '.join(sorted(FUNCTIONS))}")
+        if node.keywords:
+            raise ExpressionError("keyword arguments are not allowed in expressions")
+        args = [self.visit(arg) for arg in node.args]
+        return _check_number(FUNCTIONS[node.func.id](*args))

@@ -1,0 +1,89 @@
+"""The spec language as pydantic models: the structure before any param is resolved.
+
+Values may still be ``$name`` references or ``${...}`` expressions here; the graph
+stage resolves them. Block arguments are checked later by each block's own ``Args``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from archforge.spec.located_yaml import LocatedDocument
+
+FORMAT_VERSION = 1
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A block name, or a `$param` that holds one.
+BLOCK_REFERENCE = r"^\$?[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NodeSpec(_Strict):
+    """One node: a block (or a ``define``d sub-graph), its args, its inputs, and how often to repeat it."""
+
+    id: str | None = Field(None, pattern=IDENTIFIER, description="Unique within its list; default: <block>_<index>.")
+    block: str = Field(pattern=BLOCK_REFERENCE, description="A registered block, a define, or a $param naming one.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the block or params of the define.")
+    in_: str | list[str] | None = Field(None, alias="in", description="Input node id(s); default: the previous node.")
+    repeat: int | str | None = Field(None, description="Stamp this many chained copies (ids <id>[0], <id>[1], ...).")
+
+
+class DefineSpec(_Strict):
+    """A reusable, parameterised sub-graph, used in ``block:`` like a block."""
+
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict, description="Params with their default values.")
+    inputs: list[str] = Field(default_factory=lambda: ["input"], min_length=1, description="Names of the inputs inside the body.")
+    nodes: list[NodeSpec] = Field(min_length=1)
+    output: str | None = Field(None, pattern=IDENTIFIER)
+
+
+class InputSpec(_Strict):
+    """Per-sample input shape: ``[C, H, W]`` (feature map), ``[N, C]`` (tokens) or ``[C]`` (vector)."""
+
+    shape: list[int] = Field(min_length=1, max_length=3)
+
+
+class Spec(_Strict):
+    """A whole network. Create one with :func:`archforge.load_spec` or :meth:`Spec.from_dict`."""
+
+    archforge: Literal[1] = Field(description="Format version of the spec language.")
+    name: str = Field(pattern=IDENTIFIER)
+    description: str = ""
+    input: InputSpec
+    params: dict[str, Any] = Field(default_factory=dict)
+    define: dict[str, DefineSpec] = Field(default_factory=dict)
+    nodes: list[NodeSpec] = Field(min_length=1)
+    output: str | None = Field(None, pattern=IDENTIFIER)
+
+    _document: LocatedDocument | None = PrivateAttr(default=None)
+
+    @property
+    def document(self) -> LocatedDocument:
+        """The YAML the spec came from, with locations (a synthetic one for specs built from dicts)."""
+        if self._document is None:
+            self._document = LocatedDocument(data=self.to_dict(), file=f"<spec {self.name}>")
+        return self._document
+
+    @property
+    def file(self) -> str:
+        return self.document.file
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that :meth:`from_dict` and ``archforge`` read back to the same spec."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True) | {"archforge": self.archforge}
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], file: str = "<dict>") -> "Spec":
+        from archforge.spec.load import spec_from_document
+
+        return spec_from_document(LocatedDocument(data=data, file=file))
