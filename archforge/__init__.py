@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from archforge.build import Summary, build, summarize
+from archforge.builder import Summary, build, summarize
 from archforge.errors import Location, PluginError, ShapeError, SpecError, SpecWarning
 from archforge.graph import Graph, compile_graph
 from archforge.registry import Block, BlockArgs, Registry, Shape, hookimpl
@@ -36,5 +36,5 @@ def validate(spec: Spec | str | os.PathLike[str], *, registry: Registry | None =
 
 __all__ = [
     "Block", "BlockArgs", "Graph", "Location", "PluginError", "Registry", "Shape", "ShapeError", "Spec",
-    "SpecError", "SpecWarning", "Summary", "build", "hookimpl", "load_spec", "parse_spec", "summarize", "validate",
+    "SpecError", "SpecWarning", "Summary", "build", "load_checkpoint", "hookimpl", "load_spec", "parse_spec", "summarize", "validate",
 ]

@@ -68,7 +68,7 @@ def compile_graph(spec: Spec, registry: Registry | None = None) -> Graph:
     order = list(nx.lexicographical_topological_sort(dag, key=lambda name: -1 if name == INPUT else nodes[name].order))
     graph = Graph(
         name=spec.name, input=input_shape(spec), nodes={name: nodes[name] for name in order if name != INPUT},
-        output=output, dag=dag,
+        output=output, dag=dag, spec=spec,
     )
     infer_shapes(graph)
 

@@ -51,6 +51,7 @@ class Graph:
     output: str
     dag: nx.DiGraph
     warnings: list[SpecWarning] = field(default_factory=list)
+    spec: Any = None  # the Spec it was compiled from
 
     @property
     def output_shape(self) -> Shape:

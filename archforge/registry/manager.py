@@ -79,13 +79,20 @@ def _plugin_manager() -> pluggy.PluginManager:
 def _entry_point_plugins() -> Iterable[tuple[PluginInfo, Any]]:
     """Yield ``(info, loader)`` for each installed entry point in the ``archforge`` group."""
     seen = set()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    # Sorted, so that which plugin comes first (in listings, in clash messages) never depends on sys.path order.
+    found = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (_distribution_name(ep), ep.name))
+    for ep in found:
         if (ep.name, ep.value) in seen:  # the same distribution found twice on sys.path
             continue
         seen.add((ep.name, ep.value))
         dist = getattr(ep, "dist", None)
         info = PluginInfo(ep.name, dist.name if dist else "?", dist.version if dist else "?")
         yield info, ep.load
+
+
+def _distribution_name(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist else "?"
 
 
 def load_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = (), *, entry_points: bool = True) -> Registry:

@@ -69,21 +69,33 @@ class _Walker:
         self.doc.values[path] = _location(self.doc.file, node.start_mark)
         if isinstance(node, yaml.MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
-                raise self.error(f"unsupported YAML tag '{node.tag}'", node.start_mark)
-            self.loader.flatten_mapping(node)  # resolves '<<' merge keys
+                raise self.error(_refused(node.tag), node.start_mark)
+            written = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+            try:
+                self.loader.flatten_mapping(node)  # resolves '<<' merge keys: merged pairs first, then the written ones
+            except yaml.constructor.ConstructorError as exc:
+                mark = exc.problem_mark or node.start_mark
+                raise self.error(f"'<<' merges only a mapping or a list of mappings ({exc.problem})", mark) from None
+            merged = len(node.value) - written
             out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
+            for index, (key_node, value_node) in enumerate(node.value):
                 key = self.walk_scalar(key_node, "mapping key")
-                if not isinstance(key, (str, int, float, bool)) and key is not None:
-                    raise self.error("mapping keys must be plain scalars", key_node.start_mark)
-                if key in out:
-                    raise self.error(f"duplicate key '{key}'", key_node.start_mark)
+                if not isinstance(key, str):
+                    # e.g. `on:` or `1:` would silently become true / 1; every key of a spec is a name
+                    raise self.error(f"mapping key {key_node.value!r} is read as {_type_name(key)}, not a name: quote it", key_node.start_mark)
+                if key in out and index > merged:
+                    # A written key may override a merged one (YAML merge semantics), never another written one.
+                    first_written = index - 1 >= merged and any(
+                        self.loader.construct_object(k, deep=True) == key for k, _ in node.value[merged:index]
+                    )
+                    if first_written:
+                        raise self.error(f"duplicate key '{key}'", key_node.start_mark)
                 self.doc.keys[path + (key,)] = _location(self.doc.file, key_node.start_mark)
                 out[key] = self.walk(value_node, path + (key,), depth + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":
-                raise self.error(f"unsupported YAML tag '{node.tag}'", node.start_mark)
+                raise self.error(_refused(node.tag), node.start_mark)
             return [self.walk(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
         return self.walk_scalar(node, "value")
 
@@ -94,10 +106,29 @@ class _Walker:
             # SafeLoader only knows the standard YAML tags; anything else
             # (e.g. !!python/object/apply) raises a ConstructorError here.
             return self.loader.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError as exc:
-            raise self.error(f"refused YAML tag '{node.tag}': specs may only contain plain data", node.start_mark) from None
+        except yaml.constructor.ConstructorError:
+            raise self.error(_refused(node.tag), node.start_mark) from None
         except (ValueError, TypeError, OverflowError) as exc:
             raise self.error(f"cannot read {what} {node.value!r}: {exc}", node.start_mark) from None
+
+
+_STANDARD_PREFIX = "tag:yaml.org,2002:"
+_MERGE_TAG = _STANDARD_PREFIX + "merge"
+
+
+def _refused(tag: str) -> str:
+    short = "!!" + tag[len(_STANDARD_PREFIX):] if tag.startswith(_STANDARD_PREFIX) else tag
+    return f"refused YAML tag '{short}': specs may only contain plain data"
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
 
 
 def load_located(text: str, file: str = "<string>") -> LocatedDocument:
@@ -114,13 +145,14 @@ def load_located(text: str, file: str = "<string>") -> LocatedDocument:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or exc.context or "invalid YAML"
-            if mark is not None and "${" in text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else False:
+            lines = text.splitlines()
+            if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
                 problem += ' (inside {...} or [...] an expression must be quoted: "${...}")'
             raise SpecError(f"YAML syntax error: {problem}", _location(file, mark) if mark else Location(file, 1, 1)) from None
         except yaml.YAMLError as exc:  # reader errors: control characters, bad encoding
             mark = getattr(exc, "position", None)
             line = 1 if mark is None else text.count("\n", 0, mark) + 1
-            raise SpecError(f"unreadable YAML: {str(exc).splitlines()[0]}", Location(file, line, 1)) from None
+            raise SpecError(f"unreadable YAML: {(str(exc).splitlines() or [type(exc).__name__])[0]}", Location(file, line, 1)) from None
         except RecursionError:
             raise SpecError("YAML nested too deeply", Location(file, 1, 1)) from None
         if node is None:

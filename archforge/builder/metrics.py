@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from archforge.build.builder import SpecLike, as_graph, build_node
+from archforge.builder.network import SpecLike, as_graph, build_node
 from archforge.errors import SpecError
 from archforge.graph import Graph, GraphNode
 from archforge.registry import Registry

@@ -1,0 +1,3 @@
+from archforge.cli import main
+
+raise SystemExit(main())
