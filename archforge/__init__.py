@@ -6,6 +6,7 @@ The public API::
     graph = archforge.validate(spec)          # every error is a located SpecError
     model = archforge.build(spec)             # a plain nn.Module
     print(archforge.summarize(spec).params)
+    result = archforge.search("specs/search/placement_mnist.yaml")   # which placement wins
 
 Plugin authors need :class:`Block`, :class:`BlockArgs`, :class:`Shape`,
 :class:`ShapeError` and :data:`hookimpl` (see ``archforge.registry.hookspecs``).
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import os
 
-from archforge.builder import Summary, build, summarize
+from archforge.builder import Summary, build, load_checkpoint, summarize
 from archforge.errors import Location, PluginError, ShapeError, SpecError, SpecWarning
 from archforge.graph import Graph, compile_graph
 from archforge.registry import Block, BlockArgs, Registry, Shape, hookimpl
 from archforge.spec import Spec, load_spec, parse_spec
+# Bound after the subpackage import, so `archforge.search` is the function; the package's
+# other names are imported from it directly: `from archforge.search import load_space`.
+from archforge.search import SearchResult, search
 
 __version__ = "0.1.0"
 
@@ -35,6 +39,7 @@ def validate(spec: Spec | str | os.PathLike[str], *, registry: Registry | None =
 
 
 __all__ = [
-    "Block", "BlockArgs", "Graph", "Location", "PluginError", "Registry", "Shape", "ShapeError", "Spec",
-    "SpecError", "SpecWarning", "Summary", "build", "load_checkpoint", "hookimpl", "load_spec", "parse_spec", "summarize", "validate",
+    "Block", "BlockArgs", "Graph", "Location", "PluginError", "Registry", "SearchResult", "Shape", "ShapeError", "Spec",
+    "SpecError", "SpecWarning", "Summary", "build", "hookimpl", "load_checkpoint", "load_spec", "parse_spec", "search",
+    "summarize", "validate",
 ]

@@ -1,4 +1,4 @@
-"""The ``archforge`` command line: validate, summary, build, plugins.
+"""The ``archforge`` command line: validate, summary, build, plugins, schema, graph, space, search, report.
 
 Problems in a spec are printed like a compiler diagnostic, ``file:line:col: message``,
 on stderr with exit status 2 and no traceback.
@@ -24,11 +24,11 @@ EXIT_SPEC_ERROR = 2
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _stdout() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def _human(n: float) -> str:
@@ -202,13 +202,28 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plugins", help="list every block with its plugin, layout and args")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_plugins)
+
+    from archforge import tools_cli
+    from archforge.search import commands as search_commands
+
+    tools_cli.add_commands(sub)
+    search_commands.add_commands(sub)
     return p
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+    """Plugin problems as one ``warning: ...`` line, not Python's two-line warning format."""
+    if issubclass(category, PluginWarning):
+        _stderr().print(f"warning: {message}", markup=False)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
         # Spec warnings are printed by the commands themselves, located like errors.
         warnings.simplefilter("ignore", SpecWarning)
         try:

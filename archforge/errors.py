@@ -35,7 +35,7 @@ class SpecError(Exception):
     """
 
     def __init__(self, message: str, location: Location | None = None, node: str | None = None):
-        self.message = message
+        self.message = one_line(message)
         self.location = location
         self.node = node
         super().__init__(self.format())
@@ -61,11 +61,19 @@ class SpecWarning(UserWarning):
     """Something legal but probably unintended, such as a node that never reaches the output."""
 
     def __init__(self, message: str, location: Location | None = None, node: str | None = None):
-        self.message = message
+        self.message = one_line(message)
         self.location = location
         self.node = node
         prefix = f"{location}: " if location is not None else ""
-        super().__init__(f"{prefix}warning: {message}")
+        super().__init__(f"{prefix}warning: {self.message}")
+
+
+_LINE_BREAKS = {ord(c): c.encode("unicode_escape").decode("ascii") for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(message: str) -> str:
+    """``message`` with line breaks escaped: a diagnostic is one line, whatever names a spec contains."""
+    return message.translate(_LINE_BREAKS)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -119,7 +119,7 @@ def main() -> None:
             return explicit_gpsa(m, x)
 
     with torch.no_grad():
-        ours, ref = block().float(), reference().float()
+        ours, ref = block().double(), reference().double()
     max_abs = (ours - ref).abs().max().item()
     rel = ((ours - ref).norm() / ref.norm()).item()
     tolerance = 1e-5 if args.dtype != "bf16" else 5e-2

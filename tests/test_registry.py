@@ -152,3 +152,10 @@ def test_plugins_command_reports_clashes_and_fails(site):
     assert result.returncode == 1
     assert "error: block 'dup' is provided by several plugins: plugin-a 1.0, plugin-b 1.0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_plugin_for_another_api_version_is_refused_clearly(site):
+    make_distribution(site, "plugin-future", "af_future", "ARCHFORGE_PLUGIN_API = 2\n" + BLOCK_MODULE.format(block="future"), version="9.0")
+    with pytest.warns(PluginWarning, match=r"plugin 'af_future' from 'plugin-future' 9.0 is refused: it targets plugin API 2, this archforge provides 1"):
+        registry = load_registry()
+    assert "future" not in registry.blocks and registry.block("conv")

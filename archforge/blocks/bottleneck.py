@@ -37,9 +37,9 @@ from archforge.registry import Block, BlockArgs, Shape, ShapeError
 
 class _ResidualArgs(BlockArgs):
     stride: int = Field(1, gt=0, description="Stride of the block (in the 3×3 convolution and the shortcut).")
-    se: float | None = Field(None, gt=0, le=1, description="Squeeze-excitation ratio on the residual branch (SENet: 1/16); none by default.")
+    se: float | None = Field(None, gt=0, le=1, description="Squeeze-excitation ratio on the residual branch (SENet: 1/16).")
     zero_init: bool = Field(False, description="Zero-init the last BN's γ so the block starts as the identity.")
-    downsample: Literal["conv", "avg"] = Field("conv", description="Projection shortcut: strided 1×1 conv, or avgpool + 1×1 conv (ResNet-D).")
+    downsample: Literal["conv", "avg"] = Field("conv", description="Projection: strided 1×1 conv, or avgpool + 1×1 conv (ResNet-D).")
     act: ActivationName = "relu"
 
 
@@ -61,7 +61,7 @@ class Bottleneck(Block):
         channels: int = Field(gt=0, description="Bottleneck width ('planes'); the output has channels × expansion.")
         expansion: int = Field(4, gt=0)
         groups: int = Field(1, gt=0, description="Groups of the 3×3 convolution (ResNeXt cardinality).")
-        base_width: int = Field(64, gt=0, description="ResNeXt width per group: the 3×3 has ⌊channels·base_width/64⌋·groups channels.")
+        base_width: int = Field(64, gt=0, description="ResNeXt: the 3×3 has ⌊channels·base_width/64⌋·groups channels.")
 
     @staticmethod
     def width_of(args: Args) -> int:

@@ -13,24 +13,26 @@ where ``(Δx, Δy)`` is the position of key ``j`` minus that of query ``i`` (col
 row on the grid, any ``H × W``) and ``λ`` is a learnt per-head gate, initialised to 1.
 
 Because every row of both softmaxes sums to 1, every row of the mix sums to
-``(1 − σ) + σ = 1``: the renormalisation is the identity *as a function* (so its
-derivatives vanish too), and, attention being linear in the values,
+``(1 − σ) + σ = 1``: the renormalisation is the identity *as a function* (it changes
+neither values nor derivatives), and, attention being linear in the values,
 
     y_head = (1 − σ(λ)) · SDPA(Q, K, V) + σ(λ) · (A_pos V)
 
-exactly. The module computes it that way: the content path through
-``scaled_dot_product_attention`` (never a ``B × h × N × N`` matrix), and the positional
-attention, which depends only on the grid, once per call as ``(h, N, N)`` shared by the
-whole batch. Only attention dropout during training breaks the identity (a single
-mask multiplies the mixed matrix), and then the explicit formula is used.
+exactly (the two orders of evaluation differ by round-off only). The module computes
+it that way: the content path through ``scaled_dot_product_attention`` (never a
+``B × h × N × N`` matrix), and the positional attention, which depends only on the
+grid, once per call as ``(h, N, N)`` shared by the whole batch. Only attention dropout
+during training breaks the identity (a single mask multiplies the mixed matrix), and
+then the explicit formula is used.
 
 The locality initialisation (ConViT §3) makes the value projection the identity and
 centres the positional attention of head ``p = a + k·b`` on the offset
 ``(Δy, Δx) = (a − c, b − c)`` of a ``k × k`` grid of offsets (``k = ⌊√h⌋``, ``c`` its
 centre): ``v_pos = α (2Δx_p, 2Δy_p, −1)``, whence ``v_posᵀ r = −α ‖Δ − Δ_p‖² + const``,
 with ``α`` the ``locality_strength``. :func:`gpsa_from_conv` sharpens this to turn a
-GPSA layer into an exact ``K × K`` convolution (Cordonnier, Loukas & Jaggi 2020,
-Theorem 1). The parameters are those of timm's ``GPSA`` (same names and shapes).
+GPSA layer into a ``K × K`` convolution, up to a leak of order ``e^{−α}`` (Cordonnier,
+Loukas & Jaggi 2020, Theorem 1). The parameters are those of timm's ``GPSA`` (same
+names and shapes).
 """
 
 from __future__ import annotations
@@ -94,6 +96,12 @@ def head_offsets(kernel: int) -> torch.Tensor:
     return torch.stack(((p % kernel) - center, (p // kernel) - center), dim=-1).to(torch.float64)  # (k², 2)
 
 
+def _local_pos_weights(kernel: int) -> torch.Tensor:
+    """``pos_proj`` rows ``(2Δx_p, 2Δy_p, −1)``: logits ``−‖Δ − Δ_p‖² + ‖Δ_p‖²``, peaked at each head's offset. ``(k², 3)``."""
+    offsets = head_offsets(kernel)  # (k², 2): (Δy, Δx)
+    return torch.cat((2 * offsets[:, 1:], 2 * offsets[:, :1], -torch.ones(kernel * kernel, 1, dtype=torch.float64)), dim=-1)
+
+
 class GatedPositionalSelfAttention(nn.Module):
     """GPSA on ``(B, N, C)`` tokens of a fixed ``grid``; parameters named as in timm's ``GPSA``."""
 
@@ -127,9 +135,7 @@ class GatedPositionalSelfAttention(nn.Module):
         if self.v.bias is not None:
             self.v.bias.zero_()
         kernel = math.isqrt(self.heads)
-        offsets = head_offsets(kernel)  # (k², 2): (Δy, Δx)
-        local = torch.stack((2 * offsets[:, 1], 2 * offsets[:, 0], -torch.ones(kernel * kernel, dtype=torch.float64)), dim=-1)
-        self.pos_proj.weight[: kernel * kernel] = local.to(self.pos_proj.weight)
+        self.pos_proj.weight[: kernel * kernel] = _local_pos_weights(kernel).to(self.pos_proj.weight)
         self.pos_proj.weight.mul_(self.locality_strength)
 
     def positional_attention(self) -> torch.Tensor:
@@ -209,8 +215,6 @@ def gpsa_from_conv(module: GatedPositionalSelfAttention, conv_weight: torch.Tens
     module.proj.weight.view(dim, nh, hs)[:c_out, :, :c_out] = torch.eye(c_out, **factory)[:, None, :]
     if conv_bias is not None:
         module.proj.bias[:c_out] = conv_bias.to(**factory)
-    offsets = head_offsets(kernel)  # (K², 2): (Δy, Δx)
-    local = torch.stack((2 * offsets[:, 1], 2 * offsets[:, 0], -torch.ones(nh, dtype=torch.float64)), dim=-1)
-    module.pos_proj.weight.copy_((locality_strength * local).to(**factory))
+    module.pos_proj.weight.copy_((locality_strength * _local_pos_weights(kernel)).to(**factory))
     module.gating_param.fill_(gate_logit)
     return module

@@ -35,15 +35,25 @@ def compile_graph(spec: Spec, registry: Registry | None = None) -> Graph:
     expansion = expand(spec, registry)
     nodes = expansion.nodes
 
-    def resolve(handle: str, seen: tuple[str, ...] = ()) -> str:
-        while handle in expansion.aliases:
-            if handle in seen:
+    resolved: dict[str, str] = {}
+
+    def resolve(handle: str) -> str:
+        # Aliases can chain for long (a repeat of defines that pass their input through): follow
+        # each chain once, remembering where every alias on it leads.
+        chain: list[str] = []
+        on_chain: set[str] = set()
+        while handle in expansion.aliases and handle not in resolved:
+            if handle in on_chain:
                 display, location = expansion.alias_paths[handle]
-                chain = " → ".join(expansion.alias_paths[h][0] for h in (*seen[seen.index(handle):], handle))
-                raise SpecError(f"cycle: {chain}", location, display)
-            seen = seen + (handle,)
+                names = " → ".join(expansion.alias_paths[h][0] for h in (*chain[chain.index(handle):], handle))
+                raise SpecError(f"cycle: {names}", location, display)
+            chain.append(handle)
+            on_chain.add(handle)
             handle = expansion.aliases[handle]
-        return handle
+        target = resolved.get(handle, handle)
+        for alias in chain:
+            resolved[alias] = target
+        return target
 
     for node in nodes.values():
         node.inputs = [resolve(name) for name in node.inputs]

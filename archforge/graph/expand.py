@@ -8,6 +8,7 @@ that other nodes can refer to it before or after it is expanded.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,7 +21,21 @@ from archforge.spec.load import validation_error
 from archforge.spec.schema import NodeSpec, Spec
 
 MAX_REPEAT = 10_000
+#: Name under which a repeated node's args see the copy number (0-based).
+REPEAT_INDEX = "index"
 MAX_NODES = 100_000
+
+
+@functools.cache
+def _module_attributes(top_level: bool) -> frozenset[str]:
+    """Names a node id cannot take: the builder installs nodes as submodules of an ``fx.GraphModule``
+    (top level) and of plain ``nn.Module``s, where ``forward``, ``train``, ``graph`` ... already mean something."""
+    from torch import fx, nn
+
+    names = dir(nn.Module())
+    if top_level:
+        names += dir(fx.GraphModule(nn.Module(), fx.Graph()))
+    return frozenset(names)
 
 
 class Expansion:
@@ -44,6 +59,7 @@ class _Expander:
         self.doc = spec.document
         self.registry = registry
         self.result = Expansion()
+        self.instances = 0
 
     def error(self, message: str, path: tuple[Any, ...], node: str | None = None, *, key: bool = False) -> SpecError:
         return SpecError(message, self.doc.locate(path, key=key), node)
@@ -51,19 +67,19 @@ class _Expander:
     def run(self) -> Expansion:
         params: dict[str, Any] = {}
         for name, value in self.spec.params.items():  # a param may use the ones before it
-            params[name] = self.resolve(value, params, ("params", name), None)
+            params[name] = self.resolve(value, params, ("params", name), None, f" in param '{name}'")
         self.global_params = params
         self.result.output = self.expand_list(
             self.spec.nodes, ("nodes",), params, ["input"], [INPUT], "", "", (), self.spec.output, ("output",)
         )
         return self.result
 
-    def resolve(self, value: Any, params: dict[str, Any], path: tuple[Any, ...], node: str | None) -> Any:
+    def resolve(self, value: Any, params: dict[str, Any], path: tuple[Any, ...], node: str | None, where: str = "") -> Any:
         try:
             return resolve_value(value, params)
         except ExpressionError as exc:
-            where = f" in node '{node}'" if node else ""
-            raise self.error(f"{exc}{where}", path, node) from None
+            where = f" in node '{node}'" if node else where
+            raise self.error(f"{exc.message}{where}{exc.hint}", path, node) from None
 
     def expand_list(
         self,
@@ -86,6 +102,11 @@ class _Expander:
             if node_id in local:
                 what = "an input name" if node_id in input_names else "already used by another node"
                 raise self.error(f"duplicate id '{node_id}': {what} in this list", yaml_path + (i, "id"), display_prefix + node_id)
+            if node_id in _module_attributes(top_level=not module_prefix):
+                raise self.error(
+                    f"id '{node_id}' is reserved (an attribute of torch modules) in node '{display_prefix + node_id}': choose another id",
+                    yaml_path + (i, "id"), display_prefix + node_id,
+                )
             local[node_id] = module_prefix + node_id
             ids.append(node_id)
 
@@ -103,12 +124,20 @@ class _Expander:
                     raise self.error(f"node '{display}' repeats a block with {len(inputs)} inputs; a repeat chains its copies, so it needs exactly one", path + ("repeat",), display)
                 current = inputs
                 for k in range(count):
-                    current = [self.instantiate(block, node_spec, path, params, current, f"{handle}.{k}", f"{display}[{k}]", stack)]
+                    # Each copy's args see `index`, its position in the chain: `stride: "${2 if index == 0 else 1}"`.
+                    scope = {**params, REPEAT_INDEX: k}
+                    current = [self.instantiate(block, node_spec, path, scope, current, f"{handle}.{k}", f"{display}[{k}]", stack)]
                 self.alias(handle, current[0], display, path)
             previous = handle
 
         output = output_id if output_id is not None else ids[-1]
         if output not in local:
+            if output_path[0] == "define":  # name the define and the instance that expanded it
+                instance = display_prefix.rstrip(".")
+                raise self.error(
+                    f"unknown output '{output}' of define '{output_path[1]}' in node '{instance}'{did_you_mean(output, [*input_names, *ids])}",
+                    output_path, instance,
+                )
             raise self.error(f"unknown output '{output}'{did_you_mean(output, ids)}", output_path, None)
         return local[output]
 
@@ -157,6 +186,11 @@ class _Expander:
         display: str,
         stack: tuple[str, ...],
     ) -> str:
+        # Every instance counts, not only blocks: a define that passes its input through makes
+        # no node, yet repeats of repeats of it would otherwise expand without bound.
+        self.instances += 1
+        if self.instances > MAX_NODES:
+            raise self.error(f"the spec expands to more than {MAX_NODES} nodes", path, display)
         if block in self.spec.define:
             return self.instantiate_define(block, node_spec, path, params, inputs, handle, display, stack)
         try:
@@ -175,7 +209,8 @@ class _Expander:
 
         arity = entry.block.inputs
         if arity is None and len(inputs) < 2:
-            raise self.error(f"block '{block}' in node '{display}' merges two or more inputs, got {len(inputs)}: list them in 'in'", path, display)
+            where = path + ("in",) if node_spec.in_ is not None else path
+            raise self.error(f"block '{block}' in node '{display}' merges two or more inputs, got {len(inputs)}: list them in 'in'", where, display)
         if arity is not None and len(inputs) != arity:
             raise self.error(f"block '{block}' in node '{display}' takes {arity} input{'s' if arity > 1 else ''}, got {len(inputs)}", path + ("in",), display)
 

@@ -18,6 +18,10 @@ from archforge.registry.extensions import DatasetSource, Metric
 
 ENTRY_POINT_GROUP = "archforge"
 
+#: Major version of the plugin API (hooks, Block contract, Shape). A plugin module may
+#: declare ``ARCHFORGE_PLUGIN_API = <major>``; one declaring another major is refused.
+PLUGIN_API_VERSION = 1
+
 
 @dataclass(frozen=True)
 class PluginInfo:
@@ -113,6 +117,11 @@ def load_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = (),
     for info, load in sources:
         try:
             plugin = load()
+            wanted = getattr(plugin, "ARCHFORGE_PLUGIN_API", PLUGIN_API_VERSION)
+            if wanted != PLUGIN_API_VERSION:
+                _warn(registry, f"plugin '{info.name}' from '{info.distribution}' {info.version} is refused: it targets plugin API "
+                                f"{wanted!r}, this archforge provides {PLUGIN_API_VERSION}; install a version of the plugin made for it")
+                continue
             manager.register(plugin, name=f"{info.distribution}:{info.name}")
         except Exception as exc:  # a broken plugin must not take the others down
             _warn(registry, f"plugin '{info.name}' from '{info.distribution}' failed to load and is skipped: {type(exc).__name__}: {exc}")
@@ -154,6 +163,9 @@ def _add_block(registry: Registry, cls: Any, info: PluginInfo) -> None:
     if problems:
         _warn(registry, f"plugin '{info.name}' from '{info.distribution}': block skipped: {'; '.join(problems)}")
         return
+    existing = registry.blocks.get(cls.name)
+    if existing is not None and type(existing.block) is cls:
+        return  # the very same class reached twice (e.g. a test re-registering a built-in): no clash
     entry = BlockEntry(cls(), info)
     if cls.name in registry.conflicts:
         registry.conflicts[cls.name].append(entry)

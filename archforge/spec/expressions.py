@@ -18,6 +18,17 @@ MAX_EXPRESSION_LENGTH = 500
 # Bounds keep a hostile spec from making the evaluator itself the denial of service.
 _MAX_POWER_EXPONENT = 64
 _MAX_NUMBER = 10**18
+_MAX_STRING = 10_000
+_MAX_ITEMS = 10_000  # elements of a list built by expressions, counted through nesting
+_MAX_NESTING = 32
+
+
+def _round(number: Any, ndigits: Any = None) -> Any:
+    # round(5, -10**9) computes 10**(10**9): refuse digits no float could need.
+    if isinstance(ndigits, int) and abs(ndigits) > 400:
+        raise ExpressionError(f"round() to {ndigits} digits is out of range")
+    return round(number, ndigits)
+
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min,
@@ -25,7 +36,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "abs": abs,
     "int": int,
     "float": float,
-    "round": round,
+    "round": _round,
     "floor": math.floor,
     "ceil": math.ceil,
     "sqrt": math.sqrt,
@@ -56,7 +67,16 @@ _EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
 
 
 class ExpressionError(ValueError):
-    """An expression that cannot be evaluated; the message says why."""
+    """An expression that cannot be evaluated; the message says why.
+
+    ``hint`` (e.g. `` (did you mean 'width'?)``) is kept apart so that whoever adds where
+    the expression is can put it last, as every diagnostic does; ``str()`` has both.
+    """
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message + hint)
+        self.message = message
+        self.hint = hint
 
 
 def is_templated(value: Any) -> bool:
@@ -70,7 +90,7 @@ def resolve_value(value: Any, scope: Mapping[str, Any]) -> Any:
         if match := _REFERENCE.match(value):
             name = match.group(1)
             if name not in scope:
-                raise ExpressionError(_unknown(name, scope))
+                raise _unknown(name, scope)
             return scope[name]
         if match := _EXPRESSION.match(value):
             return evaluate(match.group(1), scope)
@@ -98,22 +118,58 @@ def evaluate(source: str, scope: Mapping[str, Any]) -> Any:
         raise
     except RecursionError:
         raise ExpressionError("expression nested too deeply") from None
-    except (ArithmeticError, ValueError, TypeError) as exc:
+    except (ArithmeticError, ValueError, TypeError, MemoryError) as exc:
         raise ExpressionError(f"cannot evaluate '${{{source}}}': {exc}") from None
 
 
-def _unknown(name: str, scope: Mapping[str, Any]) -> str:
+def _unknown(name: str, scope: Mapping[str, Any]) -> ExpressionError:
     from archforge.errors import did_you_mean
 
-    return f"unknown param '{name}'{did_you_mean(name, scope)}"
+    return ExpressionError(f"unknown param '{name}'", did_you_mean(name, scope))
 
 
 def _check_number(value: Any) -> Any:
+    """Refuse results that are not plain finite data of a bounded size."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_NUMBER:
         raise ExpressionError("number too large")
     if isinstance(value, float) and not math.isfinite(value):
         raise ExpressionError("expression is not a finite number")
+    if isinstance(value, complex):  # e.g. (-8) ** 0.5
+        raise ExpressionError("expression is not a real number")
+    if isinstance(value, str) and len(value) > _MAX_STRING:
+        raise ExpressionError(f"string longer than {_MAX_STRING} characters")
+    if isinstance(value, (list, tuple, dict)):
+        _check_size(value, [_MAX_ITEMS], 0)
     return value
+
+
+def _check_size(value: Any, budget: list[int], depth: int) -> None:
+    # Params can nest lists built from lists ([p, p]), doubling at every level; count them
+    # through the nesting so that nothing later (a comparison, a repr) walks 2**60 items.
+    if depth > _MAX_NESTING:
+        raise ExpressionError(f"value nested more than {_MAX_NESTING} levels deep")
+    for item in value.values() if isinstance(value, dict) else value:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ExpressionError(f"value with more than {_MAX_ITEMS} items")
+        if isinstance(item, (list, tuple, dict)):
+            _check_size(item, budget, depth + 1)
+
+
+_CONSTRUCTS = {
+    "Attribute": "attribute access", "Subscript": "indexing", "Slice": "slicing", "Lambda": "lambda",
+    "ListComp": "a comprehension", "SetComp": "a comprehension", "DictComp": "a comprehension",
+    "GeneratorExp": "a comprehension", "JoinedStr": "an f-string", "FormattedValue": "an f-string",
+    "NamedExpr": "assignment (:=)", "Starred": "unpacking (*)", "Dict": "a mapping", "Set": "a set",
+    "Await": "await", "Yield": "yield", "YieldFrom": "yield",
+}
+
+
+def _construct(node: ast.AST) -> str:
+    name = type(node).__name__
+    if name == "Attribute":
+        return f"attribute access ('.{node.attr}')"  # type: ignore[attr-defined]
+    return _CONSTRUCTS.get(name, f"'{name}'")
 
 
 class _Evaluator:
@@ -123,7 +179,7 @@ class _Evaluator:
     def visit(self, node: ast.AST) -> Any:
         method = getattr(self, f"visit_{type(node).__name__}", None)
         if method is None:
-            raise ExpressionError(f"'{type(node).__name__}' is not allowed in expressions")
+            raise ExpressionError(f"{_construct(node)} is not allowed in expressions")
         return method(node)
 
     def visit_Constant(self, node: ast.Constant) -> Any:
@@ -138,7 +194,7 @@ class _Evaluator:
             return True
         if node.id in ("false", "False"):
             return False
-        raise ExpressionError(_unknown(node.id, self.scope))
+        raise _unknown(node.id, self.scope)
 
     def visit_BinOp(self, node: ast.BinOp) -> Any:
         op = _BINARY.get(type(node.op))
@@ -157,7 +213,7 @@ class _Evaluator:
         op = _UNARY.get(type(node.op))
         if op is None:
             raise ExpressionError(f"operator '{type(node.op).__name__}' is not allowed")
-        return op(self.visit(node.operand))
+        return _check_number(op(self.visit(node.operand)))
 
     def visit_BoolOp(self, node: ast.BoolOp) -> Any:
         values = [self.visit(v) for v in node.values]
@@ -181,13 +237,15 @@ class _Evaluator:
         return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
 
     def visit_List(self, node: ast.List) -> list[Any]:
-        return [self.visit(item) for item in node.elts]
+        return _check_number([self.visit(item) for item in node.elts])
 
     visit_Tuple = visit_List
 
     def visit_Call(self, node: ast.Call) -> Any:
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else "this call"
+        if not isinstance(node.func, ast.Name):  # e.g. x.method(): an attribute, whatever it would call
+            raise ExpressionError(f"{_construct(node.func)} is not allowed in expressions")
+        if node.func.id not in FUNCTIONS:
+            name = node.func.id
             raise ExpressionError(f"function '{name}' is not available; allowed: {', '.join(sorted(FUNCTIONS))}")
         if node.keywords:
             raise ExpressionError("keyword arguments are not allowed in expressions")

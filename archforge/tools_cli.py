@@ -1,0 +1,89 @@
+"""``archforge schema`` and ``archforge graph``: the editor schema and architecture diagrams.
+
+Wired into :mod:`archforge.cli` with :func:`add_commands`::
+
+    archforge schema [-o spec.schema.json] [--search]
+    archforge graph SPEC -o arch.svg|arch.png|arch.dot|arch.mmd [--engine auto|graphviz|matplotlib]
+
+Spec problems propagate as :class:`~archforge.SpecError` (printed by the CLI's main
+as ``file:line:col: message``, exit status 2); a bad output suffix is reported the same
+way before any work is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from archforge.registry import default_registry
+    from archforge.schema import spec_json_schema
+
+    registry = default_registry()
+    schema = spec_json_schema(registry, search=args.search)
+    text = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    if not args.output or args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    output = Path(args.output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        return _error(f"cannot write '{output}': {exc.strerror or exc}")
+    kind = "search spaces" if args.search else "specs"
+    print(f"wrote {output}: JSON Schema (draft 2020-12) of {kind} with the args of {len(registry.names())} blocks")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    import warnings
+
+    from archforge import validate
+    from archforge.diagram import SUFFIXES, render
+    from archforge.errors import SpecWarning
+
+    output = Path(args.output)
+    if output.suffix.lower() not in SUFFIXES:
+        shown = f"'{output.suffix}'" if output.suffix else "no suffix"
+        return _error(f"cannot write a diagram to '{output}': unsupported format {shown}; use one of {', '.join(SUFFIXES)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpecWarning)
+        graph = validate(args.spec)
+    for warning in graph.warnings:
+        print(str(warning), file=sys.stderr)
+    try:
+        render(graph, output, engine=args.engine)
+    except (OSError, RuntimeError) as exc:
+        return _error(f"cannot draw '{output}': {exc}")
+    print(f"wrote {output}: {graph.name}, {len(graph.live_nodes())} nodes")
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``schema`` and ``graph`` to the CLI's ``add_subparsers()`` object."""
+    s = subparsers.add_parser("schema", help="JSON Schema of the spec language with every installed block's args (for editors)")
+    s.add_argument("-o", "--output", help="write to this file instead of stdout")
+    s.add_argument("--search", action="store_true", help="the schema of search spaces: choices and the 'search' section")
+    s.set_defaults(func=cmd_schema)
+
+    s = subparsers.add_parser("graph", help="draw the architecture of a spec: .svg, .png, .dot or .mmd")
+    s.add_argument("spec")
+    s.add_argument("-o", "--output", required=True, help="arch.svg, arch.png (Graphviz if installed, else matplotlib), arch.dot or arch.mmd")
+    s.add_argument("--engine", choices=("auto", "graphviz", "matplotlib"), default="auto",
+                   help="how to draw .svg/.png (default: Graphviz's dot when on PATH, else matplotlib)")
+    s.set_defaults(func=cmd_graph)
+
+
+__all__ = ["add_commands", "cmd_graph", "cmd_schema"]

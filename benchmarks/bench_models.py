@@ -1,0 +1,425 @@
+"""Benchmark: spec-built reference models against the same networks written in plain PyTorch.
+
+For each model, the network built by ``archforge.build`` from ``specs/models/<name>.yaml``
+is timed against a hand-written module defined below, written the way timm and
+torchvision write it:
+
+* ``resnet50`` — torchvision's ``ResNet``/``Bottleneck`` (v1.5: stride in the 3×3);
+* ``deit_tiny_patch16_224`` — timm's ``VisionTransformer`` (pre-norm blocks, fused
+  ``scaled_dot_product_attention`` as timm uses by default);
+* ``convit_tiny`` — timm's ``ConViT``: GPSA computed the explicit way, with ``B × h × N × N``
+  content and positional attention matrices mixed by the gate and renormalised, and the
+  two MHSA layers as in timm's ``convit.MHSA`` (explicit ``softmax(q kᵀ) v``). The spec's
+  ``gpsa`` block computes ``(1 − σ)·SDPA(q, k, v) + σ·(A_pos v)`` instead, with one
+  ``(h, N, N)`` positional attention per call, and its ``mhsa`` uses SDPA.
+
+Same weights on both sides: the spec model's state dict is loaded into the plain one
+(``strict=True``) through a renaming that is checked to be one-to-one (see
+:func:`plain_state_dict`), and both must give the same logits (eval mode) before
+anything is timed; the script prints the largest difference.
+
+Measured, per side: ``fwd`` is eval mode under ``torch.inference_mode``; ``fwd+bwd`` is
+train mode, cross-entropy against random labels, backward (no optimizer step). Each
+measurement is the best (minimum) time over interleaved repeats (spec, plain, spec,
+plain, …) after warm-up: on a machine shared with other processes the minimum is the
+estimate least disturbed by their load, and interleaving exposes both sides to it alike.
+Throughput is batch / best time. ``--clock cpu`` times with the process's CPU time
+(all its threads) instead of wall-clock time, which time-sharing with other processes
+does not inflate: use it, with ``--threads 1``, to compare the two sides on a busy
+machine. ``--compile`` wraps both sides in ``torch.compile`` (the warm-up then includes
+compilation, which takes minutes on CPU).
+
+    python benchmarks/bench_models.py                      # eager, batch 8 at 224, ~2-3 min on 2 cores
+    python benchmarks/bench_models.py --compile            # torch.compile on both sides
+    python benchmarks/bench_models.py --models convit_tiny --batch 16 --repeats 10
+    python benchmarks/bench_models.py --threads 1 --clock cpu  # on a machine shared with other jobs
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+import archforge
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs" / "models"
+
+
+# --------------------------------------------------------------------------------------------
+# Plain ResNet (torchvision's resnet.py, v1.5)
+# --------------------------------------------------------------------------------------------
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        out = planes * self.expansion
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)  # v1.5: the stride is here
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or inplanes != out:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int = 1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        layers = [block(self.inplanes, planes, stride)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Plain ViT / DeiT (timm's vision_transformer.py) and ConViT (timm's convit.py)
+# --------------------------------------------------------------------------------------------
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch: int, in_chans: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch, patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    """timm's ViT ``Attention`` with its default fused path (``F.scaled_dot_product_attention``)."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class ExplicitMHSA(nn.Module):
+    """timm's ``convit.MHSA``: ``softmax(q kᵀ · scale) v`` with the attention matrix written out."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = False):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)  # (B, h, N, N)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class ExplicitGPSA(nn.Module):
+    """timm's ``convit.GPSA``: content and positional ``B × h × N × N`` attentions, gated, renormalised."""
+
+    def __init__(self, dim: int, heads: int, grid: int, qkv_bias: bool = False):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.pos_proj = nn.Linear(3, heads)
+        self.gating_param = nn.Parameter(torch.ones(heads))
+        # (1, N, N, 3): (Δx, Δy, Δx² + Δy²), key minus query, as timm's get_rel_indices
+        ind = torch.arange(grid).view(1, -1) - torch.arange(grid).view(-1, 1)
+        indx = ind.repeat(grid, grid)
+        indy = ind.repeat_interleave(grid, dim=0).repeat_interleave(grid, dim=1)
+        rel = torch.stack([indx, indy, indx ** 2 + indy ** 2], dim=-1).float()[None]
+        self.register_buffer("rel_indices", rel, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k = self.qk(x).reshape(B, N, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        pos_score = self.pos_proj(self.rel_indices.expand(B, -1, -1, -1)).permute(0, 3, 1, 2)  # (B, h, N, N)
+        patch_score = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)  # (B, h, N, N)
+        gating = torch.sigmoid(self.gating_param).view(1, -1, 1, 1)
+        attn = (1.0 - gating) * patch_score + gating * pos_score.softmax(dim=-1)
+        attn = attn / attn.sum(dim=-1, keepdim=True)
+        v = self.v(x).reshape(B, N, self.heads, C // self.heads).permute(0, 2, 1, 3)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """ViT / DeiT: patch embedding, class token, learned positions (class token included), blocks, norm, head."""
+
+    def __init__(self, img: int = 224, patch: int = 16, dim: int = 192, depth: int = 12, heads: int = 3, num_classes: int = 1000):
+        super().__init__()
+        self.patch_embed = PatchEmbed(patch, 3, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, (img // patch) ** 2 + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[Block(dim, Attention(dim, heads)) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 0])
+
+
+class ConViT(nn.Module):
+    """ConViT: ``local_layers`` GPSA blocks on the patches, then the class token, then MHSA blocks."""
+
+    def __init__(self, img: int = 224, patch: int = 16, heads: int = 4, head_dim: int = 48, depth: int = 12,
+                 local_layers: int = 10, num_classes: int = 1000):
+        super().__init__()
+        dim, grid = heads * head_dim, img // patch
+        self.local_layers = local_layers
+        self.patch_embed = PatchEmbed(patch, 3, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, grid * grid, dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            [Block(dim, ExplicitGPSA(dim, heads, grid)) for _ in range(local_layers)]
+            + [Block(dim, ExplicitMHSA(dim, heads)) for _ in range(depth - local_layers)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for i, block in enumerate(self.blocks):
+            if i == self.local_layers:
+                x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+            x = block(x)
+        return self.head(self.norm(x)[:, 0])
+
+
+#: name → (plain constructor, input size)
+PLAIN: dict[str, tuple[Callable[[], nn.Module], int]] = {
+    "resnet18": (lambda: ResNet(BasicBlock, [2, 2, 2, 2]), 224),
+    "resnet50": (lambda: ResNet(Bottleneck, [3, 4, 6, 3]), 224),
+    "deit_tiny_patch16_224": (lambda: VisionTransformer(dim=192, heads=3), 224),
+    "vit_base_patch16_224": (lambda: VisionTransformer(dim=768, heads=12), 224),
+    "convit_tiny": (lambda: ConViT(heads=4), 224),
+    "convit_small": (lambda: ConViT(heads=9), 224),
+    "convit_base": (lambda: ConViT(heads=16), 224),
+}
+
+
+def spec_to_plain_name(name: str, local_layers: int = 10) -> str:
+    """Parameter name in a spec-built model → the same parameter in the plain (torchvision/timm) module.
+
+    The specs name everything as torchvision/timm do except: the ResNet stem convolution
+    (``conv1.conv.weight``, a ``conv`` block, is torchvision's ``conv1.weight``); the class
+    token and position embedding, which are modules holding one parameter
+    (``cls_token.cls_token``, ``pos_embed.pos_embed``); and ConViT's MHSA blocks, a second
+    repeated node (``global_blocks.i`` is timm's ``blocks.(local_layers + i)``).
+    """
+    name = {"conv1.conv.weight": "conv1.weight", "cls_token.cls_token": "cls_token",
+            "pos_embed.pos_embed": "pos_embed"}.get(name, name)
+    return re.sub(r"^global_blocks\.(\d+)\.", lambda m: f"blocks.{local_layers + int(m.group(1))}.", name)
+
+
+def plain_state_dict(spec_model: nn.Module) -> dict[str, torch.Tensor]:
+    """The spec model's state dict under the plain module's names (one-to-one, checked)."""
+    renamed = {spec_to_plain_name(k): v for k, v in spec_model.state_dict().items()}
+    assert len(renamed) == len(spec_model.state_dict()), "the renaming merged two parameters"
+    return renamed
+
+
+def spec_registry():
+    """``None`` (the installed plugins) once every block the specs use is registered; until then, the
+    installed plugins plus the blocks of ``archforge/blocks`` that are not registered yet."""
+    from archforge.blocks.bottleneck import BasicBlock as BasicBlockBlock, Bottleneck as BottleneckBlock
+    from archforge.blocks.local_attention import LocalAttention
+    from archforge.blocks.sagan import SaganAttention
+    from archforge.blocks.se import SqueezeExcitation
+    from archforge.blocks.stem import Stem
+    from archforge.registry.manager import default_registry
+    from archforge.testing import registry_with
+
+    have = default_registry().blocks
+    missing = [b for b in (BottleneckBlock, BasicBlockBlock, Stem, SqueezeExcitation, SaganAttention, LocalAttention)
+               if b.name not in have]
+    return registry_with(*missing) if missing else None
+
+
+def build_pair(name: str, registry=None) -> tuple[nn.Module, nn.Module, int]:
+    """``(spec model, plain model with the spec model's weights, input size)``."""
+    spec_model = archforge.build(SPECS / f"{name}.yaml", registry=registry)
+    make, size = PLAIN[name]
+    plain = make()
+    plain.load_state_dict(plain_state_dict(spec_model), strict=True)
+    return spec_model, plain, size
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+def _forward(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        with torch.inference_mode():
+            model(x)
+    return step
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        F.cross_entropy(model(x), labels).backward()
+    return step
+
+
+def best_times(steps: dict[str, Callable[[], None]], warmup: int, repeats: int,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Best (minimum) seconds per call of each step over interleaved repeats."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, step in steps.items():
+            start = clock()
+            step()
+            times[k].append(clock() - start)
+    return {k: min(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet50", "deit_tiny_patch16_224", "convit_tiny"], choices=sorted(PLAIN))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true", help="torch.compile both sides (compilation is in the warm-up)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: the process's CPU time (busy machines)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    registry = spec_registry()
+
+    rows = []
+    for name in args.models:
+        torch.manual_seed(0)
+        spec_model, plain, size = build_pair(name, registry)
+        x = torch.randn(args.batch, 3, size, size)
+        labels = torch.randint(0, 1000, (args.batch,))
+        with torch.no_grad():
+            spec_model.eval(), plain.eval()
+            ref = plain(x)
+            diff = (spec_model(x) - ref).abs().max().item()
+        assert diff <= 1e-3 * max(1.0, ref.abs().max().item()), f"{name}: spec and plain outputs differ by {diff:.3g}"
+        sides = {"spec": spec_model, "plain": plain}
+        if args.compile:
+            sides = {k: torch.compile(m) for k, m in sides.items()}
+        result = {"model": name, "diff": diff}
+        for mode in ("fwd", "fwd+bwd"):
+            for m in (spec_model, plain):
+                m.train(mode == "fwd+bwd")
+            steps = {k: (_forward(m, x) if mode == "fwd" else _train_step(m, x, labels)) for k, m in sides.items()}
+            t = best_times(steps, args.warmup, args.repeats, time.process_time if args.clock == "cpu" else time.perf_counter)
+            result[mode] = {k: args.batch / v for k, v in t.items()}
+        rows.append(result)
+        print(f"  {name}: done (max |Δlogits| {diff:.1e})", flush=True)
+
+    how = "torch.compile" if args.compile else "eager"
+    clock = "CPU time" if args.clock == "cpu" else "wall-clock time"
+    print(f"\nthroughput (images/s, {clock}), batch {args.batch}, {how}, {args.threads} thread(s), "
+          f"best of {args.repeats} interleaved repeats after {args.warmup} warm-up; ratio = spec / plain")
+    header = f"{'model':<24}{'fwd spec':>10}{'fwd plain':>11}{'ratio':>7}{'f+b spec':>11}{'f+b plain':>11}{'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        f, b = r["fwd"], r["fwd+bwd"]
+        print(f"{r['model']:<24}{f['spec']:>10.1f}{f['plain']:>11.1f}{f['spec'] / f['plain']:>7.2f}"
+              f"{b['spec']:>11.1f}{b['plain']:>11.1f}{b['spec'] / b['plain']:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
