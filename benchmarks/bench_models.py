@@ -309,26 +309,9 @@ def plain_state_dict(spec_model: nn.Module) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def spec_registry():
-    """``None`` (the installed plugins) once every block the specs use is registered; until then, the
-    installed plugins plus the blocks of ``archforge/blocks`` that are not registered yet."""
-    from archforge.blocks.bottleneck import BasicBlock as BasicBlockBlock, Bottleneck as BottleneckBlock
-    from archforge.blocks.local_attention import LocalAttention
-    from archforge.blocks.sagan import SaganAttention
-    from archforge.blocks.se import SqueezeExcitation
-    from archforge.blocks.stem import Stem
-    from archforge.registry.manager import default_registry
-    from archforge.testing import registry_with
-
-    have = default_registry().blocks
-    missing = [b for b in (BottleneckBlock, BasicBlockBlock, Stem, SqueezeExcitation, SaganAttention, LocalAttention)
-               if b.name not in have]
-    return registry_with(*missing) if missing else None
-
-
-def build_pair(name: str, registry=None) -> tuple[nn.Module, nn.Module, int]:
+def build_pair(name: str) -> tuple[nn.Module, nn.Module, int]:
     """``(spec model, plain model with the spec model's weights, input size)``."""
-    spec_model = archforge.build(SPECS / f"{name}.yaml", registry=registry)
+    spec_model = archforge.build(SPECS / f"{name}.yaml")
     make, size = PLAIN[name]
     plain = make()
     plain.load_state_dict(plain_state_dict(spec_model), strict=True)
@@ -382,12 +365,11 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: the process's CPU time (busy machines)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    registry = spec_registry()
 
     rows = []
     for name in args.models:
         torch.manual_seed(0)
-        spec_model, plain, size = build_pair(name, registry)
+        spec_model, plain, size = build_pair(name)
         x = torch.randn(args.batch, 3, size, size)
         labels = torch.randint(0, 1000, (args.batch,))
         with torch.no_grad():

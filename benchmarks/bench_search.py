@@ -1,9 +1,9 @@
 """Search driver throughput: trials per hour, one process vs several, and the driver's overhead.
 
-    python benchmarks/bench_search.py                      # mnist subset (4,000 images), 12 candidates, 2 epochs, 1 vs 2 workers
+    python benchmarks/bench_search.py                      # mnist subset (4,000 images), 8 candidates, 2 epochs, best of 2, 1 vs 2 workers
     python benchmarks/bench_search.py --dataset digits --budget 12 --workers 1 2
 
-Each configuration runs the same grid of small CNNs from scratch into its own SQLite
+Each configuration runs a random search over the same 16 small CNNs from scratch into its own SQLite
 store (real training with archforge.search.evaluate). Reported per configuration:
 
 * trials/hour: evaluated candidates / wall time of the whole ``search()`` call (process
@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist", help="a bundled dataset: mnist (5,000-image subset) or digits")
     p.add_argument("--limit", type=int, default=4000, help="images (train + validation); 0 for all")
-    p.add_argument("--budget", type=int, default=12, help="candidates per configuration")
+    p.add_argument("--budget", type=int, default=8, help="candidates per configuration")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest is reported (shared machines are noisy)")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -89,22 +90,29 @@ def main(argv: list[str] | None = None) -> int:
 
     shape = tuple(load_dataset(args.dataset, limit=args.limit or None).input_shape)
     space_text = space_for(shape)
-    rows = []
+    best: dict[int, dict] = {}
+    loads = []
     with tempfile.TemporaryDirectory() as tmp:
-        for workers in args.workers:
-            rows.append(run(space_text, args.dataset, args.limit or None, args.budget, args.epochs, workers, Path(tmp)))
+        for repeat in range(args.repeat):  # alternate the order: a noisy neighbour should not always hit the same one
+            order = args.workers if repeat % 2 == 0 else list(reversed(args.workers))
+            for workers in order:
+                loads.append(os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"))
+                row = run(space_text, args.dataset, args.limit or None, args.budget, args.epochs, workers, Path(tmp) / f"r{repeat}")
+                if workers not in best or row["per_hour"] > best[workers]["per_hour"]:
+                    best[workers] = row
+    rows = [best[w] for w in args.workers]
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table = Table(title=f"search driver on {args.dataset} (limit {args.limit or 'all'}), random search, budget {args.budget}, "
-                        f"{args.epochs} epoch(s); {cores} cores, load average {load:.1f}", title_justify="left")
+                        f"{args.epochs} epoch(s); best of {args.repeat} run(s); {cores} cores, load average "
+                        f"{min(loads):.1f}-{max(loads):.1f} before the runs", title_justify="left")
     for column in ("workers", "trials", "wall s", "trials/hour", "speed-up", "train s/trial", "driver s/trial", "driver overhead"):
         table.add_column(column, justify="right")
     base = rows[0]["per_hour"]
     for row in rows:
         table.add_row(str(row["workers"]), str(row["trials"]), f"{row['wall_s']:.1f}", f"{row['per_hour']:.0f}",
                       f"{row['per_hour'] / base:.2f}×", f"{row['train_s']:.2f}", f"{row['driver_s']:.3f}", f"{100 * row['overhead']:.1f}%")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
     return 0
 
 

@@ -127,7 +127,7 @@ class BottleneckResidual(nn.Module):
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False, **factory)
         self.bn3 = nn.BatchNorm2d(out_channels, **factory)
         self.se = SqueezeExcite(out_channels, se_channels(out_channels, se), **factory) if se else None
-        self.act = make_activation(act)
+        self.act = make_activation(act, inplace=True)  # applied only to fresh tensors
         self.downsample = make_shortcut(in_channels, out_channels, stride, downsample, **factory)
         if zero_init:
             nn.init.zeros_(self.bn3.weight)
@@ -154,7 +154,7 @@ class BasicResidual(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, **factory)
         self.bn2 = nn.BatchNorm2d(out_channels, **factory)
         self.se = SqueezeExcite(out_channels, se_channels(out_channels, se), **factory) if se else None
-        self.act = make_activation(act)
+        self.act = make_activation(act, inplace=True)  # applied only to fresh tensors
         self.downsample = make_shortcut(in_channels, out_channels, stride, downsample, **factory)
         if zero_init:
             nn.init.zeros_(self.bn2.weight)

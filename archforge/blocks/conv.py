@@ -83,7 +83,7 @@ class Conv(Block):
             norm = nn.BatchNorm2d(args.channels, **factory)
         elif args.norm == "group":
             norm = nn.GroupNorm(_group_count(args.channels), args.channels, **factory)
-        act = None if args.act == "none" else make_activation(args.act)
+        act = None if args.act == "none" else make_activation(args.act, inplace=True)
         return ConvNormAct(conv, norm, act)
 
 

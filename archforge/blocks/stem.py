@@ -107,7 +107,7 @@ class Stem(Block):
             bias = patchify and norm == "layer"
             conv = nn.Conv2d(in_channels, out_channels, kernel, stride, 0 if patchify else kernel // 2, bias=bias, **factory)
             norm_layer = LayerNorm2d(out_channels, **factory) if norm == "layer" else nn.BatchNorm2d(out_channels, **factory)
-            act = None if patchify or args.act == "none" else make_activation(args.act)
+            act = None if patchify or args.act == "none" else make_activation(args.act, inplace=True)
             layers[f"conv{i}"] = ConvNormAct(conv, norm_layer, act)
             in_channels = out_channels
         if self.pooled(args):

@@ -11,6 +11,7 @@
 ``placement.png``   mean accuracy per value of each decision (rows: decisions, e.g.
                     the per-copy placement of each stage; columns: values)
 ``best.yaml``       the best candidate's concrete spec (``archforge build`` builds it)
+``candidates/``     the concrete specs of the ten best, ``<rank>_<hash>.yaml``
 ``best.pt``         with ``weights=True``: the best candidate retrained, as a checkpoint
 ==================  ================================================================
 """
@@ -493,9 +494,24 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool
     best = write_best_yaml(run, out / "best.yaml")
     if best is not None:
         files["best"] = best
+        files["candidates"] = write_top_specs(run, out / "candidates")
         if weights:
             files["weights"] = retrain_best(run, out / "best.pt")
     return files
+
+
+def write_top_specs(run: RunData, folder: Path, top: int = 10) -> Path:
+    """The concrete specs of the ``top`` ranked candidates as ``<rank>_<hash>.yaml`` (each builds with archforge build)."""
+    from archforge.spec import Spec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.yaml"):
+        old.unlink()
+    for row in [r for r in run.table if r["status"] == "complete"][:top]:
+        text = Spec.from_dict(row["spec"]).to_yaml()
+        acc = f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "?"
+        (folder / f"{row['rank']:02d}_{row['hash']}.yaml").write_text(f"# rank {row['rank']} of run '{run.name}', trial #{row['trial']}, accuracy {acc}\n" + text)
+    return folder
 
 
 # --------------------------------------------------------------------------- printing

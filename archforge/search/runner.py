@@ -39,13 +39,12 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from archforge.errors import SpecError, SpecWarning
-from archforge.search.space import OBJECTIVES, Candidate, SearchSettings, Space, parse_space
+from archforge.search.space import Candidate, SearchSettings, Space, parse_space
 from archforge.search.storage import (
-    COUNTED, META_KEY, PROXY_KEY, GRACE_PERIOD, HEARTBEAT_INTERVAL, SearchError, StorageRef, open_storage,
+    COUNTED, META_KEY, PROXY_KEY, GRACE_PERIOD, SearchError, StorageRef, open_storage,
     record_of, resolve_storage, worker_alive, worker_info,
 )
 from archforge.search.strategies import _quiet, make_pruner, make_strategy
@@ -222,6 +221,7 @@ class Display:
     def trial_started(self, number: int, label: str, epochs: int) -> None: ...
     def epoch(self, seed: int, epoch: int, accuracy: float | None) -> None: ...
     def trial_finished(self, record: Any, counted: int) -> None: ...
+    def workers(self, busy: Mapping[int, tuple[int, int, int]]) -> None: ...
     def message(self, text: str) -> None: ...
 
 
@@ -239,6 +239,7 @@ class RichDisplay(Display):
         )
         self.trials = self.progress.add_task("trials", total=total, completed=done)
         self.epochs = self.progress.add_task("epochs", total=1, visible=False) if epochs_bar else None
+        self.worker_tasks: dict[int, Any] = {}
 
     def __enter__(self) -> "RichDisplay":
         self.progress.start()
@@ -263,6 +264,17 @@ class RichDisplay(Display):
 
     def set_total(self, total: int | None) -> None:
         self.progress.update(self.trials, total=total)
+
+    def workers(self, busy: Mapping[int, tuple[int, int, int]]) -> None:
+        """One epoch bar per worker process: ``busy[index] = (trial number, epochs done, epochs in all)``."""
+        for index, (number, done, total) in sorted(busy.items()):
+            task = self.worker_tasks.get(index)
+            if task is None:
+                task = self.worker_tasks[index] = self.progress.add_task("", total=1)
+            self.progress.update(task, description=f"worker {index} #{number} epochs", completed=done, total=max(1, total), visible=True)
+        for index, task in self.worker_tasks.items():
+            if index not in busy:
+                self.progress.update(task, visible=False)
 
     def message(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)
@@ -392,6 +404,7 @@ class Worker:
         self.stats = WorkerStats()
         self._distinct: int | None | bool = False  # False: not computed yet
         self._summaries: dict[str, tuple[int, int]] = {}
+        self._epochs_done = self._epochs_total = 0
 
     # -- setup ---------------------------------------------------------------
     @property
@@ -414,10 +427,7 @@ class Worker:
     # -- the loop --------------------------------------------------------------
     def run(self) -> WorkerStats:
         study = self.open_study()
-        _ = self.data  # once per worker, before the per-trial accounting starts
-        from archforge.registry import default_registry
-
-        default_registry()
+        self.warm_up()
         start = time.perf_counter()
         idle = 0
         while True:
@@ -445,6 +455,21 @@ class Worker:
         self.stats.wall_s = time.perf_counter() - start
         self.save_stats(study)
         return self.stats
+
+    def warm_up(self) -> None:
+        """Once per worker, before the per-trial accounting: load the data, the plugins and the FLOP counter."""
+        _ = self.data
+        from archforge.builder import summarize
+        from archforge.registry import default_registry
+
+        default_registry()
+        try:
+            values = {n: d.values()[0] if d.size is not None else d.low for n, d in self.space.decisions.items()}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SpecWarning)
+                summarize(self.space.concretize(values).spec)
+        except Exception:  # an invalid first candidate is the search's business, not the warm-up's
+            pass
 
     def wait(self, seconds: float) -> None:
         started = time.perf_counter()
@@ -505,6 +530,9 @@ class Worker:
         fresh: set[int] = set()
         eval_s = 0.0
         total_epochs = self.settings.epochs * len([s for s in seeds if s not in known.seeds])
+        self._epochs_done, self._epochs_total = 0, total_epochs
+        if self.cfg.workers > 1:
+            trial.set_user_attr("progress", {"done": 0, "total": total_epochs})
         self.display.trial_started(trial.number, candidate.label(), total_epochs)
         with _Heartbeat(self.storage, trial._trial_id):
             for seed in seeds:
@@ -532,6 +560,12 @@ class Worker:
         def on_epoch(epoch: int, val_acc: float) -> bool:
             steps.append(val_acc)
             self.display.epoch(seed, len(steps), val_acc)
+            self._epochs_done += 1
+            if self.cfg.workers > 1:  # the parent process draws the epoch bars from this
+                try:
+                    trial.set_user_attr("progress", {"done": self._epochs_done, "total": self._epochs_total})
+                except Exception:  # progress display only
+                    pass
             if prune and _finite(val_acc) is not None:
                 trial.report(float(val_acc), len(steps))
                 if trial.should_prune():
@@ -675,7 +709,7 @@ class Worker:
                         source = outcome.get("duplicate_of") or t.number
                         if seed not in known.seeds or source < known.seeds[seed][1]:
                             known.seeds[seed] = (rec, source)
-                if t.state == TrialState.RUNNING and t.user_attrs.get("phase") == "evaluating":
+                if t.state == TrialState.RUNNING and t.number < me:  # the lower number goes first: no deadlock
                     alive = worker_alive(t.user_attrs.get("worker") or {})
                     if alive is not False:
                         busy = t.number
@@ -830,7 +864,7 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
         if a != b:
             diffs.append(f"{key} {a} → {b}")
     for key, value in new.get("train", {}).items():
-        if key not in _NEUTRAL_TRAIN_FIELDS and old.get("train", {}).get(key) != value:
+        if key not in _NEUTRAL_TRAIN_FIELDS and key != "epochs" and old.get("train", {}).get(key) != value:
             diffs.append(f"{key} {old.get('train', {}).get(key)} → {value}")
     return ", ".join(diffs) or "training settings differ"
 
@@ -1088,10 +1122,15 @@ def _monitor(study: Any, display: Display, alive: Callable[[], bool]) -> None:
         running = alive()
         trials = study.get_trials(deepcopy=False)
         counted, _ = budget_state(trials, exclude=None)
+        busy: dict[int, tuple[int, int, int]] = {}
         for t in trials:
             if t.state.is_finished() and "outcome" in t.user_attrs and t.number not in seen:
                 seen.add(t.number)
                 display.trial_finished(record_of(t), counted)
+            elif t.state.name == "RUNNING" and "worker" in t.user_attrs:
+                progress = t.user_attrs.get("progress") or {}
+                busy[int(t.user_attrs["worker"].get("index", 0))] = (t.number, progress.get("done", 0), progress.get("total", 0))
+        display.workers(busy)
         if not running:
             break
         time.sleep(1.0)

@@ -136,7 +136,10 @@ def test_report_json_summary_and_weights(run_dir, tmp_path, capsys):
     out = report(run_dir, tmp_path, "--json", "--weights")
     summary = json.loads(capsys.readouterr().out)
     assert summary["best"]["hash"] == summary["ranking"][0]["hash"]
-    assert set(summary["files"]) == {"csv", "json", "pareto", "placement", "best", "weights"}
+    assert set(summary["files"]) == {"csv", "json", "pareto", "placement", "best", "candidates", "weights"}
+    ranked = sorted((out / "candidates").glob("*.yaml"))
+    assert [p.name for p in ranked] == [f"{r['rank']:02d}_{r['hash']}.yaml" for r in summary["ranking"] if r["status"] == "complete"]
+    assert all(candidate_hash(archforge.load_spec(p)) == p.stem.split("_")[1] for p in ranked)
     model = archforge.load_checkpoint(out / "best.pt")
     assert candidate_hash(model.meta["archforge_graph"].spec) == summary["best"]["hash"]
 
@@ -146,3 +149,31 @@ def test_report_of_a_missing_run_is_an_error(tmp_path):
 
     with pytest.raises(SearchError, match="no search run at"):
         load_run(tmp_path / "nothing")
+
+
+def test_command_line_search_report_and_located_errors(tmp_path, capsys):
+    from archforge.cli import main
+
+    space = tmp_path / "cli.yaml"
+    space.write_text(SPACE.replace("name: rep", "name: cli"))
+    code = main(["search", str(space), "--evaluator", "test_report:fake_evaluate", "--runs", str(tmp_path / "runs"),
+                 "--no-progress", "--report", "--budget", "4", "--strategy", "random", "--seed", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "best: #" in captured.out and "compute: " in captured.out
+    assert captured.err.count("\n") >= 4  # one line per finished trial
+    report_dir = tmp_path / "runs" / "cli" / "report"
+    assert {p.name for p in report_dir.iterdir()} >= {"trials.csv", "trials.json", "pareto.png", "placement.png", "best.yaml"}
+    run = load_run(tmp_path / "runs" / "cli")
+    assert len([r for r in run.records if r.counted]) == 4
+
+    assert main(["space", str(space), "--json", "--samples", "1"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["candidates"] == 8 and len(info["samples"]) == 1
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPACE.replace("{choice: [4, 8]}", "{choice: []}"))
+    assert main(["space", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == f"{bad}:4:26: 'choice' needs a non-empty list of options"
+    assert main(["search", str(space), "--runs", str(tmp_path / "runs"), "--epochs", "5", "--evaluator", "test_report:fake_evaluate"]) == 2
+    assert "other settings (epochs 2 → 5)" in capsys.readouterr().err

@@ -181,11 +181,12 @@ def test_a_rerun_reuses_everything(tmp_path, monkeypatch):
 PRUNE_SPACE = SPACE.replace("kernel: {choice: [1, 3]}", "kernel: {choice: [1, 3, 5]}").replace("epochs: 2", "epochs: 9")
 
 
-def test_successive_halving_prunes_and_the_compute_saved_adds_up(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
+def test_multi_fidelity_prunes_and_the_compute_saved_adds_up(tmp_path, monkeypatch, pruner):
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("ARCHFORGE_TEST_LOG", str(log))
     result = search(parse_space(PRUNE_SPACE, "p.yaml"), dataset=DATA, evaluator=slow_evaluate, storage="memory",
-                    runs_dir=tmp_path, progress=False, pruner={"kind": "successive_halving", "min_resource": 1, "reduction_factor": 3})
+                    runs_dir=tmp_path, progress=False, pruner={"kind": pruner, "min_resource": 1, "reduction_factor": 3})
     counted = [r for r in result.trials if r.counted]
     pruned = [r for r in counted if r.status == "pruned"]
     assert len(counted) == 9 and pruned and len(pruned) < 9
@@ -259,3 +260,23 @@ def test_real_evaluator_on_digits_end_to_end(tmp_path):
     assert (tmp_path / "real" / "study.db").exists() and (tmp_path / "real" / "space.yaml").read_text() == REAL_SPACE
     model = archforge.build(result.best_spec)
     assert sum(p.numel() for p in model.parameters()) == result.best["params"]
+
+
+def test_proxy_prefilter_trains_only_the_best_scored(tmp_path, monkeypatch):
+    from archforge.search import proxies
+
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("ARCHFORGE_TEST_LOG", str(log))
+    space = parse_space(PRUNE_SPACE.replace("epochs: 9", "epochs: 2"), "p.yaml")
+    kwargs = dict(dataset=DATA, evaluator=slow_evaluate, storage=tmp_path / "proxy.db", runs_dir=tmp_path, progress=False,
+                  proxy={"score": "synflow", "sample": 9, "keep": 0.34})
+    result = search(space, **kwargs)
+    scores = {c.hash: proxies.synflow(c.spec, (1, 8, 8)) for c in space.distinct_candidates()}
+    best = sorted(scores, key=scores.get, reverse=True)[:4]
+    trained = [e["hash"] for e in events(log) if e["event"] == "end"]
+    assert sorted(trained) == sorted(best)  # ceil(0.34 * 9) = 4, the four best synflow scores
+    assert all(r.proxy_score == pytest.approx(scores[r.hash]) for r in result.trials if r.counted)
+    c = result.compute
+    assert (c["proxy_discarded"], c["epochs_run"], c["epochs_full"], c["epochs_saved"]) == (5, 8, 18, 10)
+    again = search(space, **kwargs)  # resuming neither rescores nor retrains
+    assert len(events(log)) == 8 and len([r for r in again.trials if r.counted]) == 4
