@@ -187,6 +187,7 @@ def cmd_space(args: argparse.Namespace) -> int:
     budget = s.budget if s.budget is not None else ("all" if s.strategy == "grid" else 20)
     console.print(f"search: {s.strategy} over {s.dataset}, budget {budget}, {s.epochs} epoch(s) × {s.seeds} seed(s), "
                   f"objectives {', '.join(s.objectives)}" + (f", pruner {s.pruner.kind}" if s.pruner else "")
+                  + (f", {s.workers} workers" if s.workers > 1 else "")
                   + (f", proxy {s.proxy.score}" if s.proxy else ""), markup=False)
     limits = ", ".join(f"{k} {v:,.0f}" for k, v in info["constraints"].items()) or "no constraints"
     console.print(f"checked {info['checked']} candidate(s) ({limits}): {info['valid']} valid, "

@@ -55,7 +55,7 @@ from typing import Any, Iterator, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from archforge.errors import Location, SpecError, did_you_mean
-from archforge.spec.load import MAX_SPEC_BYTES, spec_from_document, validation_error
+from archforge.spec.load import read_spec_text, spec_from_document, validation_error
 from archforge.spec.located_yaml import LocatedDocument, load_located
 from archforge.spec.schema import Spec
 
@@ -848,14 +848,5 @@ def load_space(source: str | os.PathLike[str] | Space) -> Space:
     if isinstance(source, Space):
         return source
     path = Path(source)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"cannot read search space: {exc.strerror or exc}", Location(str(path), 1, 1)) from None
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"search space larger than {MAX_SPEC_BYTES} bytes", Location(str(path), 1, 1))
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"search space is not valid UTF-8 (byte {exc.start})", Location(str(path), raw[: exc.start].count(b"\n") + 1, 1)) from None
+    text = read_spec_text(path, "search space")
     return parse_space(text, file=str(path))

@@ -19,21 +19,25 @@ MAX_SPEC_BYTES = 4 * 1024 * 1024
 _SECTION_MODELS: dict[str, type[BaseModel]] = {"input": InputSpec}
 
 
-def load_spec(source: str | os.PathLike[str]) -> Spec:
-    """Read and validate a spec file (structure only; blocks and shapes are checked by :func:`archforge.validate`)."""
+def read_spec_text(source: str | os.PathLike[str], what: str = "spec") -> str:
+    """The UTF-8 text of a spec file; unreadable, oversized or undecodable files are located SpecErrors."""
     path = Path(source)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise SpecError(f"cannot read spec: {exc.strerror or exc}", Location(str(path), 1, 1)) from None
+        raise SpecError(f"cannot read {what}: {exc.strerror or exc}", Location(str(path), 1, 1)) from None
     if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"spec file larger than {MAX_SPEC_BYTES} bytes", Location(str(path), 1, 1))
+        raise SpecError(f"{what} file larger than {MAX_SPEC_BYTES} bytes", Location(str(path), 1, 1))
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise SpecError(f"spec is not valid UTF-8 (byte {exc.start})", Location(str(path), line, 1)) from None
-    return parse_spec(text, file=str(path))
+        raise SpecError(f"{what} is not valid UTF-8 (byte {exc.start})", Location(str(path), line, 1)) from None
+
+
+def load_spec(source: str | os.PathLike[str]) -> Spec:
+    """Read and validate a spec file (structure only; blocks and shapes are checked by :func:`archforge.validate`)."""
+    return parse_spec(read_spec_text(source), file=str(Path(source)))
 
 
 def parse_spec(text: str, file: str = "<string>") -> Spec:
