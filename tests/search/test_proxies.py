@@ -34,7 +34,7 @@ def test_synflow_of_two_linear_layers_matches_the_closed_form():
     r = ones2 @ b @ a @ ones4  # R = 1ᵀ|W2||W1|1
     # ∂R/∂|W1|_ij = (|W2|ᵀ1)_i and ∂R/∂|W2|_ki = (|W1|1)_i, so each layer's saliencies sum to R
     by_hand = (a * (b.T @ ones2)[:, None]).sum() + (b * (a @ ones4)[None, :]).sum()
-    assert by_hand == pytest.approx(2 * r, rel=1e-12)
+    assert by_hand.item() == pytest.approx(2 * r.item(), rel=1e-12)  # Python floats: approx does not take 0-d tensors
     assert synflow(TWO_LINEAR, (4,)) == pytest.approx(float(by_hand), rel=1e-12)
 
 
