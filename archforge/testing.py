@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from archforge.registry import Block, Registry, Shape, hookimpl, load_registry
+from archforge.registry.block import contract_problems
 
 
 class _BlocksPlugin:
@@ -55,13 +56,16 @@ def check_block(
 ) -> nn.Module:
     """Assert that a block keeps its contract for the given input shape(s) and args.
 
-    Checks: args validate; ``infer`` on the ``meta`` device agrees with the module's
-    real output shape; forward and backward run in each of ``dtypes`` with finite
+    Checks: the class passes the contract checks the registry applies at load (the
+    assertion lists the problems); args validate; ``infer`` on the ``meta`` device
+    agrees with the module's real output shape; forward and backward run in each of ``dtypes`` with finite
     outputs and gradients reaching the input; parameters land on ``device`` in the
     requested dtype; the parameter count equals ``expected_params`` (when given);
     under ``torch.autocast`` (bf16) the output is finite; with ``compile=True``,
     ``torch.compile(fullgraph=True)`` gives the eager output. Returns the float32 module.
     """
+    problems = contract_problems(block if isinstance(block, type) else type(block))
+    assert not problems, f"the registry would skip this block: {'; '.join(problems)}"
     block = _as_block(block)
     shapes = [inputs] if isinstance(inputs, Shape) else list(inputs)
     block_input: Any = shapes[0] if block.inputs == 1 else shapes

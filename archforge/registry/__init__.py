@@ -4,11 +4,13 @@ from archforge.errors import ShapeError
 from archforge.registry.block import FAMILIES, Block, BlockArgs
 from archforge.registry.extensions import DatasetSource, ImageData, Metric, MetricContext
 from archforge.registry.hookspecs import hookimpl
-from archforge.registry.manager import PLUGIN_API_VERSION, BlockEntry, PluginInfo, Registry, default_registry, load_registry
+from archforge.registry.manager import (
+    BUILTIN_DISTRIBUTION, PLUGIN_API_VERSION, BlockEntry, PluginInfo, Registry, default_registry, load_registry,
+)
 from archforge.registry.shape import LAYOUTS, Layout, MapToTokens, Shape, TokensToMap
 
 __all__ = [
-    "FAMILIES", "LAYOUTS", "PLUGIN_API_VERSION", "Block", "BlockArgs", "BlockEntry", "DatasetSource", "ImageData", "Layout",
-    "MapToTokens", "Metric", "MetricContext", "PluginInfo", "Registry", "Shape", "ShapeError",
+    "BUILTIN_DISTRIBUTION", "FAMILIES", "LAYOUTS", "PLUGIN_API_VERSION", "Block", "BlockArgs", "BlockEntry", "DatasetSource",
+    "ImageData", "Layout", "MapToTokens", "Metric", "MetricContext", "PluginInfo", "Registry", "Shape", "ShapeError",
     "TokensToMap", "default_registry", "hookimpl", "load_registry",
 ]

@@ -9,9 +9,13 @@ point in the ``archforge`` group::
     halo = "archforge_halo.blocks"
 
 archforge imports each entry point once, on first use. A module that fails to import
-is reported with a warning naming it; the other plugins keep working. archforge's own
-blocks come in through exactly the same door (the ``builtin`` entry point of the
-``archforge`` distribution).
+(whatever it raises, ``SystemExit`` included), a hook that raises or returns the wrong
+type, a misspelt hook name and a hook without ``@hookimpl`` are each reported with one
+warning naming the entry point and the distribution; the other plugins keep working.
+archforge's own blocks come in through exactly the same door (the ``builtin`` entry
+point of the ``archforge`` distribution).
+
+Each hook returns a list (or tuple) of its items, or ``None`` for none.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def archforge_blocks() -> Sequence[type[Block]]:
     """Return the :class:`~archforge.Block` subclasses this plugin provides.
 
-    Each class needs a unique ``name``. Two plugins that provide the same name are an
-    error naming both distributions, raised when a spec uses that name (``archforge
-    plugins`` lists the clash). A class that breaks the block contract (no name, an
-    ``Args`` that is not a pydantic model, ...) is skipped with a warning.
+    Classes, not instances: archforge instantiates each with no arguments. A block is
+    reachable by its short ``name`` and by ``<entry point>:<name>``; a built-in keeps
+    its short name against any plugin (the plugin's block gets a warning), and a short
+    name several plugins provide is an error naming their qualified names, raised only
+    when a spec uses it. A class that breaks the block contract (no name, an ``Args``
+    that is not a pydantic model, ...) or whose constructor raises is skipped with a
+    warning.
     """
 
 

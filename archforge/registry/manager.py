@@ -1,4 +1,18 @@
-"""Discovering plugins through entry points and collecting what their hooks return."""
+"""Discovering plugins through entry points and collecting what their hooks return.
+
+Every fault of a plugin (an import that raises, even ``SystemExit``; a hook that raises
+or returns the wrong type; a block that breaks the contract or whose constructor raises;
+a misspelt or undecorated hook) becomes one :class:`~archforge.errors.PluginWarning`
+naming the entry point, the distribution and what to fix. That plugin, or that block,
+is skipped; the built-in blocks and every other plugin keep working.
+
+Block names: every block has a qualified name ``<entry point>:<name>`` (``builtin:conv``,
+``halo:halo_attention``) and a short name (``conv``). A short name resolves to the
+built-in block if archforge itself provides one (a plugin block with the same short name
+gets a warning and is reachable by its qualified name only), else to the one plugin
+block that has it; a short name that several plugins provide is an error only when a
+spec uses it, naming the qualified names to write instead.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +21,26 @@ import importlib.metadata
 import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import pluggy
 
 from archforge.errors import PluginError, PluginWarning, did_you_mean
-from archforge.registry import hookspecs
-from archforge.registry.block import Block
+from archforge.registry import hookspecs, isolation
+from archforge.registry.block import Block, class_label, contract_problems
 from archforge.registry.extensions import DatasetSource, Metric
+from archforge.registry.isolation import PluginFault
 
 ENTRY_POINT_GROUP = "archforge"
+
+#: The distribution whose blocks are built in: they win short names over any plugin's.
+BUILTIN_DISTRIBUTION = "archforge"
 
 #: Major version of the plugin API (hooks, Block contract, Shape). A plugin module may
 #: declare ``ARCHFORGE_PLUGIN_API = <major>``; one declaring another major is refused.
 PLUGIN_API_VERSION = 1
+
+HOOKS = ("archforge_blocks", "archforge_datasets", "archforge_metrics")
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,11 @@ class PluginInfo:
     name: str
     distribution: str
     version: str
+
+    @property
+    def label(self) -> str:
+        """How every message names the plugin: ``plugin 'halo' from 'archforge-halo'``."""
+        return f"plugin '{self.name}' from '{self.distribution}'"
 
 
 @dataclass(frozen=True)
@@ -41,24 +66,42 @@ class BlockEntry:
 
     @property
     def name(self) -> str:
+        """The short name, as most specs write it: ``halo_attention``."""
         return self.block.name
+
+    @property
+    def qualified_name(self) -> str:
+        """``<entry point>:<name>``, e.g. ``halo:halo_attention``: unambiguous whatever else is installed."""
+        return f"{self.plugin.name}:{self.block.name}"
+
+    @property
+    def builtin(self) -> bool:
+        return self.plugin.distribution == BUILTIN_DISTRIBUTION
 
 
 @dataclass
 class Registry:
-    """Everything the installed plugins provide. Build one with :func:`load_registry`."""
+    """Everything the installed plugins provide. Build one with :func:`load_registry`.
+
+    ``blocks`` maps each usable short name to its block; ``qualified`` maps every
+    qualified name (``halo:halo_attention``), shadowed plugin blocks included;
+    ``conflicts`` holds the names several plugins provide, none of them built in.
+    """
 
     blocks: dict[str, BlockEntry] = field(default_factory=dict)
     conflicts: dict[str, list[BlockEntry]] = field(default_factory=dict)
+    qualified: dict[str, BlockEntry] = field(default_factory=dict)
     datasets: dict[str, tuple[DatasetSource, PluginInfo]] = field(default_factory=dict)
     metrics: dict[str, tuple[Metric, PluginInfo]] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def block(self, name: str) -> BlockEntry:
-        """The block called ``name``; :class:`PluginError` if it is unknown or provided twice."""
+        """The block called ``name`` (short or qualified); :class:`PluginError` if it is unknown or ambiguous."""
         if name in self.conflicts:
-            raise PluginError(f"block '{name}' is provided by several plugins: {_owners(self.conflicts[name])}; uninstall one of them")
+            raise PluginError(_clash_message(name, self.conflicts[name], self.qualified))
+        if ":" in name:
+            return self._qualified_block(name)
         try:
             return self.blocks[name]
         except KeyError:
@@ -66,12 +109,37 @@ class Registry:
                 raise PluginError(f"unknown block '{name}': no blocks are registered at all (is archforge installed? try 'pip install -e .')") from None
             raise PluginError(f"unknown block '{name}'{did_you_mean(name, self.blocks)}") from None
 
+    def _qualified_block(self, name: str) -> BlockEntry:
+        try:
+            return self.qualified[name]
+        except KeyError:
+            pass
+        plugin, _, short = name.rpartition(":")
+        provided = [q.rpartition(":")[2] for q in self.qualified if q.rpartition(":")[0] == plugin]
+        if provided:
+            raise PluginError(f"unknown block '{name}': plugin '{plugin}' provides no block '{short}'{did_you_mean(short, provided)}")
+        plugins = sorted({q.rpartition(":")[0] for q in self.qualified})
+        raise PluginError(f"unknown block '{name}': no plugin is called '{plugin}'{did_you_mean(plugin, plugins)} "
+                          f"(plugins with blocks: {', '.join(plugins) or 'none'})")
+
     def names(self) -> list[str]:
+        """The short names a spec can use."""
         return sorted(self.blocks)
+
+    def qualified_names(self) -> list[str]:
+        """Every ``<plugin>:<name>``, shadowed plugin blocks included."""
+        return sorted(self.qualified)
 
 
 def _owners(entries: Iterable[BlockEntry]) -> str:
     return " and ".join(f"'{e.plugin.distribution}' ({e.plugin.name})" for e in entries)
+
+
+def _clash_message(name: str, entries: list[BlockEntry], qualified: dict[str, BlockEntry]) -> str:
+    choices = [f"'{e.qualified_name}'" for e in entries if qualified.get(e.qualified_name) is e]
+    if ":" in name or not choices:  # the same entry-point name in two distributions: nothing to choose with
+        return f"block '{name}' is provided by several plugins: {_owners(entries)}; uninstall one of them"
+    return f"block '{name}' is provided by several plugins: {_owners(entries)}; write {' or '.join(choices)} to choose one"
 
 
 def _plugin_manager() -> pluggy.PluginManager:
@@ -80,99 +148,302 @@ def _plugin_manager() -> pluggy.PluginManager:
     return manager
 
 
-def _entry_point_plugins() -> Iterable[tuple[PluginInfo, Any]]:
-    """Yield ``(info, loader)`` for each installed entry point in the ``archforge`` group."""
-    seen = set()
-    # Sorted, so that which plugin comes first (in listings, in clash messages) never depends on sys.path order.
-    found = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (_distribution_name(ep), ep.name))
+def _entry_point_plugins(registry: Registry) -> list[tuple[PluginInfo, Callable[[], Any]]]:
+    """``(info, loader)`` for each installed entry point in the ``archforge`` group, in a fixed order."""
+    try:
+        found = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as exc:  # a broken installation must not hide the built-ins' error behind a traceback
+        _warn(registry, f"the installed '{ENTRY_POINT_GROUP}' entry points cannot be read ({isolation.describe(exc)}); "
+                        f"no plugin is loaded: reinstall the broken distribution")
+        return []
+    sources = []
     for ep in found:
+        dist = getattr(ep, "dist", None)
+        name = getattr(dist, "name", None)
+        version = getattr(dist, "version", None)
+        info = PluginInfo(str(ep.name), name if isinstance(name, str) and name else "?", version if isinstance(version, str) and version else "?")
+        sources.append((info, ep))
+    # Sorted, so that which plugin comes first (in listings, in clash messages) never depends on sys.path order.
+    sources.sort(key=lambda pair: (pair[0].distribution, pair[0].name))
+    result, seen = [], set()
+    for info, ep in sources:
         if (ep.name, ep.value) in seen:  # the same distribution found twice on sys.path
             continue
         seen.add((ep.name, ep.value))
-        dist = getattr(ep, "dist", None)
-        info = PluginInfo(ep.name, dist.name if dist else "?", dist.version if dist else "?")
-        yield info, ep.load
-
-
-def _distribution_name(ep: importlib.metadata.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return dist.name if dist else "?"
+        if not info.name.strip():
+            _warn(registry, f"an entry point with an empty name in '{info.distribution}' is skipped: name it in the "
+                            f"[project.entry-points.{ENTRY_POINT_GROUP}] table (name = \"module\")")
+        elif not ep.pattern.fullmatch(ep.value):
+            _warn(registry, f"{info.label} is skipped: its value {ep.value!r} is not 'package.module' or 'package.module:attribute'; "
+                            f"fix it in the [project.entry-points.{ENTRY_POINT_GROUP}] table")
+        else:
+            result.append((info, ep.load))
+    return result
 
 
 def load_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = (), *, entry_points: bool = True) -> Registry:
     """Collect blocks, datasets and metrics from installed plugins (and ``extra_plugins``).
 
     ``extra_plugins`` are ``(name, module_or_object)`` pairs registered as if they came
-    from an entry point of a distribution called ``name``; tests use them to add
-    blocks without installing a package.
+    from an entry point ``name`` of a distribution called ``name``; tests use them to
+    add blocks without installing a package.
+
+    A real Ctrl-C still interrupts; anything a plugin raises (``SystemExit`` and its own
+    ``KeyboardInterrupt`` included) skips that plugin with a warning.
     """
     registry = Registry()
     manager = _plugin_manager()
-    sources: list[tuple[PluginInfo, Any]] = []
+    sources: list[tuple[PluginInfo, Callable[[], Any]]] = []
     if entry_points:
-        sources.extend(_entry_point_plugins())
+        sources.extend(_entry_point_plugins(registry))
     sources.extend((PluginInfo(name, name, "local"), (lambda obj=obj: obj)) for name, obj in extra_plugins)
 
-    infos: dict[str, PluginInfo] = {}
-    for info, load in sources:
-        try:
-            plugin = load()
-            wanted = getattr(plugin, "ARCHFORGE_PLUGIN_API", PLUGIN_API_VERSION)
-            if wanted != PLUGIN_API_VERSION:
-                _warn(registry, f"plugin '{info.name}' from '{info.distribution}' {info.version} is refused: it targets plugin API "
-                                f"{wanted!r}, this archforge provides {PLUGIN_API_VERSION}; install a version of the plugin made for it")
-                continue
-            manager.register(plugin, name=f"{info.distribution}:{info.name}")
-        except Exception as exc:  # a broken plugin must not take the others down
-            _warn(registry, f"plugin '{info.name}' from '{info.distribution}' failed to load and is skipped: {type(exc).__name__}: {exc}")
-            continue
-        infos[f"{info.distribution}:{info.name}"] = info
-        registry.plugins.append(info)
-
-    for info, blocks in _call_each(registry, manager.hook.archforge_blocks, infos):
-        for cls in blocks:
-            _add_block(registry, cls, info)
-    for info, datasets in _call_each(registry, manager.hook.archforge_datasets, infos):
-        for source in datasets:
-            if source.name in registry.datasets:
-                _warn(registry, f"dataset '{source.name}' from '{info.distribution}' ignored: already provided by '{registry.datasets[source.name][1].distribution}'")
-            else:
-                registry.datasets[source.name] = (source, info)
-    for info, metrics in _call_each(registry, manager.hook.archforge_metrics, infos):
-        for metric in metrics:
-            registry.metrics.setdefault(metric.name, (metric, info))
+    entries: list[BlockEntry] = []
+    with isolation.watching_interrupts():
+        loaded = [(info, plugin) for info, load in sources if (plugin := _register(registry, manager, info, load)) is not None]
+        for info, plugin in loaded:
+            for item in _hook_items(registry, manager, info, plugin, "archforge_blocks"):
+                entry = _block_entry(registry, item, info)
+                if entry is not None:
+                    entries.append(entry)
+            for item in _hook_items(registry, manager, info, plugin, "archforge_datasets"):
+                _add_dataset(registry, item, info)
+            for item in _hook_items(registry, manager, info, plugin, "archforge_metrics"):
+                _add_metric(registry, item, info)
+    _resolve_names(registry, entries)
     return registry
 
 
-def _call_each(registry: Registry, hook: Any, infos: dict[str, PluginInfo]) -> Iterable[tuple[PluginInfo, list[Any]]]:
-    """Call one hook plugin by plugin, so that a failing implementation is isolated and attributed."""
-    for impl in hook.get_hookimpls():
-        info = infos[impl.plugin_name]
+_UNSET = object()
+
+
+def _register(registry: Registry, manager: pluggy.PluginManager, info: PluginInfo, load: Callable[[], Any]) -> Any:
+    """Import and register one plugin; ``None`` (after a warning) when it cannot be used."""
+    try:
+        plugin = isolation.call(load)
+    except PluginFault as fault:
+        _warn(registry, f"{info.label} failed to load and is skipped: {fault}")
+        return None
+    if plugin is None:
+        _warn(registry, f"{info.label} is skipped: its entry point resolves to None; point it at the module implementing the hooks")
+        return None
+    try:
+        wanted = isolation.call(getattr, plugin, "ARCHFORGE_PLUGIN_API", _UNSET)
+        problem = None
+        if wanted is not _UNSET and type(wanted) is not int:
+            problem = (f"its ARCHFORGE_PLUGIN_API is {isolation.show(wanted)}, not an int; declare the major it targets, "
+                       f"e.g. ARCHFORGE_PLUGIN_API = {PLUGIN_API_VERSION}")
+        elif wanted is not _UNSET and wanted != PLUGIN_API_VERSION:
+            problem = (f"it targets plugin API {wanted!r}, this archforge provides {PLUGIN_API_VERSION}; "
+                       f"install a version of the plugin made for it")
+        if problem:
+            _warn(registry, f"plugin '{info.name}' from '{info.distribution}' {info.version} is refused: {problem}")
+            return None
+        if isolation.call(manager.is_registered, plugin):  # compares with ==, which a plugin object may override
+            _warn(registry, f"{info.label} is skipped: its module is already loaded through another entry point; keep one entry point per module")
+            return None
+        isolation.call(manager.register, plugin, name=f"{info.distribution}:{info.name}")
+    except PluginFault as fault:
+        _warn(registry, f"{info.label} failed to load and is skipped: {fault}")
+        return None
+    registry.plugins.append(info)
+    try:
+        isolation.call(_check_hook_names, registry, manager, info, plugin)
+    except PluginFault as fault:
+        _warn(registry, f"{info.label}: its hooks cannot be listed ({fault}); it is used as far as its hooks can be called")
+    return plugin
+
+
+def _check_hook_names(registry: Registry, manager: pluggy.PluginManager, info: PluginInfo, plugin: Any) -> None:
+    """Warn about misspelt hooks (pluggy's ``check_pending`` rule, per plugin) and forgotten ``@hookimpl``."""
+    callers = manager.get_hookcallers(plugin) or []
+    known = [caller.name for caller in callers if caller.has_spec()]
+    unknown = [caller.name for caller in callers if not caller.has_spec()
+               and any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls())]
+    for name in unknown:
+        _warn(registry, f"{info.label} implements unknown hook '{name}'{did_you_mean(name, HOOKS)}, which is never called; "
+                        f"archforge's hooks are {', '.join(HOOKS)}")
+    undecorated = [name for name in HOOKS if name not in known and _has_function(plugin, name)]
+    for name in undecorated:
+        _warn(registry, f"{info.label} defines {name}() without @archforge.hookimpl, so it is never called; decorate it")
+    if not known and not unknown and not undecorated:
+        _warn(registry, f"{info.label} registered no hooks: did you forget @archforge.hookimpl?")
+
+
+def _has_function(plugin: Any, name: str) -> bool:
+    try:
+        return callable(isolation.call(getattr, plugin, name, None))
+    except PluginFault:
+        return False
+
+
+def _hook_items(registry: Registry, manager: pluggy.PluginManager, info: PluginInfo, plugin: Any, hook_name: str) -> list[Any]:
+    """What one plugin's implementation of one hook returns, as a list; ``[]`` (after a warning) when it is unusable."""
+    impls = [impl for impl in getattr(manager.hook, hook_name).get_hookimpls() if impl.plugin is plugin]
+    items: list[Any] = []
+    for impl in impls:
+        if impl.hookwrapper or impl.wrapper:
+            _warn(registry, f"{info.label}: {hook_name}() is declared as a hook wrapper, which archforge does not support; "
+                            f"use a plain @archforge.hookimpl")
+            continue
         try:
-            result = impl.function()
-            yield info, list(result or [])
-        except Exception as exc:
-            _warn(registry, f"plugin '{info.name}' from '{info.distribution}' raised in {hook.name}() and is skipped: {type(exc).__name__}: {exc}")
+            result = isolation.call(impl.function)
+            items.extend(isolation.call(_as_list, result, hook_name))
+        except PluginFault as fault:
+            cause = fault.cause
+            if isinstance(cause, _WrongResult):
+                _warn(registry, f"{info.label}: {hook_name}() {cause}; it is ignored")
+            else:
+                _warn(registry, f"{info.label} raised in {hook_name}() and is skipped: {fault}")
+    return items
 
 
-def _add_block(registry: Registry, cls: Any, info: PluginInfo) -> None:
-    if not (isinstance(cls, type) and issubclass(cls, Block)):
-        _warn(registry, f"plugin '{info.name}' from '{info.distribution}' returned {cls!r}, which is not a Block subclass")
-        return
-    problems = cls.contract_problems()
+class _WrongResult(Exception):
+    """A hook returned something other than a list."""
+
+
+def _as_list(result: Any, hook_name: str) -> list[Any]:
+    if result is None:
+        return []
+    if isinstance(result, (list, tuple)):
+        return list(result)
+    what = {"archforge_blocks": "Block classes", "archforge_datasets": "DatasetSource objects", "archforge_metrics": "Metric objects"}[hook_name]
+    hint = ""
+    if isinstance(result, type):
+        hint = f" (return [{class_label(result)}])"
+    elif isinstance(result, (DatasetSource, Metric)):
+        hint = f" (return [{type(result).__name__}(...)])"
+    raise _WrongResult(f"must return a list of {what}, got {_kind(result)}{hint}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, type):
+        return f"the class {isolation.show(value)}"
+    return f"{type(value).__name__} {isolation.show(value)}"
+
+
+def _block_entry(registry: Registry, item: Any, info: PluginInfo) -> BlockEntry | None:
+    """The entry for one returned class; ``None`` (after a warning naming the block) when it cannot be used."""
+    try:
+        return isolation.call(_make_entry, item, info)
+    except PluginFault as fault:
+        cause = fault.cause
+        message = str(cause) if isinstance(cause, _Refused) else f"returned {isolation.show(item)}, which cannot be used: {fault}"
+        _warn(registry, f"{info.label}: archforge_blocks() {message}")
+        return None
+
+
+class _Refused(Exception):
+    """A returned block that breaks the contract: the message says which and why."""
+
+
+def _make_entry(item: Any, info: PluginInfo) -> BlockEntry:
+    if isinstance(item, Block):
+        raise _Refused(f"returned an instance of {type(item).__name__}; return the class {type(item).__name__} itself")
+    if not (isinstance(item, type) and issubclass(item, Block)):
+        raise _Refused(f"returned {_kind(item)}, which is not a Block subclass; return Block subclasses")
+    problems = contract_problems(item)
     if problems:
-        _warn(registry, f"plugin '{info.name}' from '{info.distribution}': block skipped: {'; '.join(problems)}")
-        return
-    existing = registry.blocks.get(cls.name)
-    if existing is not None and type(existing.block) is cls:
-        return  # the very same class reached twice (e.g. a test re-registering a built-in): no clash
-    entry = BlockEntry(cls(), info)
-    if cls.name in registry.conflicts:
-        registry.conflicts[cls.name].append(entry)
-    elif cls.name in registry.blocks:
-        registry.conflicts[cls.name] = [registry.blocks.pop(cls.name), entry]
+        raise _Refused(f"block {_block_label(item)} is skipped: {'; '.join(problems)}")
+    try:
+        block = isolation.call(item)
+    except PluginFault as fault:
+        raise _Refused(f"block {_block_label(item)} is skipped: its constructor raised {fault}; "
+                       f"archforge creates blocks with no arguments, so __init__ must need none") from None
+    if type(block) is not item:
+        raise _Refused(f"block {_block_label(item)} is skipped: {class_label(item)}() returned {_kind(block)}, not an instance of it")
+    changed = [attr for attr in ("name", "layout", "inputs", "family", "Args") if getattr(block, attr) != getattr(item, attr)]
+    if changed:
+        raise _Refused(f"block {_block_label(item)} is skipped: its constructor changes {', '.join(changed)}; "
+                       f"set them as class attributes only")
+    return BlockEntry(block, info)
+
+
+def _block_label(cls: type) -> str:
+    """``'halo_attention' (HaloAttention)``, or just the class when its name is unusable."""
+    try:
+        name = isolation.call(getattr, cls, "name", None)
+    except PluginFault:
+        name = None
+    return f"'{name}' ({class_label(cls)})" if type(name) is str else class_label(cls)
+
+
+def _add_dataset(registry: Registry, item: Any, info: PluginInfo) -> None:
+    problem = _checked(item, DatasetSource, "load")
+    if problem:
+        _warn(registry, f"{info.label}: archforge_datasets() {problem}; it is ignored")
+    elif item.name in registry.datasets:
+        _warn(registry, f"dataset '{item.name}' from '{info.distribution}' ignored: already provided by '{registry.datasets[item.name][1].distribution}'")
     else:
-        registry.blocks[cls.name] = entry
+        registry.datasets[item.name] = (item, info)
+
+
+def _add_metric(registry: Registry, item: Any, info: PluginInfo) -> None:
+    problem = _checked(item, Metric, "compute")
+    if problem:
+        _warn(registry, f"{info.label}: archforge_metrics() {problem}; it is ignored")
+    elif item.name in registry.metrics:
+        _warn(registry, f"metric '{item.name}' from '{info.distribution}' ignored: already provided by '{registry.metrics[item.name][1].distribution}'")
+    else:
+        registry.metrics[item.name] = (item, info)
+
+
+def _checked(item: Any, kind: type, function: str) -> str | None:
+    try:
+        return isolation.call(_value_problem, item, kind, function)
+    except PluginFault as fault:
+        return f"returned {isolation.show(item)}, which cannot be used: {fault}"
+
+
+def _value_problem(item: Any, kind: type, function: str) -> str | None:
+    """What is wrong with a returned DatasetSource or Metric (they are plain dataclasses, checked here)."""
+    if not isinstance(item, kind):
+        return f"returned {_kind(item)}, not a {kind.__name__}"
+    name = item.name
+    if type(name) is not str or not name.strip():
+        return f"returned a {kind.__name__} whose name is {isolation.show(name)}; give it a non-empty string name"
+    if not callable(getattr(item, function)):
+        return f"returned {kind.__name__} '{name}' whose {function} is {isolation.show(getattr(item, function))}, not a function"
+    if kind is Metric and item.goal not in ("minimize", "maximize"):
+        return f"returned metric '{name}' with goal {isolation.show(item.goal)}; use 'minimize' or 'maximize'"
+    return None
+
+
+def _resolve_names(registry: Registry, entries: Sequence[BlockEntry]) -> None:
+    """Fill ``qualified``, ``blocks`` and ``conflicts``: built-ins first, then unique plugin names."""
+    unique: list[BlockEntry] = []
+    for entry in entries:
+        # The very same class reached twice (e.g. a test re-registering a built-in) is one block, not a clash.
+        if not any(type(other.block) is type(entry.block) and other.name == entry.name for other in unique):
+            unique.append(entry)
+
+    by_qualified: dict[str, list[BlockEntry]] = {}
+    by_name: dict[str, list[BlockEntry]] = {}
+    for entry in unique:
+        by_qualified.setdefault(entry.qualified_name, []).append(entry)
+        by_name.setdefault(entry.name, []).append(entry)
+    for qualified, group in by_qualified.items():
+        if len(group) == 1:
+            registry.qualified[qualified] = group[0]
+        elif len({e.plugin for e in group}) == 1:  # one plugin returning two classes with one name
+            registry.qualified[qualified] = group[0]
+            _warn(registry, f"{group[0].plugin.label}: archforge_blocks() returns several blocks named '{group[0].name}' "
+                            f"({', '.join(type(e.block).__qualname__ for e in group)}); only the first is used: rename the others")
+        else:
+            registry.conflicts[qualified] = group
+
+    for name, group in by_name.items():
+        builtins = [e for e in group if e.builtin]
+        chosen = builtins if builtins else group
+        chosen = [e for e in chosen if registry.qualified.get(e.qualified_name) is e or e.qualified_name in registry.conflicts]
+        if len(chosen) == 1:
+            registry.blocks[name] = chosen[0]
+        elif len(chosen) > 1:
+            registry.conflicts[name] = chosen
+        for entry in group:
+            if builtins and not entry.builtin:
+                _warn(registry, f"{entry.plugin.label}: block '{name}' has the name of a built-in block, which specs writing "
+                                f"'{name}' keep getting; write '{entry.qualified_name}' for this one, or rename it")
 
 
 def _warn(registry: Registry, message: str) -> None:

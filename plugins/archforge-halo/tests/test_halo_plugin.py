@@ -46,6 +46,13 @@ def test_blocks_come_from_the_installed_distribution(registry):
     assert not [p for p in registry.problems if "archforge-halo" in p]
 
 
+def test_blocks_are_also_reachable_by_their_qualified_names(registry):
+    # <entry point>:<name>, the spelling that stays unambiguous whatever else is installed.
+    for name in ("halo_attention", "lambda_layer"):
+        assert registry.block(f"halo:{name}") is registry.block(name)
+        assert registry.block(name).qualified_name == f"halo:{name}"
+
+
 def test_declares_the_plugin_api_it_targets():
     assert plugin_module.ARCHFORGE_PLUGIN_API == PLUGIN_API_VERSION == 1
 
