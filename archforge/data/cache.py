@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from archforge.data.npz import read_members
+
 
 def cache_dir() -> Path:
     """The directory decoded datasets are cached in (not created here)."""
@@ -28,12 +30,9 @@ def cache_dir() -> Path:
 
 def read_npz(path: Path) -> dict[str, np.ndarray] | None:
     """The arrays of a cache file, or ``None`` when it is absent or unreadable (a corrupt file is ignored)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        return None
-    except Exception:  # truncated or foreign file: behave as if absent, it gets rewritten
+    try:  # the headers are checked first, so a planted or corrupt file cannot make us allocate what it declares
+        return read_members(path)
+    except Exception:  # absent, truncated, foreign or oversized: behave as if absent, it gets rewritten
         return None
 
 

@@ -57,7 +57,9 @@ def load_images(name: str, *, registry: Registry | None = None, **options: Any) 
     """The raw :class:`ImageData` behind ``name`` (see the module docstring for how names resolve).
 
     ``options`` go to the source: ``root=`` for torchvision, ``layout=`` for .npz,
-    ``mode=``/``size=`` for image folders, anything a plugin's ``load`` accepts.
+    ``mode=``/``size=`` for image folders, anything a plugin's ``load`` accepts; ``.npz``
+    files and image folders also take the bounds of :mod:`archforge.data.limits`
+    (``max_bytes=``, ``max_elements=``, ``max_classes=``, ``max_images=``, ``max_image_pixels=``).
     """
     reg = dataset_registry(registry)
     if name in reg.datasets:

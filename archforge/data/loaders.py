@@ -3,6 +3,10 @@
 Each returns :class:`~archforge.registry.ImageData` (``(N, C, H, W)`` float32 in ``[0, 1]``,
 int64 labels ``0..K-1``). Nothing here downloads anything.
 
+Nothing is read before it is bounded (see :mod:`archforge.data.limits`): the headers of
+an ``.npz`` and of every image are checked before any data is decompressed or decoded,
+and labels before any list of class names is built.
+
 Pixel scaling: integer arrays are divided by the largest value of their type
 (``uint8`` → 255, ``uint16`` → 65535; other integer types by their maximum value);
 float arrays already inside ``[0, 1]`` are kept, other float arrays are min-max
@@ -21,6 +25,8 @@ import numpy as np
 import torch
 
 from archforge.data.errors import DatasetError
+from archforge.data.limits import how_to_raise, resolve
+from archforge.data.npz import NpzArchive, check_members
 from archforge.errors import did_you_mean
 from archforge.registry import ImageData
 
@@ -82,52 +88,99 @@ def images_from_array(array: Any, layout: ArrayLayout | None = None) -> torch.Te
     return images.contiguous()
 
 
-def labels_from_array(array: Any, classes: Sequence[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+def labels_from_array(array: Any, classes: Sequence[str] | None = None, *, max_classes: int | None = None,
+                      where: str = "labels") -> tuple[torch.Tensor, list[str]]:
     """Labels as int64 ``0..K-1`` plus class names.
 
     Integer labels that already are ``0..K-1`` are kept (names ``"0".."K-1"`` unless given);
-    anything else (strings, sparse integers) is mapped through its sorted unique values,
-    which become the class names.
+    other non-negative integers (sparse ones) and strings are mapped through their sorted
+    unique values, which become the class names. Negative or fractional numbers are refused,
+    and so is any ``K`` over ``max_classes`` (default :data:`~archforge.data.limits.MAX_CLASSES`),
+    before a single name is made.
     """
+    max_classes = resolve("classes", max_classes)
     data = array.numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
     if data.ndim != 1:
-        raise DatasetError(f"labels must be 1-D, got shape {list(data.shape)}")
-    if np.issubdtype(data.dtype, np.floating) and np.all(np.mod(data, 1) == 0):
+        raise DatasetError(f"{where} must be 1-D, got shape {list(data.shape)}")
+    if data.dtype.hasobject or data.dtype.kind not in "biufUS":
+        raise DatasetError(f"{where} must be integers or strings, got dtype {data.dtype}")
+    if classes is not None and len(classes) > max_classes:
+        raise DatasetError(f"{where}: {len(classes):,} class names, " + how_to_raise("classes", max_classes))
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)) or not np.all(np.mod(data, 1) == 0):
+            bad = data[~(np.isfinite(data) & (np.mod(np.nan_to_num(data), 1) == 0))][0]
+            raise DatasetError(f"{where} must be whole class numbers, got {bad!r}")
+        if data.size and (data.min() < 0 or data.max() >= 2**62):
+            raise DatasetError(f"{where} must be class numbers from 0, got {data.min() if data.min() < 0 else data.max()!r}")
         data = data.astype(np.int64)
-    if np.issubdtype(data.dtype, np.integer) and data.size and data.min() >= 0:
-        count = int(data.max()) + 1
-        names = list(classes) if classes is not None else [str(i) for i in range(count)]
-        if len(names) >= count:
+    if data.dtype.kind in "iu" and data.size:
+        low, high = int(data.min()), int(data.max())
+        if low < 0:
+            raise DatasetError(f"{where} must be class numbers from 0, got {low}")
+        names = list(classes) if classes is not None else None
+        if high < max_classes and (names is None or len(names) > high):
+            count = high + 1
+            names = names if names is not None else [str(i) for i in range(count)]
             return torch.from_numpy(data.astype(np.int64)), [str(n) for n in names]
+        if classes is None:  # a label at 10**12 would mean 10**12 class names
+            raise DatasetError(f"{where}: a label of {high:,} makes {high + 1:,} classes, " + how_to_raise("classes", max_classes)
+                               + "; or number the classes 0..K-1")
     values, index = np.unique(data, return_inverse=True)
+    if len(values) > max_classes:
+        raise DatasetError(f"{where}: {len(values):,} distinct labels make as many classes, " + how_to_raise("classes", max_classes))
     names = [str(v) for v in values] if classes is None or len(classes) != len(values) else [str(c) for c in classes]
     return torch.from_numpy(index.astype(np.int64).reshape(-1)), names
 
 
-def load_npz(path: str | os.PathLike[str], *, layout: ArrayLayout | None = None) -> ImageData:
-    """Read ``path``: images under ``x`` or ``images``, labels under ``y`` or ``labels``, optional ``classes``."""
+def load_npz(
+    path: str | os.PathLike[str],
+    *,
+    layout: ArrayLayout | None = None,
+    max_bytes: int | None = None,
+    max_elements: int | None = None,
+    max_classes: int | None = None,
+) -> ImageData:
+    """Read ``path``: images under ``x`` or ``images``, labels under ``y`` or ``labels``, optional ``classes``.
+
+    The members' headers are checked first (dtype, shapes that agree, at most ``max_elements``
+    image elements and ``max_bytes`` decompressed bytes; defaults in :mod:`archforge.data.limits`);
+    only then is any data decompressed.
+    """
     path = Path(path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DatasetError(f"no such file: {path}") from None
-    except Exception as exc:
-        raise DatasetError(f"cannot read {path} as an .npz archive: {type(exc).__name__}: {exc}") from None
-    with archive:
-        keys = list(archive.files)
+    with NpzArchive(path) as archive:
+        keys = archive.keys
         image_key = next((k for k in _IMAGE_KEYS if k in keys), None)
         label_key = next((k for k in _LABEL_KEYS if k in keys), None)
         if image_key is None or label_key is None:
             raise DatasetError(f"{path} must hold images under 'x' or 'images' and labels under 'y' or 'labels'; it has {keys}")
-        try:
-            images, labels = archive[image_key], archive[label_key]
-            classes = [str(c) for c in archive["classes"]] if "classes" in keys else None
-        except ValueError as exc:  # object arrays need pickle, which is refused
-            raise DatasetError(f"cannot read {path}: {exc}") from None
-    if len(images) != len(labels):
-        raise DatasetError(f"{path}: {len(images)} images but {len(labels)} labels")
-    targets, names = labels_from_array(labels, classes)
-    return ImageData(images_from_array(images, layout), targets, names)
+        images_h, labels_h = archive.member(image_key), archive.member(label_key)
+        classes_h = archive.member("classes") if "classes" in keys else None
+        members = [m for m in (images_h, labels_h, classes_h) if m is not None]
+        check_members(path, members, max_bytes=max_bytes, max_elements=max_elements)
+        if images_h.dtype.kind not in "biuf":
+            raise DatasetError(f"{path}: member '{image_key}' must hold integer or float pixels, got dtype {images_h.dtype}")
+        if len(images_h.shape) not in (3, 4):
+            raise DatasetError(f"{path}: member '{image_key}' must be 3-D (N, H, W) or 4-D (N, C, H, W) / (N, H, W, C), got shape {list(images_h.shape)}")
+        if images_h.shape[0] == 0:
+            raise DatasetError(f"{path}: the dataset is empty (member '{image_key}' holds 0 images)")
+        if 0 in images_h.shape:
+            raise DatasetError(f"{path}: member '{image_key}' has an empty axis: shape {list(images_h.shape)}")
+        if len(labels_h.shape) != 1 or labels_h.shape[0] != images_h.shape[0]:
+            raise DatasetError(f"{path}: member '{image_key}' holds {images_h.shape[0]:,} images but member '{label_key}' "
+                               f"has shape {list(labels_h.shape)}; it needs one label per image")
+        if classes_h is not None and (len(classes_h.shape) != 1 or classes_h.dtype.kind not in "US"):
+            raise DatasetError(f"{path}: member 'classes' must be a 1-D array of names, got {classes_h.dtype} of shape {list(classes_h.shape)}")
+        max_classes = resolve("classes", max_classes)
+        if classes_h is not None and classes_h.shape[0] > max_classes:
+            raise DatasetError(f"{path}: member 'classes' lists {classes_h.shape[0]:,} names, " + how_to_raise("classes", max_classes))
+        images, labels = archive.read(images_h), archive.read(labels_h)
+        classes = [str(c) for c in archive.read(classes_h)] if classes_h is not None else None
+    targets, names = labels_from_array(labels, classes, max_classes=max_classes, where=f"{path}: member '{label_key}'")
+    try:
+        pixels = images_from_array(images, layout)
+    except DatasetError as exc:
+        raise DatasetError(f"{path}: member '{image_key}': {exc.message}") from None
+    return ImageData(pixels, targets, names)
 
 
 def load_image_folder(
@@ -135,34 +188,64 @@ def load_image_folder(
     *,
     mode: Literal["L", "RGB"] | None = None,
     size: tuple[int, int] | None = None,
+    max_images: int | None = None,
+    max_image_pixels: int | None = None,
+    max_elements: int | None = None,
+    max_classes: int | None = None,
 ) -> ImageData:
     """Read ``root/<class>/*.png|jpg|...`` with Pillow; class names are the sorted sub-folder names.
 
     ``mode``: ``"L"`` (grayscale) or ``"RGB"``; by default grayscale when every image is
     grayscale, RGB otherwise. ``size``: ``(height, width)`` to resize every image to;
-    by default all images must have the same size.
+    by default all images must have the same size. Folders, files, and every image's
+    size (read from its header) are checked against the bounds of
+    :mod:`archforge.data.limits` before any image is decoded.
     """
     try:
         from PIL import Image
     except ImportError:
         raise DatasetError("reading an image folder needs Pillow: pip install pillow") from None
     root = Path(root)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    max_images, max_pixels = resolve("images", max_images), resolve("image_pixels", max_image_pixels)
+    max_elements, max_classes = resolve("elements", max_elements), resolve("classes", max_classes)
+    if size is not None:
+        if (not isinstance(size, (tuple, list)) or len(size) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size)):
+            raise DatasetError(f"size must be (height, width), two positive integers, got {size!r}")
+        if size[0] * size[1] > max_pixels:
+            raise DatasetError(f"size {tuple(size)} has {size[0] * size[1]:,} pixels per image, " + how_to_raise("image_pixels", max_pixels))
+    folders = _listing(root, lambda p: p.is_dir(), max_classes)
+    if len(folders) > max_classes:
+        raise DatasetError(f"image folder {root} has more class sub-folders than the bound: " + how_to_raise("classes", max_classes))
     if not folders:
         raise DatasetError(f"image folder {root} has no class sub-folders (expected {root}/<class>/*.png)")
     files: list[tuple[Path, int]] = []
     for label, folder in enumerate(folders):
-        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        # regular files only: a FIFO or a device named x.png would block or never end
+        found = _listing(folder, lambda p: p.suffix.lower() in IMAGE_SUFFIXES and p.is_file(), max_images - len(files))
+        if len(files) + len(found) > max_images:
+            raise DatasetError(f"image folder {root} holds more image files than the bound (counting up to {folder}): "
+                               + how_to_raise("images", max_images))
         if not found:
             raise DatasetError(f"class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
         files.extend((p, label) for p in found)
 
     pictures = []
+    elements = 0
     for path, _ in files:
         try:
             with Image.open(path) as picture:
+                width, height = picture.size  # from the header: nothing decoded yet
+                if width * height > max_pixels:
+                    raise DatasetError(f"image {path} is {width}x{height}, {width * height:,} pixels, " + how_to_raise("image_pixels", max_pixels))
+                elements += (size[0] * size[1] if size is not None else width * height) * 3
+                if elements > max_elements:
+                    raise DatasetError(f"the images of {root} hold more than {max_elements:,} values (at {path}): "
+                                       + how_to_raise("elements", max_elements))
                 picture.load()
                 pictures.append(picture)
+        except DatasetError:
+            raise
         except Exception as exc:
             raise DatasetError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
     if mode is None:
@@ -181,6 +264,20 @@ def load_image_folder(
     images = images_from_array(stacked, "NHW" if mode == "L" else "NHWC")
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return ImageData(images, labels, [f.name for f in folders])
+
+
+def _listing(folder: Path, keep: Any, limit: int) -> list[Path]:
+    """The sorted visible entries of ``folder`` that ``keep`` accepts; listing stops at ``limit + 1`` (the caller refuses more)."""
+    found: list[Path] = []
+    try:
+        for entry in folder.iterdir():
+            if not entry.name.startswith(".") and keep(entry):
+                found.append(entry)
+                if len(found) > limit:
+                    break
+    except OSError as exc:
+        raise DatasetError(f"cannot list {folder}: {exc.strerror or exc}") from None
+    return sorted(found)
 
 
 TORCHVISION_ROOT_ENV = "ARCHFORGE_DATA_ROOT"
@@ -241,6 +338,9 @@ def _from_torchvision(dataset: Any, name: str) -> ImageData:
         labels, names = labels_from_array(np.asarray(targets), classes)
         return ImageData(images, labels, names)
     # Generic path: index the dataset (slow, but works for any map-style dataset of PIL images/arrays).
+    max_images = resolve("images", None)
+    if len(dataset) > max_images:
+        raise DatasetError(f"torchvision dataset {name} has {len(dataset):,} samples to read one by one, " + how_to_raise("images", max_images))
     arrays, labels_list, tensors = [], [], False
     for i in range(len(dataset)):
         picture, label = dataset[i]

@@ -26,6 +26,7 @@ from archforge.registry import DatasetSource, ImageData, hookimpl
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 _CACHE_VERSION = 1
+_MAX_CSV_BYTES = 16 * 1024**2
 _memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # decoded arrays, once per process
 
 
@@ -50,7 +51,10 @@ def _read_packaged_images(package: str, csv_parts: tuple[str, ...], side: int,
     """
     path = _package_file(package, *csv_parts)
     if path is not None:
-        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        if path.stat().st_size > _MAX_CSV_BYTES:  # the shipped files are about 1 MB; a gzip this big could expand to any size
+            raise DatasetError(f"{path} has {path.stat().st_size:,} bytes, more than the {_MAX_CSV_BYTES:,} any copy shipped with "
+                               f"{package} has: reinstall {package}")
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
         pixels, labels = table[:, :-1], table[:, -1]
     else:
         pixels, labels = fallback()
@@ -91,6 +95,7 @@ def cached_arrays(name: str, read: Callable[[], tuple[np.ndarray, np.ndarray]]) 
     path = cache_dir() / f"{name}-v{_CACHE_VERSION}.npz"
     stored = read_npz(path)
     if stored is not None and {"images", "labels"} <= set(stored) and stored["images"].ndim == 3 \
+            and stored["images"].dtype == np.uint8 and stored["labels"].ndim == 1 and stored["labels"].dtype.kind in "iu" \
             and len(stored["images"]) == len(stored["labels"]) > 0:
         arrays = (stored["images"], stored["labels"])
     else:

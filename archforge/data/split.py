@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from archforge.data.errors import DatasetError
+from archforge.data.limits import how_to_raise, resolve
 from archforge.registry import ImageData
 
 
@@ -108,7 +109,10 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 
 
 def check_image_data(data: ImageData, name: str) -> ImageData:
-    """``data`` with its contract enforced: 4-D float images, 1-D int64 labels in range, class names."""
+    """``data`` with its contract enforced: 4-D finite float images, 1-D int64 labels in range, class names.
+
+    Labels are checked before any class name is made, so a label of 10**12 is an error, not a list.
+    """
     images, labels = data.images, data.labels
     if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise DatasetError(f"dataset '{name}' must provide torch tensors, got {type(images).__name__} and {type(labels).__name__}")
@@ -116,14 +120,29 @@ def check_image_data(data: ImageData, name: str) -> ImageData:
         images = images.unsqueeze(1)
     if images.dim() != 4:
         raise DatasetError(f"dataset '{name}' images must be (N, C, H, W), got shape {list(images.shape)}")
+    if images.is_complex():
+        raise DatasetError(f"dataset '{name}' images must be real numbers, got dtype {images.dtype}")
     if labels.dim() != 1 or len(labels) != len(images):
         raise DatasetError(f"dataset '{name}' has {len(images)} images but labels of shape {list(labels.shape)}")
     if len(labels) == 0:
         raise DatasetError(f"dataset '{name}' is empty")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise DatasetError(f"dataset '{name}' labels must be integer class numbers, got dtype {labels.dtype}")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise DatasetError(f"dataset '{name}' images contain NaN or infinite values")
     labels = labels.long()
-    classes = [str(c) for c in data.classes] or [str(i) for i in range(int(labels.max()) + 1)]
-    if int(labels.min()) < 0 or int(labels.max()) >= len(classes):
-        raise DatasetError(f"dataset '{name}' has labels in [{int(labels.min())}, {int(labels.max())}] but {len(classes)} classes")
+    low, high = int(labels.min()), int(labels.max())
+    classes = [str(c) for c in data.classes]
+    max_classes = resolve("classes", None)
+    if len(classes) > max_classes:
+        raise DatasetError(f"dataset '{name}' names {len(classes):,} classes, " + how_to_raise("classes", max_classes))
+    if classes and (low < 0 or high >= len(classes)):
+        raise DatasetError(f"dataset '{name}' has labels in [{low}, {high}] but {len(classes)} classes")
+    if not classes and low < 0:
+        raise DatasetError(f"dataset '{name}' has labels in [{low}, {high}] and no class names: labels must be class numbers from 0")
+    if not classes and high >= max_classes:  # the names "0".."high" would be made next
+        raise DatasetError(f"dataset '{name}' has labels up to {high:,} and no class names, {high + 1:,} classes, " + how_to_raise("classes", max_classes))
+    classes = classes or [str(i) for i in range(high + 1)]
     return ImageData(images.float(), labels, classes)
 
 

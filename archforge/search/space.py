@@ -34,6 +34,15 @@ defaults of ``archforge search``: dataset, strategy, budget, epochs, seeds,
 objectives, constraints (``max_params``, ``max_flops``, ...), multi-fidelity pruner,
 zero-cost proxy and training settings. It is not part of any candidate.
 
+Bounds. Nothing a space file writes can make archforge list, allocate or loop over more
+than the module's ``MAX_*`` bounds allow (values of one decision, decisions, assignments,
+values added by per-copy unrolling, and the amounts of work the ``search:`` section sets);
+each is checked before the work it bounds, and its error says which bound to raise. Range
+ends are finite numbers within ±2**53, a float step divides its range exactly (as Optuna
+checks it), and the ``search:`` section is strict: ``true`` is not an integer, ``'4'`` is
+not a number, NaN and infinity are no setting, and unknown keys (``train.batchsize``) are
+located errors with a suggestion.
+
 A *candidate* is the plain spec left when every decision has a value. It is identified
 by :func:`candidate_hash`: sha256 of its canonical JSON, first 12 hex digits.
 """
@@ -41,6 +50,7 @@ by :func:`candidate_hash`: sha256 of its canonical JSON, first 12 hex digits.
 from __future__ import annotations
 
 import copy
+import decimal
 import hashlib
 import itertools
 import json
@@ -50,9 +60,9 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from typing import Annotated, Any, Iterator, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from archforge.errors import Location, SpecError, did_you_mean
 from archforge.spec.load import read_spec_text, spec_from_document, validation_error
@@ -71,6 +81,37 @@ _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 #: Decisions whose domain is at most this big are enumerated exactly by :meth:`Space.distinct_candidates`.
 ENUMERATE_LIMIT = 5000
 
+# Bounds on what a space file can make archforge do, each checked before the work it bounds.
+# Raise one by assigning the module attribute, e.g. ``archforge.search.space.MAX_DECISION_VALUES = 10**7``.
+#: Values of one finite decision: choice options, an int range, a float range with a step.
+MAX_DECISION_VALUES = 1_000_000
+#: Decisions of a space, per-copy decisions included.
+MAX_DECISIONS = 10_000
+#: Decision assignments of a space (the grid), counted without enumerating them.
+MAX_ASSIGNMENTS = 10**100
+#: Values per-copy unrolling may add (every copy of a node copies its body); as many as a YAML document may hold.
+MAX_UNROLLED_VALUES = 200_000
+#: Decision assignments × values of the space that :meth:`Space.distinct_candidates` may concretise.
+MAX_ENUMERATION_WORK = 2_000_000
+#: Largest magnitude of a range end; not a tunable: Optuna stores every value as a float, exact only up to 2**53.
+MAX_RANGE_END = 2**53
+#: Settings of the ``search:`` section that set an amount of work.
+MAX_SEEDS = 100
+MAX_WORKERS = 256
+MAX_EPOCHS = 10_000
+MAX_BUDGET = 1_000_000
+MAX_PROXY_SAMPLE = 100_000
+MAX_BATCH = 65_536
+MAX_THREADS = 1_024
+MAX_LATENCY_REPEATS = 10_000
+MAX_CROP_PADDING = 1_024
+
+
+def bound_text(name: str) -> str:
+    """``archforge.search.space.NAME = value``, for messages that say which bound to raise."""
+    value = globals()[name]
+    return f"archforge.search.space.{name} = {value:,}" if value < 10**15 else f"archforge.search.space.{name} = {value:.0e}"
+
 #: Objectives a search can optimise, with their direction.
 OBJECTIVES: dict[str, Literal["maximize", "minimize"]] = {
     "accuracy": "maximize",
@@ -87,16 +128,47 @@ STRATEGIES = ("grid", "random", "evolution", "tpe", "nsga2")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a YAML boolean is not an integer, a quoted '4' is not a number; NaN and infinity are no setting.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+_EXPONENT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
+
+
+def _exponent_float(value: Any) -> Any:
+    # YAML 1.1 (PyYAML) reads 2e5 and 1e-3 as strings; YAML 1.2 and every user read them as numbers.
+    if isinstance(value, str) and _EXPONENT.fullmatch(value):
+        return float(value.replace("_", ""))
+    return value
+
+
+def _at_most(name: str):
+    def check(value: Any) -> Any:
+        if value is not None and value > globals()[name]:
+            raise ValueError(f"at most {globals()[name]:,} (the bound is {bound_text(name)}; raise it to allow more)")
+        return value
+    return AfterValidator(check)
+
+
+#: A finite number; ``2e5`` written without a dot counts as one.
+Number = Annotated[float, BeforeValidator(_exponent_float)]
 
 
 class Constraints(_Strict):
     """Limits checked on the concrete spec before any training (params and FLOPs per sample)."""
 
-    max_params: float | None = Field(None, ge=0)
-    min_params: float | None = Field(None, ge=0)
-    max_flops: float | None = Field(None, ge=0)
-    min_flops: float | None = Field(None, ge=0)
+    max_params: Number | None = Field(None, ge=0)
+    min_params: Number | None = Field(None, ge=0)
+    max_flops: Number | None = Field(None, ge=0)
+    min_flops: Number | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Constraints":
+        for name in ("params", "flops"):
+            low, high = getattr(self, f"min_{name}"), getattr(self, f"max_{name}")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"min_{name} {_number(low)} is above max_{name} {_number(high)}: no candidate could pass")
+        return self
 
     def active(self) -> bool:
         return any(v is not None for v in self.model_dump().values())
@@ -115,9 +187,9 @@ class ProxySettings(_Strict):
     """Zero-cost pre-filter: score ``sample`` candidates without training, train the best ``keep`` fraction."""
 
     score: Literal["synflow", "naswot"]
-    sample: int = Field(64, gt=0, description="Candidates to score (all of a smaller finite space).")
-    keep: float = Field(0.25, gt=0, le=1, description="Fraction of the scored candidates that is trained.")
-    batch: int = Field(64, gt=0, description="Batch for naswot.")
+    sample: Annotated[int, _at_most("MAX_PROXY_SAMPLE")] = Field(64, gt=0, description="Candidates to score (all of a smaller finite space).")
+    keep: Number = Field(0.25, gt=0, le=1, description="Fraction of the scored candidates that is trained.")
+    batch: Annotated[int, _at_most("MAX_BATCH")] = Field(64, gt=0, description="Batch for naswot.")
 
 
 class PrunerSettings(_Strict):
@@ -135,6 +207,33 @@ class EvolutionSettings(_Strict):
     sample: int = Field(3, gt=0, description="Tournament size.")
 
 
+class AugmentSettings(_Strict):
+    """``train.augment`` as a mapping: the fields of :class:`archforge.data.AugmentConfig`."""
+
+    crop_padding: Annotated[int, _at_most("MAX_CROP_PADDING")] = Field(2, ge=0)
+    hflip: bool = False
+
+
+class TrainSettings(_Strict):
+    """The ``train:`` mapping of the search section, checked strictly before any search.
+
+    Mirrors the fields of :class:`archforge.search.evaluate.TrainConfig` except ``epochs``
+    and ``seed``, which the search section sets itself. Only the keys written are passed on.
+    """
+
+    batch_size: Annotated[int, _at_most("MAX_BATCH")] = Field(128, gt=0)
+    lr: Number = Field(2e-3, gt=0)
+    weight_decay: Number = Field(0.05, ge=0)
+    warmup_epochs: Number = Field(0.5, ge=0)
+    label_smoothing: Number = Field(0.1, ge=0, lt=1)
+    augment: bool | AugmentSettings = True
+    device: str = Field("cpu", pattern=r"^[a-z]+(:[0-9]{1,3})?$", description="cpu, cuda, cuda:1, mps")
+    amp: bool = True
+    threads: Annotated[int, _at_most("MAX_THREADS")] | None = Field(None, gt=0)
+    latency_batch: Annotated[int, _at_most("MAX_BATCH")] = Field(1, gt=0)
+    latency_repeats: Annotated[int, _at_most("MAX_LATENCY_REPEATS")] = Field(20, ge=0)
+
+
 _PRUNER_NAMES = {"sh": "successive_halving", "successive_halving": "successive_halving", "hyperband": "hyperband", "median": "median"}
 
 
@@ -143,20 +242,20 @@ class SearchSettings(_Strict):
 
     dataset: str = "mnist"
     limit: int | None = Field(None, gt=0, description="Use at most this many images (train + validation).")
-    val_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: Number = Field(0.2, gt=0, lt=1)
     strategy: Literal["grid", "random", "evolution", "tpe", "nsga2"] = "grid"
-    budget: int | None = Field(None, gt=0, description="Candidates to evaluate; default: the whole grid, else 20.")
-    epochs: int = Field(2, gt=0)
-    seeds: int = Field(1, gt=0, description="Train every candidate with this many seeds (mean ± std).")
+    budget: Annotated[int, _at_most("MAX_BUDGET")] | None = Field(None, gt=0, description="Candidates to evaluate; default: the whole grid, else 20.")
+    epochs: Annotated[int, _at_most("MAX_EPOCHS")] = Field(2, gt=0)
+    seeds: Annotated[int, _at_most("MAX_SEEDS")] = Field(1, gt=0, description="Train every candidate with this many seeds (mean ± std).")
     objectives: list[str] = Field(default_factory=lambda: ["accuracy"], min_length=1)
     constraints: Constraints = Field(default_factory=Constraints)
     pruner: PrunerSettings | None = None
     proxy: ProxySettings | None = None
     evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (batch_size, lr, ...).")
-    workers: int = Field(1, gt=0)
-    seed: int = 0
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (default: the space's name).")
+    workers: Annotated[int, _at_most("MAX_WORKERS")] = Field(1, gt=0)
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the samplers (NumPy's range: 0 to 2**32 - 1).")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=100, description="Run name (default: the space's name).")
     storage: str | None = None
 
     @field_validator("pruner", mode="before")
@@ -190,12 +289,43 @@ class SearchSettings(_Strict):
                 raise ValueError("an objective is listed twice")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and set(value) == {"."}:
+            raise ValueError(f"run name {value!r} would name a folder outside the runs folder: use letters or digits")
+        return value
+
+    @model_validator(mode="after")
+    def _pruner_fits_epochs(self) -> "SearchSettings":
+        if self.pruner is not None and self.pruner.min_resource > self.epochs:
+            raise ValueError(f"pruner min_resource {self.pruner.min_resource} is more than the {self.epochs} epoch(s) of a trial: "
+                             "the pruner would never decide; lower it or raise epochs")
+        return self
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        # A file chooses a database server or a place under the working folder, never a path elsewhere on disk.
+        if value is None or value in ("memory", ":memory:"):
+            return value
+        scheme, sep, rest = value.partition("://")
+        if sep and not scheme.startswith("sqlite"):
+            return value  # a database server (postgresql://, mysql://): nothing written to this disk
+        path = rest[1:] if sep else value
+        parts = Path(path).parts
+        if not path or Path(path).is_absolute() or path.startswith("~") or ".." in parts:
+            raise ValueError(f"storage {value!r} would write outside the working folder: a space file may name a relative path "
+                             "(runs/shared.db) or a database server URL; pass --storage on the command line for any other place")
+        return value
+
     @field_validator("train")
     @classmethod
     def _train(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key in ("epochs", "seed"):
             if key in value:
                 raise ValueError(f"set '{key}' in the search section itself, not under train")
+        TrainSettings.model_validate(value)  # the keys written are passed on, checked like the rest
         return value
 
     @property
@@ -214,9 +344,16 @@ def settings_from_dict(data: Any, doc: LocatedDocument | None = None, prefix: Pa
     doc = doc or LocatedDocument(data={"search": data}, file="<search>")
     if not isinstance(data, dict):
         raise SpecError(f"'search' must be a mapping of settings, got {type(data).__name__}", doc.locate(prefix))
-    sub_models: dict[str, type[BaseModel]] = {"constraints": Constraints, "evolution": EvolutionSettings, "proxy": ProxySettings, "pruner": PrunerSettings}
+    train = data.get("train")
+    if isinstance(train, dict) and isinstance(train.get("augment"), dict):
+        try:
+            AugmentSettings.model_validate(train["augment"])
+        except ValidationError as exc:
+            raise validation_error(exc, doc, prefix + ("train", "augment"), model=AugmentSettings) from None
+    sub_models: dict[str, type[BaseModel]] = {"constraints": Constraints, "evolution": EvolutionSettings, "proxy": ProxySettings,
+                                              "pruner": PrunerSettings, "train": TrainSettings}
     for key, model in sub_models.items():
-        if isinstance(data.get(key), dict):
+        if isinstance(data.get(key), dict) and not (key == "train" and ({"epochs", "seed"} & set(data[key]))):
             try:
                 model.model_validate(data[key])
             except ValidationError as exc:
@@ -248,24 +385,45 @@ class Decision:
     # -- domain ---------------------------------------------------------------
     @property
     def size(self) -> int | None:
-        """Number of values; ``None`` for a continuous range."""
+        """Number of values; ``None`` for a continuous range (computed, never enumerated)."""
         if self.kind == "choice":
             return len(self.options or [])
         if self.kind == "int":
-            return int((self.high - self.low) // (self.step or 1)) + 1
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
         if self.step is None:
             return None
-        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return int(round((self.high - self.low) / self.step)) + 1
+
+    def value_at(self, k: int) -> Any:
+        """The ``k``-th value of a finite decision, without listing the others."""
+        if self.kind == "choice":
+            return (self.options or [])[k]
+        if self.kind == "int":
+            return int(self.low) + k * int(self.step or 1)
+        return self._round(self.low + k * self.step)
+
+    def first(self) -> Any:
+        """The first value (the low end of a continuous range)."""
+        return self.value_at(0) if self.size is not None else self.low
+
+    def index(self, value: Any) -> int | None:
+        """Position of ``value`` among the values of a finite decision, or ``None``."""
+        size = self.size
+        if size is None:
+            return None
+        if self.kind == "choice":
+            text = _canonical(value)
+            return next((i for i, option in enumerate(self.options or []) if _canonical(option) == text), None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        k = int(round((value - self.low) / (self.step or 1)))
+        return k if 0 <= k < size and _canonical(self.value_at(k)) == _canonical(value) else None
 
     def values(self) -> list[Any]:
-        if self.kind == "choice":
-            return list(self.options or [])
         size = self.size
         if size is None:
             raise ValueError(f"decision '{self.name}' is a continuous range")
-        if self.kind == "int":
-            return [int(self.low + k * (self.step or 1)) for k in range(size)]
-        return [self._round(self.low + k * self.step) for k in range(size)]
+        return [self.value_at(k) for k in range(size)]
 
     def _round(self, value: float) -> float:
         if self.step is None:
@@ -314,22 +472,30 @@ class Decision:
 
     # -- sampling -------------------------------------------------------------
     def sample(self, rng: random.Random) -> Any:
-        if self.size is not None:
-            return rng.choice(self.values())
+        size = self.size
+        if size is not None:  # the same draw as rng.choice(self.values()), without the list
+            return self.value_at(rng.randrange(size))
         if self.log:
             return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
         return float(rng.uniform(self.low, self.high))
 
     def mutate(self, value: Any, rng: random.Random) -> Any:
         """A value different from ``value`` (the value itself when there is no other)."""
-        if self.size is None:
+        size = self.size
+        if size is None:
             for _ in range(20):
                 other = self.sample(rng)
                 if other != value:
                     return other
             return value
-        others = [v for v in self.values() if _canonical(v) != _canonical(value)]
-        return rng.choice(others) if others else value
+        current = self.index(value)
+        others = size - (current is not None)
+        if others == 0:
+            return value
+        k = rng.randrange(others)  # the same draw as rng.choice(values without value)
+        if current is not None and k >= current:
+            k += 1
+        return self.value_at(k)
 
     # -- text -----------------------------------------------------------------
     def describe(self) -> str:
@@ -468,10 +634,13 @@ class Space:
         self.decisions: dict[str, Decision] = {}
         self._index_maps: dict[PathT, list[int]] = {}
         body = {k: v for k, v in data.items() if k != "search"}
+        self._unrolled = 0  # values added by per-copy unrolling, bounded by MAX_UNROLLED_VALUES
         template = self._walk(body, ())
         template = self._unroll_all(template)
         self.template = template
+        self._template_values = _count_values(template)
         self.name = body.get("name") if isinstance(body.get("name"), str) else "space"
+        self._check_size()
         self._check_structure()
 
     # -- parsing ---------------------------------------------------------------
@@ -497,46 +666,9 @@ class Space:
                 raise self.error(f"unknown key '{key}' in a '{kind}' choice point{did_you_mean(str(key), _ALLOWED_KEYS[kind])}", path + (key,), key=True)
         decision = Decision(name="", kind=kind, locations=[self.document.locate(path)])
         if kind == "choice":
-            options = point["choice"]
-            if not isinstance(options, list) or not options:
-                raise self.error("'choice' needs a non-empty list of options", path + ("choice",))
-            seen: dict[str, int] = {}
-            for i, option in enumerate(options):
-                if _contains_choice(option):
-                    raise self.error("a choice option cannot contain another choice point: give the inner one its own place (e.g. a param)", path + ("choice", i))
-                key_text = _canonical(option)
-                if key_text in seen:
-                    raise self.error(f"option {short_value(option)} is listed twice", path + ("choice", i))
-                seen[key_text] = i
-            decision.options = copy.deepcopy(options)
+            self._choice_options(point["choice"], path, decision)
         else:
-            bounds = point[kind]
-            number = (int,) if kind == "int" else (int, float)
-            if (not isinstance(bounds, list) or len(bounds) != 2
-                    or any(isinstance(b, bool) or not isinstance(b, number) for b in bounds)):
-                what = "integers" if kind == "int" else "numbers"
-                raise self.error(f"'{kind}' needs a range [low, high] of two {what}", path + (kind,))
-            low, high = bounds
-            if low > high or (kind == "float" and low == high):
-                raise self.error(f"empty {kind} range [{_plain(low)}, {_plain(high)}]: low must be below high", path + (kind,))
-            step = point.get("step")
-            if step is not None:
-                if isinstance(step, bool) or not isinstance(step, number) or step <= 0:
-                    raise self.error(f"'step' must be a positive {'integer' if kind == 'int' else 'number'}", path + ("step",))
-            log = point.get("log", False)
-            if not isinstance(log, bool):
-                raise self.error("'log' must be true or false", path + ("log",))
-            if log and low <= 0:
-                raise self.error(f"a log range needs a positive low end, got {_plain(low)}", path + (kind,))
-            if log and step not in (None, 1):
-                raise self.error("a log range cannot have a step", path + ("step",))
-            if kind == "int" and step is not None and (high - low) % step:
-                raise self.error(f"step {step} does not divide the range [{low}, {high}]", path + ("step",))
-            decision.low, decision.high, decision.log = low, high, log
-            decision.step = step if kind == "float" else (step or 1)
-            if kind == "float":
-                decision.low, decision.high = float(low), float(high)
-                decision.step = float(step) if step is not None else None
+            self._range(point, kind, path, decision)
         label = point.get("label")
         if label is not None and (not isinstance(label, str) or not _LABEL.match(label)):
             raise self.error("'label' must be a name (letters, digits, '_' and '.')", path + ("label",))
@@ -552,9 +684,92 @@ class Space:
         decision.name = label or self._default_name(path)
         return _Slot(self._register(decision, path))
 
+    def _choice_options(self, options: Any, path: PathT, decision: Decision) -> None:
+        if not isinstance(options, list) or not options:
+            raise self.error("'choice' needs a non-empty list of options", path + ("choice",))
+        if len(options) > MAX_DECISION_VALUES:
+            raise self.error(f"'choice' lists {len(options):,} options, more than {bound_text('MAX_DECISION_VALUES')}: raise the bound to allow more", path + ("choice",))
+        seen: dict[str, int] = {}
+        for i, option in enumerate(options):
+            if _contains_choice(option):
+                raise self.error("a choice option cannot contain another choice point: give the inner one its own place (e.g. a param)", path + ("choice", i))
+            bad = _non_finite(option, path + ("choice", i))
+            if bad is not None:
+                raise self.error(f"option {short_value(option)} holds {_plain(bad[1])}: NaN and infinity cannot be a decision's value; "
+                                 "use a finite number", bad[0])
+            key_text = _canonical(option)
+            if key_text in seen:
+                raise self.error(f"option {short_value(option)} is listed twice", path + ("choice", i))
+            seen[key_text] = i
+        decision.options = copy.deepcopy(options)
+
+    def _range(self, point: dict[str, Any], kind: str, path: PathT, decision: Decision) -> None:
+        """Check an ``int`` or ``float`` range before anything is computed from it, and fill ``decision``."""
+        bounds = point[kind]
+        number = (int,) if kind == "int" else (int, float)
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or any(isinstance(b, bool) or not isinstance(b, number) for b in bounds)):
+            what = "integers" if kind == "int" else "numbers"
+            raise self.error(f"'{kind}' needs a range [low, high] of two {what}", path + (kind,))
+        for i, end in enumerate(bounds):
+            if isinstance(end, float) and not math.isfinite(end):
+                raise self.error(f"the range of '{kind}' has a {_plain(end)} end: both ends must be finite numbers", path + (kind, i))
+            if abs(end) > MAX_RANGE_END:
+                raise self.error(f"range end {_plain(end)} is beyond ±2**53, where numbers stop being exact as floats "
+                                 "(Optuna stores every value as one): use smaller numbers", path + (kind, i))
+        low, high = bounds
+        if low > high or (kind == "float" and low == high):
+            raise self.error(f"empty {kind} range [{_plain(low)}, {_plain(high)}]: low must be below high", path + (kind,))
+        step = point.get("step")
+        if step is not None:
+            if isinstance(step, bool) or not isinstance(step, number) or (isinstance(step, float) and not math.isfinite(step)) or step <= 0:
+                raise self.error(f"'step' must be a positive {'integer' if kind == 'int' else 'finite number'}", path + ("step",))
+            if step > MAX_RANGE_END:
+                raise self.error(f"step {_plain(step)} is beyond 2**53, where numbers stop being exact as floats: use a smaller step", path + ("step",))
+        log = point.get("log", False)
+        if not isinstance(log, bool):
+            raise self.error("'log' must be true or false", path + ("log",))
+        if log and low <= 0:
+            raise self.error(f"a log range needs a positive low end, got {_plain(low)}", path + (kind,))
+        if log and step is not None and (kind == "float" or step != 1):
+            raise self.error("a log range cannot have a step", path + ("step",))
+        if kind == "int":
+            step = step or 1
+            if (high - low) % step:
+                raise self.error(f"step {step} does not divide the range [{low}, {high}]", path + ("step",))
+            size = (high - low) // step + 1
+        elif step is not None:
+            ratio = (high - low) / step
+            if not math.isfinite(ratio) or ratio + 1 > MAX_DECISION_VALUES:
+                size = int(ratio) + 1 if math.isfinite(ratio) else math.inf
+            else:
+                # Optuna checks the same divisibility on the decimal texts (and would shift high otherwise).
+                quotient, remainder = divmod(decimal.Decimal(str(float(high))) - decimal.Decimal(str(float(low))), decimal.Decimal(str(float(step))))
+                if step < max(abs(low), abs(high)) * 1e-12:  # low + k * step would round onto the same floats
+                    raise self.error(f"step {_plain(float(step))} is finer than floats resolve at range ends of "
+                                     f"{_plain(float(max(abs(low), abs(high))))}: use a larger step", path + ("step",))
+                if remainder != 0:
+                    raise self.error(f"step {float(step)!r} does not divide the range [{float(low)!r}, {float(high)!r}] "
+                                     "into whole steps", path + ("step",))
+                size = int(quotient) + 1
+        else:
+            size = None
+        if size is not None and size > MAX_DECISION_VALUES:
+            count = f"{size:,}" if size != math.inf else "too many"
+            raise self.error(f"'{kind}' range [{_plain(low)}, {_plain(high)}]{f' step {_plain(step)}' if step not in (None, 1) else ''} has {count} values, "
+                             f"more than {bound_text('MAX_DECISION_VALUES')}: use a larger step or a smaller range, or raise the bound",
+                             path + (kind,))
+        decision.low, decision.high, decision.log = low, high, log
+        decision.step = step
+        if kind == "float":
+            decision.low, decision.high = float(low), float(high)
+            decision.step = float(step) if step is not None else None
+
     def _register(self, decision: Decision, path: PathT) -> str:
         existing = self.decisions.get(decision.name)
         if existing is None:
+            if len(self.decisions) >= MAX_DECISIONS:
+                raise self.error(f"more than {bound_text('MAX_DECISIONS')} decisions: share decisions through labels, or raise the bound", path)
             self.decisions[decision.name] = decision
             return decision.name
         if decision.label is None or existing.label != decision.label:
@@ -620,6 +835,7 @@ class Space:
             if not isinstance(node_id, str):
                 raise self.error("a node with per-copy choices needs an 'id' (its copies are named <id>_0, <id>_1, ...)", path)
             count = self._fixed_repeat(node, path)
+            self._check_unrolling(node, path, count)
             copies = [f"{node_id}_{k}" for k in range(count)]
             for name in copies:
                 if name in ids:
@@ -657,6 +873,28 @@ class Space:
             raise self.error("per-copy choices need a fixed 'repeat' of at least 1 (a literal integer or a $param holding one)", path + ("repeat",) if "repeat" in node else path)
         return repeat
 
+    def _check_unrolling(self, node: dict[str, Any], path: PathT, count: int) -> None:
+        """Refuse a repeat whose copies would exceed the decision or size bounds, before making any copy."""
+        markers = 0
+        stack: list[Any] = [node]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, _PerCopy):
+                markers += 1
+            elif isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+        where = path + ("repeat",) if "repeat" in node else path
+        decisions = len(self.decisions) + count * markers
+        if decisions > MAX_DECISIONS:
+            raise self.error(f"repeat {count:,} with {markers} per-copy choice point(s) makes {decisions:,} decisions, more than "
+                             f"{bound_text('MAX_DECISIONS')}: lower the repeat, drop per_copy, or raise the bound", where)
+        self._unrolled += count * _count_values(node)
+        if self._unrolled > MAX_UNROLLED_VALUES:
+            raise self.error(f"unrolling repeat {count:,} copies the node into more than {bound_text('MAX_UNROLLED_VALUES')} values: "
+                             "lower the repeat, or raise the bound", where)
+
     def _per_copy_decision(self, marker: _PerCopy, node_id: str, k: int) -> str:
         base = marker.decision
         decision = copy.copy(base)
@@ -666,10 +904,18 @@ class Space:
         return self._register(decision, marker.path)
 
     # -- checks ------------------------------------------------------------------
+    def _check_size(self) -> None:
+        """Refuse a space with more than MAX_ASSIGNMENTS assignments (multiplied out, never listed)."""
+        total = 1
+        for d in self.decisions.values():
+            total *= d.size or 1
+            if total > MAX_ASSIGNMENTS:
+                raise SpecError(f"the space has more than {bound_text('MAX_ASSIGNMENTS')} decision assignments (at decision '{d.name}'): "
+                                "share decisions through labels, or raise the bound", d.locations[0])
+
     def _check_structure(self) -> None:
         """Validate the spec structure once, with the first value of every decision."""
-        values = {name: d.values()[0] if d.size is not None else d.low for name, d in self.decisions.items()}
-        self.concretize(values)
+        self.concretize({name: d.first() for name, d in self.decisions.items()})
 
     # -- candidates --------------------------------------------------------------
     @property
@@ -723,9 +969,13 @@ class Space:
         return {name: self.decisions[name].decode(params[name]) for name in self.decisions}
 
     def distinct_candidates(self, limit: int = ENUMERATE_LIMIT) -> list[Candidate] | None:
-        """Every distinct candidate (first assignment per hash), or ``None`` for an infinite or too large space."""
+        """Every distinct candidate (first assignment per hash), or ``None`` for an infinite or too large space.
+
+        Too large: more than ``limit`` assignments, or more than :data:`MAX_ENUMERATION_WORK`
+        assignments × values of the space to concretise.
+        """
         size = self.size
-        if size is None or size > limit:
+        if size is None or size > limit or size * self._template_values > MAX_ENUMERATION_WORK:
             return None
         seen: dict[str, Candidate] = {}
         for values in self.assignments():
@@ -773,6 +1023,27 @@ def _contains_choice(value: Any) -> bool:
     if isinstance(value, list):
         return any(_contains_choice(v) for v in value)
     return False
+
+
+def _non_finite(value: Any, path: PathT) -> tuple[PathT, float] | None:
+    """Where ``value`` holds a NaN or an infinity, and which, or ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, path + (key,))
+        if found is not None:
+            return found
+    return None
+
+
+def _count_values(value: Any) -> int:
+    """Scalars, mappings and lists in ``value``, each counted once."""
+    if isinstance(value, dict):
+        return 1 + sum(_count_values(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_count_values(v) for v in value)
+    return 1
 
 
 def _node_path(path: PathT) -> PathT | None:

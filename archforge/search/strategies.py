@@ -24,6 +24,10 @@ from typing import Any, Sequence
 from archforge.search.space import PrunerSettings, SearchSettings, Space
 from archforge.search.storage import SearchError
 
+#: Grid points the grid strategy may hold: Optuna's GridSampler lists every one of them up front.
+#: Raise it by assigning ``archforge.search.strategies.MAX_GRID_SIZE``.
+MAX_GRID_SIZE = 100_000
+
 STRATEGY_HELP = {
     "grid": "exhaustive: every candidate once",
     "random": "uniform random sampling",
@@ -92,6 +96,13 @@ class GridStrategy(Strategy):
                     f"grid search needs finite decisions, but '{name}' ({decision.locations[0]}) is a continuous range: "
                     "give it a step or use --strategy random, tpe or evolution"
                 )
+        size = self.space.size or 1
+        if size > MAX_GRID_SIZE:
+            raise SearchError(
+                f"grid search lists every one of the {size:,} decision assignments of {self.space.file}, more than "
+                f"archforge.search.strategies.MAX_GRID_SIZE = {MAX_GRID_SIZE:,}: use --strategy random, tpe or evolution, "
+                "or raise the bound"
+            )
 
     def sampler(self) -> Any:
         import optuna
