@@ -4,7 +4,7 @@ The public API::
 
     spec = archforge.load_spec("specs/models/resnet_tiny.yaml")
     graph = archforge.validate(spec)          # every error is a located SpecError
-    model = archforge.build(spec)             # a plain nn.Module
+    model = archforge.build(spec)             # a plain nn.Module (refused over max_params, default 10^9)
     print(archforge.summarize(spec).params)
     result = archforge.search("specs/search/placement_mnist.yaml")   # which placement wins
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from archforge.builder import Summary, build, load_checkpoint, summarize
-from archforge.errors import Location, PluginError, ShapeError, SpecError, SpecWarning
+from archforge.errors import CheckpointError, Location, PluginError, ShapeError, SpecError, SpecWarning
 from archforge.graph import Graph, compile_graph
 from archforge.registry import Block, BlockArgs, Registry, Shape, hookimpl
 from archforge.spec import Spec, load_spec, parse_spec
@@ -39,7 +39,7 @@ def validate(spec: Spec | str | os.PathLike[str], *, registry: Registry | None =
 
 
 __all__ = [
-    "Block", "BlockArgs", "Graph", "Location", "PluginError", "Registry", "SearchResult", "Shape", "ShapeError", "Spec",
+    "Block", "BlockArgs", "CheckpointError", "Graph", "Location", "PluginError", "Registry", "SearchResult", "Shape", "ShapeError", "Spec",
     "SpecError", "SpecWarning", "Summary", "build", "hookimpl", "load_checkpoint", "load_spec", "parse_spec", "search",
     "summarize", "validate",
 ]

@@ -1,13 +1,18 @@
 """The ``archforge`` command line: validate, summary, build, plugins, schema, graph, space, search, report.
 
-Problems in a spec are printed like a compiler diagnostic, ``file:line:col: message``,
-on stderr with exit status 2 and no traceback.
+Exit status: 0 on success; 1 when what was checked is wrong (a spec, a space, a checkpoint,
+a plugin, a file that cannot be written...); 2 for usage errors (unknown flags, a count
+that is negative...); 130 when interrupted. Problems in a spec are printed like a compiler
+diagnostic, ``file:line:col: message``; every other problem as one ``error: ...`` line on
+stderr, never a traceback, unless ``archforge --debug COMMAND ...`` asks for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import types
 import typing
@@ -18,9 +23,18 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from archforge.errors import PluginError, PluginWarning, SpecError, SpecWarning
+from archforge.errors import CheckpointError, PluginError, PluginWarning, SpecError, SpecWarning, one_line
 
-EXIT_SPEC_ERROR = 2
+EXIT_OK = 0
+#: What was checked is wrong: a spec, a space, a checkpoint, a plugin, an output file...
+EXIT_ERROR = 1
+#: The command line itself is wrong (argparse's own status).
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: Kept for callers of the first release; a spec error is now :data:`EXIT_ERROR`.
+EXIT_SPEC_ERROR = EXIT_ERROR
+
+FORCE_HINT = "add --force to overwrite"
 
 
 def _stderr() -> Console:
@@ -31,11 +45,71 @@ def _stdout() -> Console:
     return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+def _human(n: int) -> str:
+    """``1.23G``; exact integer arithmetic, so no count is too large to print."""
+    for unit, scale in (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
         if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
+            hundredths = (int(n) * 100 + scale // 2) // scale
+            return f"{hundredths // 100:,}.{hundredths % 100:02d}{unit}"
     return str(int(n))
+
+
+# --------------------------------------------------------------------------- argument types
+# argparse reports a ValueError/ArgumentTypeError from a type= function as a usage error (exit 2).
+
+
+def _whole(text: str) -> int:
+    """An integer, also written as ``2e9`` or ``1_000``."""
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:
+        pass
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not math.isfinite(value) or not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'")
+    return int(value)
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=``: a whole number from ``low`` to ``high`` (inclusive)."""
+
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if value < low or (high is not None and value > high):
+            bound = f"from {low:,} to {high:,}" if high is not None else f"at least {low:,}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {bound}, got '{text}'")
+        return value
+
+    parse.__name__ = "count"  # argparse names the type in some messages
+    return parse
+
+
+non_negative_int = int_range(0)
+positive_int = int_range(1)
+#: Seeds go to NumPy and Optuna samplers, which take 0 .. 2**32 - 1.
+seed_int = int_range(0, 2**32 - 1)
+
+
+def positive_number(text: str) -> float:
+    """An argparse ``type=``: a finite number greater than 0 (``2e5``, ``0.01``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got '{text}'")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse ``type=``: a number in (0, 1]."""
+    value = positive_number(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction greater than 0 and at most 1, got '{text}'")
+    return value
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -75,19 +149,29 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from archforge import build, load_spec
     from archforge.builder import save_checkpoint
+    from archforge.files import atomic_output, check_target
 
-    spec = load_spec(args.spec)
-    model = build(spec).eval()
-    graph = model.meta["archforge_graph"]
     output = Path(args.output)
+    check_target(output, overwrite=args.force, hint=FORCE_HINT)  # before the work, not after it
+    spec = load_spec(args.spec)
+    model = build(spec, max_params=args.max_params).eval()
+    graph = model.meta["archforge_graph"]
     if output.suffix == ".pt2":
         example = graph.input.example(2)
         batch = torch.export.Dim("batch", min=1, max=65536)
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, output)
+        try:
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        except Exception as exc:  # torch's reasons span pages; one line here, all of it with --debug
+            if getattr(args, "debug", False):
+                raise
+            _error(f"cannot export '{graph.name}' ({args.spec}) with torch.export: {_first_line(exc)}; "
+                   f"a checkpoint (-o {output.with_suffix('.pt').name}) has no such limits")
+            return EXIT_ERROR
+        with atomic_output(output, overwrite=args.force, hint=FORCE_HINT) as temp, open(temp, "wb") as f:
+            torch.export.save(program, f)
         kind = "exported program"
     else:
-        save_checkpoint(model, output)
+        save_checkpoint(model, output, overwrite=args.force)
         kind = "spec + state_dict (archforge.load_checkpoint)"
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {output}: {kind}, {graph.name}, {params:,} parameters")
@@ -102,7 +186,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         registry = default_registry()
     problems = list(registry.problems) or [str(w.message) for w in caught]
     conflicts = {name: [f"{e.plugin.distribution} {e.plugin.version}" for e in entries] for name, entries in registry.conflicts.items()}
-    blocks = [_block_row(entry) for entry in sorted(registry.blocks.values(), key=lambda e: e.name)]
+    # Every block, also a plugin block shadowed by a built-in of the same short name (reachable
+    # by its qualified name '<plugin>:<name>' only, when the registry has qualified names).
+    entries = list(getattr(registry, "qualified", {}).values()) or list(registry.blocks.values())
+    for entry in registry.blocks.values():
+        if all(entry is not e for e in entries):
+            entries.append(entry)
+    # The entry a short name resolves to comes last among those of its name: readers that key rows by name get it.
+    blocks = [_block_row(entry, registry) for entry in
+              sorted(entries, key=lambda e: (e.name, registry.blocks.get(e.name) is e, e.plugin.distribution, e.plugin.name))]
     if args.json:
         data = {
             "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in registry.plugins],
@@ -120,7 +212,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for column in ("block", "plugin", "layout", "family", "args"):
         table.add_column(column)
     for row in blocks:
-        table.add_row(row["name"], f"{row['distribution']} {row['version']}", row["layout"], row["family"],
+        table.add_row(row["name"] if row["short"] else row["qualified"], f"{row['distribution']} {row['version']}", row["layout"], row["family"],
                       ", ".join(_arg_text(a) for a in row["args"]) or "—")
     console.print(table)
     err = _stderr()
@@ -131,7 +223,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if conflicts else 0
 
 
-def _block_row(entry: Any) -> dict[str, Any]:
+def _block_row(entry: Any, registry: Any) -> dict[str, Any]:
+    """One block as ``plugins --json`` lists it; ``short`` says whether a spec may write just ``name``."""
     block = entry.block
     args = []
     for name, field in block.Args.model_fields.items():
@@ -146,6 +239,8 @@ def _block_row(entry: Any) -> dict[str, Any]:
     layouts = block.accepted_layouts()
     return {
         "name": block.name,
+        "qualified": getattr(entry, "qualified_name", f"{entry.plugin.name}:{block.name}"),
+        "short": registry.blocks.get(block.name) is entry,
         "plugin": entry.plugin.name,
         "distribution": entry.plugin.distribution,
         "version": entry.plugin.version,
@@ -182,7 +277,11 @@ def _print_warnings(items: Sequence[SpecWarning]) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="archforge", description="Compose and search neural network architectures from YAML specs.")
+    p = argparse.ArgumentParser(prog="archforge", description="Compose and search neural network architectures from YAML specs.",
+                                epilog="Exit status: 0 success, 1 error in what was checked (spec, space, checkpoint, plugin, "
+                                       "output file), 2 usage error.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
+    p.set_defaults(debug=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("validate", help="check a spec completely (structure, blocks, args, graph, shapes)")
@@ -197,6 +296,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("build", help="build the network and save it")
     s.add_argument("spec")
     s.add_argument("-o", "--output", required=True, help="model.pt2 (torch.export program) or model.pt (spec + state_dict)")
+    s.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    s.add_argument("--max-params", type=non_negative_int, metavar="N",
+                   help="refuse networks with more parameters and buffer elements (default: $ARCHFORGE_MAX_PARAMS, else 1e9)")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("plugins", help="list every block with its plugin, layout and args")
@@ -219,23 +321,89 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def _error(message: str) -> None:
+    _stderr().print(f"error: {one_line(message)}", markup=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > 300:
+        text = text[:299] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _os_error(exc: OSError) -> str:
+    """``'path': what``: one line naming the file, whatever raised it."""
+    from archforge.files import OVERWRITE_HINT
+
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = reason.replace(OVERWRITE_HINT, FORCE_HINT)  # the CLI's way to say it
+    if exc.filename is None:
+        return reason
+    where = f"'{os.fsdecode(exc.filename)}'" + (f" → '{os.fsdecode(exc.filename2)}'" if exc.filename2 else "")
+    return f"{where}: {reason}"
+
+
+def _is_ours(exc: BaseException) -> bool:
+    """An error archforge raises on purpose says what is wrong in its message; the type adds nothing.
+
+    That is one of archforge's own exception classes, or a ValueError raised by archforge's code
+    (e.g. a bad ``ARCHFORGE_MAX_PARAMS``); anything else keeps its type name, to help a bug report.
+    """
+    if type(exc).__module__.split(".")[0] == "archforge":
+        return True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    raised_by = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return isinstance(exc, ValueError) and raised_by.split(".")[0] == "archforge"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Run the command line; returns the exit status (usage errors included, they are not raised)."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Callable[[argparse.Namespace], int] = args.func
+    debug: bool = args.debug
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         # Spec warnings are printed by the commands themselves, located like errors.
         warnings.simplefilter("ignore", SpecWarning)
         try:
             return func(args)
-        except SpecError as exc:
-            _stderr().print(exc.format(), markup=False)
-            return EXIT_SPEC_ERROR
-        except PluginError as exc:
-            _stderr().print(f"error: {exc}", markup=False)
-            return EXIT_SPEC_ERROR
         except KeyboardInterrupt:
-            return 130
+            if debug:
+                raise
+            return EXIT_INTERRUPTED
         except BrokenPipeError:  # e.g. `archforge summary --json x.yaml | head`
-            sys.stderr.close()
-            return 0
+            # Python would flush stdout again at exit and complain about the pipe once more.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        except SpecError as exc:
+            if debug:
+                raise
+            _stderr().print(exc.format(), markup=False)
+            return EXIT_ERROR
+        except (PluginError, CheckpointError) as exc:
+            if debug:
+                raise
+            _error(str(exc))
+            return EXIT_ERROR
+        except OSError as exc:
+            if debug:
+                raise
+            _error(_os_error(exc))
+            return EXIT_ERROR
+        except (Exception, SystemExit) as exc:  # SystemExit: a plugin calling sys.exit() must not end us silently
+            if debug:
+                raise
+            if isinstance(exc, SystemExit):
+                _error(f"a plugin or library ended the command with sys.exit({exc.code!r}); run with --debug for the traceback")
+            elif _is_ours(exc) and str(exc):
+                _error(str(exc))
+            else:
+                _error(f"{_first_line(exc)} (run with --debug for the traceback)")
+            return EXIT_ERROR

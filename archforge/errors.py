@@ -57,6 +57,23 @@ class PluginError(Exception):
     """A plugin that cannot be used: it clashes with another one or breaks the block contract."""
 
 
+class CheckpointError(ValueError):
+    """A file that :func:`archforge.load_checkpoint` cannot turn back into a network.
+
+    The message names the file and says what is wrong with it (missing, empty, truncated,
+    not written by ``torch.save``, holding code, weights that do not fit the spec...).
+    Problems inside the spec it carries are :class:`SpecError` located at ``FILE:spec:line:col``.
+
+    Attributes:
+        path: the checkpoint file.
+    """
+
+    def __init__(self, path: str, problem: str):
+        self.path = path
+        self.problem = one_line(problem)
+        super().__init__(f"checkpoint '{one_line(path)}' {self.problem}")
+
+
 class SpecWarning(UserWarning):
     """Something legal but probably unintended, such as a node that never reaches the output."""
 

@@ -6,8 +6,9 @@ Wired into :mod:`archforge.cli` with :func:`add_commands`::
     archforge graph SPEC -o arch.svg|arch.png|arch.dot|arch.mmd [--engine auto|graphviz|matplotlib]
 
 Spec problems propagate as :class:`~archforge.SpecError` (printed by the CLI's main
-as ``file:line:col: message``, exit status 2); a bad output suffix is reported the same
-way before any work is done.
+as ``file:line:col: message``, exit status 1). A bad output suffix is a usage error
+(exit status 2) reported before any work is done; an output file that exists is refused
+unless ``--force``, and every file is written atomically (a failed write leaves none).
 """
 
 from __future__ import annotations
@@ -18,30 +19,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
+EXIT_ERROR = 1
 EXIT_USAGE = 2
+FORCE_HINT = "add --force to overwrite"
 
 
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+def _error(message: str, status: int = EXIT_ERROR) -> int:
+    from archforge.errors import one_line
+
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    return status
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from archforge.files import check_target, write_text
     from archforge.registry import default_registry
     from archforge.schema import spec_json_schema
 
+    to_file = bool(args.output) and args.output != "-"
+    if to_file:
+        check_target(args.output, overwrite=args.force, hint=FORCE_HINT)
     registry = default_registry()
     schema = spec_json_schema(registry, search=args.search)
     text = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
-    if not args.output or args.output == "-":
+    if not to_file:
         sys.stdout.write(text)
         return 0
-    output = Path(args.output)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        return _error(f"cannot write '{output}': {exc.strerror or exc}")
+    output = write_text(args.output, text, overwrite=args.force, hint=FORCE_HINT)
     kind = "search spaces" if args.search else "specs"
     print(f"wrote {output}: JSON Schema (draft 2020-12) of {kind} with the args of {len(registry.names())} blocks")
     return 0
@@ -53,19 +57,23 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from archforge import validate
     from archforge.diagram import SUFFIXES, render
     from archforge.errors import SpecWarning
+    from archforge.files import atomic_output, check_target
 
     output = Path(args.output)
     if output.suffix.lower() not in SUFFIXES:
         shown = f"'{output.suffix}'" if output.suffix else "no suffix"
-        return _error(f"cannot write a diagram to '{output}': unsupported format {shown}; use one of {', '.join(SUFFIXES)}")
+        return _error(f"cannot write a diagram to '{output}': unsupported format {shown}; use one of {', '.join(SUFFIXES)}", EXIT_USAGE)
+    check_target(output, overwrite=args.force, hint=FORCE_HINT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpecWarning)
         graph = validate(args.spec)
     for warning in graph.warnings:
         print(str(warning), file=sys.stderr)
     try:
-        render(graph, output, engine=args.engine)
-    except (OSError, RuntimeError) as exc:
+        # The temporary file keeps the suffix, which is what render chooses the format by.
+        with atomic_output(output, overwrite=args.force, hint=FORCE_HINT) as temp:
+            render(graph, temp, engine=args.engine)
+    except RuntimeError as exc:
         return _error(f"cannot draw '{output}': {exc}")
     print(f"wrote {output}: {graph.name}, {len(graph.live_nodes())} nodes")
     return 0
@@ -75,6 +83,7 @@ def add_commands(subparsers: Any) -> None:
     """Add ``schema`` and ``graph`` to the CLI's ``add_subparsers()`` object."""
     s = subparsers.add_parser("schema", help="JSON Schema of the spec language with every installed block's args (for editors)")
     s.add_argument("-o", "--output", help="write to this file instead of stdout")
+    s.add_argument("--force", action="store_true", help="replace the output file if it exists")
     s.add_argument("--search", action="store_true", help="the schema of search spaces: choices and the 'search' section")
     s.set_defaults(func=cmd_schema)
 
@@ -83,6 +92,7 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("-o", "--output", required=True, help="arch.svg, arch.png (Graphviz if installed, else matplotlib), arch.dot or arch.mmd")
     s.add_argument("--engine", choices=("auto", "graphviz", "matplotlib"), default="auto",
                    help="how to draw .svg/.png (default: Graphviz's dot when on PATH, else matplotlib)")
+    s.add_argument("--force", action="store_true", help="replace the output file if it exists")
     s.set_defaults(func=cmd_graph)
 
 

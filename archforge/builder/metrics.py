@@ -9,16 +9,15 @@ ViT-Base is summarised without allocating its weights.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
-from archforge.builder.network import SpecLike, as_graph, build_node
-from archforge.errors import SpecError
-from archforge.graph import Graph, GraphNode
+from archforge.builder.network import SpecLike, as_graph
+from archforge.builder.node import build_node, node_error
+from archforge.builder.probe import check_node_bound, check_output, max_params_bound, probe_node, run_node
+from archforge.graph import GraphNode
 from archforge.registry import Registry
 
 
@@ -28,7 +27,7 @@ def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
     Attention goes through the math backend while counting: FlopCounterMode counts
     zero FLOPs for the fused CPU kernel of ``scaled_dot_product_attention``.
     """
-    return _flops_and_output(module, inputs)[0]
+    return run_node(module, inputs)[0]
 
 
 @dataclass
@@ -70,15 +69,19 @@ class Summary:
         return data
 
 
-def summarize(spec: SpecLike, *, registry: Registry | None = None) -> Summary:
+def summarize(spec: SpecLike, *, registry: Registry | None = None, max_params: int | None = None) -> Summary:
     """Validate and measure a spec: per-node output shape, parameters and FLOPs, and totals.
 
     Each node's module is built on the ``meta`` device and run once on inputs of the
     inferred shapes; the actual output shape must equal the inferred one, so a block
-    whose ``infer`` disagrees with its module is caught here.
+    whose ``infer`` disagrees with its module is caught here. Nothing is allocated, so
+    a network of any size can be summarised; only a node whose ops have no ``meta``
+    kernel is measured for real, and only when it is within ``max_params`` (see
+    :func:`archforge.build`).
     """
     graph = as_graph(spec, registry)
-    rows = [_measure(graph, node) for node in graph.live_nodes()]
+    bound = max_params_bound(max_params)
+    rows = [_measure(node, bound) for node in graph.live_nodes()]
     return Summary(
         name=graph.name,
         input=list(graph.input.dims()),
@@ -90,38 +93,20 @@ def summarize(spec: SpecLike, *, registry: Registry | None = None) -> Summary:
     )
 
 
-def _measure(graph: Graph, node: GraphNode) -> NodeSummary:
-    try:
-        module = build_node(node, device="meta")
-        inputs = [shape.example(1, device="meta") for shape in node.input_shapes]
-        flops, output = _flops_and_output(module.eval(), inputs)
-    except (NotImplementedError, RuntimeError):  # some ops have no meta kernel: measure for real
+def _measure(node: GraphNode, bound: int) -> NodeSummary:
+    probe = probe_node(node, flops=True)
+    flops = probe.flops
+    if flops is None:  # some ops have no meta kernel: measure for real, if that is affordable
+        check_node_bound(node, probe.weights, bound, "measuring it for real (its ops do not run on the meta device),")
         module = build_node(node)
-        inputs = [shape.example(1) for shape in node.input_shapes]
-        flops, output = _flops_and_output(module.eval(), inputs)
-    _check_output(node, output)
+        try:
+            flops, output = run_node(module.eval(), [shape.example(1) for shape in node.input_shapes])
+        except (Exception, SystemExit) as exc:
+            raise node_error(node, "failed to run", exc) from None
+        check_output(node, output)
     assert node.shape is not None
     return NodeSummary(
         path=node.path, module=node.name, block=node.block, family=node.entry.block.family,
         layout=node.shape.layout, shape=list(node.shape.dims()), shape_text=str(node.shape),
-        params=sum(p.numel() for p in module.parameters()), flops=flops,
+        params=probe.params, flops=flops,
     )
-
-
-def _flops_and_output(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[int, Any]:
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        output = module(*inputs)
-    return int(counter.get_total_flops()), output
-
-
-def _check_output(node: GraphNode, output: Any) -> None:
-    assert node.shape is not None
-    expected = (1, *node.shape.dims())
-    actual = tuple(output.shape) if isinstance(output, torch.Tensor) else None
-    if actual != expected:
-        got = f"a {type(output).__name__}" if actual is None else str(list(actual))
-        raise SpecError(
-            f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' infers {list(expected)} for node "
-            f"'{node.path}' but its module returns {got}",
-            node.location, node.path,
-        )

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from archforge.errors import SpecError
-from archforge.graph import INPUT, Graph, GraphNode, compile_graph
+from archforge.builder.node import build_node, node_error
+from archforge.builder.probe import NodeProbe, check_output, probe_graph, run_node
+from archforge.graph import INPUT, Graph, compile_graph
 from archforge.registry import Registry, Shape
 from archforge.spec.load import load_spec
 from archforge.spec.schema import Spec
@@ -33,41 +34,33 @@ def as_graph(spec: SpecLike, registry: Registry | None = None) -> Graph:
     return compile_graph(spec, registry)
 
 
-def build_node(node: GraphNode, *, device: Any = None, dtype: torch.dtype | None = None) -> nn.Module:
-    """Call the node's block ``build``, attributing any failure to the plugin and the node."""
-    try:
-        module = node.entry.block.build(node.block_input, node.args, device=device, dtype=dtype)
-    except Exception as exc:
-        raise SpecError(
-            f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' failed to build node "
-            f"'{node.path}': {type(exc).__name__}: {exc}",
-            node.location, node.path,
-        ) from None
-    if not isinstance(module, nn.Module):
-        raise SpecError(
-            f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' returned "
-            f"{type(module).__name__} instead of an nn.Module for node '{node.path}'",
-            node.location, node.path,
-        )
-    return module
-
-
 def build(
     spec: SpecLike,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     registry: Registry | None = None,
+    max_params: int | None = None,
 ) -> fx.GraphModule:
     """Build the network of a spec (path, :class:`Spec` or :class:`Graph`) as a plain ``nn.Module``.
 
     Parameter names follow node ids (``local.3.attn.qkv.weight``). The compiled graph
     is kept in ``module.meta["archforge_graph"]``.
+
+    Before any weight is allocated, every node is built and run once on the ``meta``
+    device: a block whose module does not return the shape its ``infer`` promised is a
+    located :class:`SpecError`, and so is a network with more than ``max_params``
+    parameters and buffer elements (default: ``$ARCHFORGE_MAX_PARAMS``, else 10^9).
+    A node whose ops cannot run on ``meta`` is checked after it is built, on a batch of 1.
     """
     graph = as_graph(spec, registry)
+    probes = probe_graph(graph, dtype=dtype, max_params=max_params)
     root = nn.Module()
-    for node in graph.live_nodes():
-        _install(root, node.name, build_node(node, device=device, dtype=dtype))
+    for probe in probes:
+        module = build_node(probe.node, device=device, dtype=dtype)
+        if probe.output is None:
+            _check_for_real(probe, module, device, dtype)
+        _install(root, probe.node.name, module)
 
     fx_graph = fx.Graph()
     values: dict[str, fx.Node] = {INPUT: fx_graph.placeholder("x")}
@@ -88,6 +81,19 @@ def build(
     module = fx.GraphModule(root, fx_graph, class_name=_class_name(graph.name))
     module.meta["archforge_graph"] = graph
     return module
+
+
+def _check_for_real(probe: NodeProbe, module: nn.Module, device: Any, dtype: torch.dtype | None) -> None:
+    node = probe.node
+    training = module.training
+    try:
+        inputs = [shape.example(1, device=device, dtype=dtype) for shape in node.input_shapes]
+        _, output = run_node(module.eval(), inputs, flops=False)
+    except (Exception, SystemExit) as exc:
+        raise node_error(node, "failed to run", exc) from None
+    finally:
+        module.train(training)
+    check_output(node, output)
 
 
 def _convert(fx_graph: fx.Graph, value: fx.Node, shape: Shape, layout: str) -> fx.Node:

@@ -1,0 +1,48 @@
+"""Building one node: the block's ``build`` call, with every failure attributed to the plugin and the node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from archforge.errors import SpecError
+from archforge.graph import GraphNode
+
+_MAX_DETAIL = 300
+
+
+def build_node(node: GraphNode, *, device: Any = None, dtype: torch.dtype | None = None) -> nn.Module:
+    """Call the node's block ``build``, attributing any failure to the plugin and the node.
+
+    A block that raises :class:`SystemExit` (a plugin calling ``sys.exit``) is reported the
+    same way as one that raises an exception: a located :class:`SpecError`, never a silent
+    exit of the process. ``KeyboardInterrupt`` goes through untouched.
+    """
+    try:
+        module = node.entry.block.build(node.block_input, node.args, device=device, dtype=dtype)
+    except (Exception, SystemExit) as exc:
+        raise node_error(node, "failed to build", exc) from None
+    if not isinstance(module, nn.Module):
+        raise SpecError(
+            f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' returned "
+            f"{type(module).__name__} instead of an nn.Module for node '{node.path}'",
+            node.location, node.path,
+        )
+    return module
+
+
+def node_error(node: GraphNode, what: str, exc: BaseException) -> SpecError:
+    """``block 'x' from plugin 'p' <what> node 'n': Type: message``, located at the node."""
+    detail = str(exc).strip()
+    if len(detail) > _MAX_DETAIL:
+        detail = detail[:_MAX_DETAIL] + "…"
+    return SpecError(
+        f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' {what} node '{node.path}': "
+        f"{type(exc).__name__}{': ' + detail if detail else ''}",
+        node.location, node.path,
+    )
+
+
+__all__ = ["build_node", "node_error"]
