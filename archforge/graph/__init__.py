@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from math import prod
 
 import networkx as nx
 
 from archforge.errors import SpecError, SpecWarning
+from archforge.graph import bounds
 from archforge.graph.expand import expand
 from archforge.graph.infer import infer_shapes
 from archforge.graph.model import INPUT, Graph, GraphNode
@@ -22,6 +24,9 @@ def input_shape(spec: Spec) -> Shape:
     location = spec.document.locate(("input", "shape"))
     if any(d < 1 for d in dims):
         raise SpecError(f"input shape must be positive, got {dims}", location)
+    count = prod(dims)
+    if count > bounds.MAX_ELEMENTS:
+        raise SpecError(f"input shape {dims} is too large: {bounds.too_large(count, bounds.MAX_ELEMENTS, 'MAX_ELEMENTS')}", location)
     if len(dims) == 3:
         return Shape.map(*dims)
     if len(dims) == 2:

@@ -4,26 +4,50 @@ Every node of the spec gets a *handle*, its module path (``local.3.attn``). A pl
 block node becomes a :class:`GraphNode` under its handle; a define or a ``repeat``
 becomes an *alias* from its handle to the handle of whatever produces its output, so
 that other nodes can refer to it before or after it is expanded.
+
+Along the way every name and value is checked where it is written: ids that the
+generated ``forward`` could not use (keywords, a top-level ``self``, attributes of torch
+modules), block args of the wrong kind (see :mod:`archforge.graph.strict`), params that
+an expression could not tell from a literal, and the bounds below, each of which its
+error message names.
 """
 
 from __future__ import annotations
 
 import functools
+import keyword
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from archforge.errors import Location, PluginError, SpecError, did_you_mean
-from archforge.graph.model import INPUT, GraphNode
+from archforge.graph.model import INPUT, GraphNode, describe_exception
+from archforge.graph.strict import strictness_problem
 from archforge.registry import Registry
 from archforge.spec.expressions import ExpressionError, resolve_value
-from archforge.spec.load import validation_error
-from archforge.spec.schema import NodeSpec, Spec
+from archforge.spec.load import dotted, short_value, validation_error
+from archforge.spec.schema import NodeSpec, Spec, is_block_name
 
 MAX_REPEAT = 10_000
 #: Name under which a repeated node's args see the copy number (0-based).
 REPEAT_INDEX = "index"
 MAX_NODES = 100_000
+#: How deep defines may use defines: each level is a few Python frames of expansion.
+MAX_DEFINE_DEPTH = 50
+#: Names an expression reads as literals, so a param cannot take them.
+RESERVED_PARAMS = frozenset({"true", "false", "True", "False", "None"})
+_INDEX_NAME = re.compile(rf"(?<![A-Za-z0-9_$]){REPEAT_INDEX}(?![A-Za-z0-9_])|\${REPEAT_INDEX}(?![A-Za-z0-9_])")
+
+
+def _mentions_index(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith("$") and bool(_INDEX_NAME.search(value))
+    if isinstance(value, list):
+        return any(_mentions_index(item) for item in value)
+    if isinstance(value, dict):
+        return any(_mentions_index(item) for item in value.values())
+    return False
 
 
 @functools.cache
@@ -50,7 +74,10 @@ class Expansion:
 
 def expand(spec: Spec, registry: Registry) -> Expansion:
     """Resolve params and expand defines and repeats; see the module docstring."""
-    return _Expander(spec, registry).run()
+    try:
+        return _Expander(spec, registry).run()
+    except RecursionError:  # a safety net: MAX_DEFINE_DEPTH keeps specs well inside Python's stack
+        raise SpecError("the spec nests too deeply to expand", spec.document.locate(())) from None
 
 
 class _Expander:
@@ -65,6 +92,7 @@ class _Expander:
         return SpecError(message, self.doc.locate(path, key=key), node)
 
     def run(self) -> Expansion:
+        self.check_names()
         params: dict[str, Any] = {}
         for name, value in self.spec.params.items():  # a param may use the ones before it
             params[name] = self.resolve(value, params, ("params", name), None, f" in param '{name}'")
@@ -73,6 +101,21 @@ class _Expander:
             self.spec.nodes, ("nodes",), params, ["input"], [INPUT], "", "", (), self.spec.output, ("output",)
         )
         return self.result
+
+    def check_names(self) -> None:
+        """Params that expressions could not tell from a literal, and define inputs given twice."""
+        sections = [(("params",), self.spec.params)]
+        sections += [(("define", name, "params"), define.params) for name, define in self.spec.define.items()]
+        for path, params in sections:
+            for key in params:
+                if key in RESERVED_PARAMS:
+                    raise self.error(f"param name '{key}' is reserved (a literal in expressions): choose another name", path + (key,), key=True)
+        for name, define in self.spec.define.items():
+            seen: set[str] = set()
+            for j, input_name in enumerate(define.inputs):
+                if input_name in seen:
+                    raise self.error(f"input '{input_name}' is listed twice in define '{name}'", ("define", name, "inputs", j))
+                seen.add(input_name)
 
     def resolve(self, value: Any, params: dict[str, Any], path: tuple[Any, ...], node: str | None, where: str = "") -> Any:
         try:
@@ -98,10 +141,18 @@ class _Expander:
         local: dict[str, str] = dict(zip(input_names, input_handles))
         ids: list[str] = []
         for i, node_spec in enumerate(node_specs):
-            node_id = node_spec.id or f"{node_spec.block.lstrip('$')}_{i}"
+            node_id = node_spec.id or f"{node_spec.block.lstrip('$').rpartition(':')[2]}_{i}"
             if node_id in local:
                 what = "an input name" if node_id in input_names else "already used by another node"
                 raise self.error(f"duplicate id '{node_id}': {what} in this list", yaml_path + (i, "id"), display_prefix + node_id)
+            if keyword.iskeyword(node_id) or (node_id == "self" and not module_prefix):
+                # The builder's generated forward reads `self.<id>`: `self.class` is a SyntaxError, and a
+                # top-level `self` becomes a local variable that hides the module itself.
+                what = "a Python keyword" if node_id != "self" else "the name of the module in its generated forward"
+                raise self.error(
+                    f"id '{node_id}' is {what} in node '{display_prefix + node_id}': choose another id (e.g. '{node_id}_')",
+                    yaml_path + (i, "id"), display_prefix + node_id,
+                )
             if node_id in _module_attributes(top_level=not module_prefix):
                 raise self.error(
                     f"id '{node_id}' is reserved (an attribute of torch modules) in node '{display_prefix + node_id}': choose another id",
@@ -122,6 +173,8 @@ class _Expander:
             else:
                 if len(inputs) != 1:
                     raise self.error(f"node '{display}' repeats a block with {len(inputs)} inputs; a repeat chains its copies, so it needs exactly one", path + ("repeat",), display)
+                if REPEAT_INDEX in params:
+                    self.check_index_not_hidden(node_spec, path, display)
                 current = inputs
                 for k in range(count):
                     # Each copy's args see `index`, its position in the chain: `stride: "${2 if index == 0 else 1}"`.
@@ -157,7 +210,7 @@ class _Expander:
 
     def block_name(self, node_spec: NodeSpec, params: dict[str, Any], path: tuple[Any, ...], display: str) -> str:
         block = self.resolve(node_spec.block, params, path + ("block",), display)
-        if not isinstance(block, str) or not block.isidentifier():
+        if not is_block_name(block):
             raise self.error(f"block of node '{display}' must be a block name, got {block!r}", path + ("block",), display)
         return block
 
@@ -168,8 +221,20 @@ class _Expander:
         if isinstance(count, float) and count.is_integer():
             count = int(count)
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_REPEAT:
-            raise self.error(f"repeat of node '{display}' must be an integer from 0 to {MAX_REPEAT}, got {count!r}", path + ("repeat",), display)
+            bound = " (archforge.graph.expand.MAX_REPEAT; raise it there if this is intended)" if isinstance(count, int) and count > MAX_REPEAT else ""
+            raise self.error(f"repeat of node '{display}' must be an integer from 0 to {MAX_REPEAT}, got {short_value(count)}{bound}", path + ("repeat",), display)
         return count
+
+    def check_index_not_hidden(self, node_spec: NodeSpec, path: tuple[Any, ...], display: str) -> None:
+        # Inside a repeated node's args `index` is the copy number; a param of that name would silently
+        # stop meaning what it says there.
+        for key, value in node_spec.args.items():
+            if _mentions_index(value):
+                raise self.error(
+                    f"'{REPEAT_INDEX}' in the args of repeated node '{display}' is the copy number, which hides the param "
+                    f"'{REPEAT_INDEX}': rename the param",
+                    path + ("args", key), display,
+                )
 
     def alias(self, handle: str, target: str, display: str, path: tuple[Any, ...]) -> None:
         self.result.aliases[handle] = target
@@ -190,22 +255,33 @@ class _Expander:
         # no node, yet repeats of repeats of it would otherwise expand without bound.
         self.instances += 1
         if self.instances > MAX_NODES:
-            raise self.error(f"the spec expands to more than {MAX_NODES} nodes", path, display)
+            raise self.error(f"the spec expands to more than {MAX_NODES} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
         if block in self.spec.define:
             return self.instantiate_define(block, node_spec, path, params, inputs, handle, display, stack)
         try:
             entry = self.registry.block(block)
         except PluginError as exc:
             message = str(exc)
-            if block not in self.registry.conflicts and self.registry.blocks:
+            # a short name the registry does not know gets a did-you-mean; a qualified or ambiguous one keeps the registry's word
+            if ":" not in block and block not in self.registry.conflicts and self.registry.blocks:
                 message = f"unknown block '{block}' in node '{display}'{did_you_mean(block, [*self.registry.blocks, *self.spec.define])}"
             raise self.error(message, path + ("block",), display) from None
 
         args = {key: self.resolve(value, params, path + ("args", key), display) for key, value in node_spec.args.items()}
+        problem = strictness_problem(entry.block.Args, args)
+        if problem is not None:
+            where = path + ("args",) + problem.path
+            raise self.error(f"{dotted(where)}: {problem.message} in node '{display}'{problem.hint}", where, display)
         try:
             validated = entry.block.Args.model_validate(args)
         except ValidationError as exc:
             raise validation_error(exc, self.doc, path + ("args",), node=display, model=entry.block.Args) from None
+        except (Exception, SystemExit, GeneratorExit) as exc:  # a plugin's own validator failing: the plugin's bug, said so
+            raise self.error(
+                f"block '{block}' from plugin '{entry.plugin.distribution}' failed to check the args of node '{display}': "
+                f"{describe_exception(exc)}",
+                path + ("args",), display,
+            ) from None
 
         arity = entry.block.inputs
         if arity is None and len(inputs) < 2:
@@ -215,7 +291,7 @@ class _Expander:
             raise self.error(f"block '{block}' in node '{display}' takes {arity} input{'s' if arity > 1 else ''}, got {len(inputs)}", path + ("in",), display)
 
         if len(self.result.nodes) >= MAX_NODES:
-            raise self.error(f"the spec expands to more than {MAX_NODES} nodes", path, display)
+            raise self.error(f"the spec expands to more than {MAX_NODES} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
         self.result.nodes[handle] = GraphNode(
             name=handle, path=display, entry=entry, args=validated, inputs=list(inputs),
             location=self.doc.locate(path), order=len(self.result.nodes),
@@ -236,6 +312,12 @@ class _Expander:
         if name in stack:
             chain = " → ".join([*stack[stack.index(name):], name])
             raise self.error(f"define '{name}' uses itself ({chain})", path + ("block",), display)
+        if len(stack) >= MAX_DEFINE_DEPTH:
+            raise self.error(
+                f"defines nested more than {MAX_DEFINE_DEPTH} deep in node '{display}' "
+                "(archforge.graph.expand.MAX_DEFINE_DEPTH; raise it there if this is intended)",
+                path + ("block",), display,
+            )
         define = self.spec.define[name]
         for key in node_spec.args:
             if key not in define.params:

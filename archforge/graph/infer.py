@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 from archforge.errors import ShapeError, SpecError
-from archforge.graph.model import Graph, GraphNode
+from archforge.graph import bounds
+from archforge.graph.model import Graph, GraphNode, describe_exception
 from archforge.registry import Shape
 from archforge.registry.shape import convert_shape
 
 
 def infer_shapes(graph: Graph) -> None:
     """Fill ``input_shapes``, ``conversions`` and ``shape`` of every node, in topological order."""
+    total = 0
     for node in graph.nodes.values():
         _adapt_layouts(graph, node)
         try:
             shape = node.entry.block.infer(node.block_input, node.args)
         except ShapeError as exc:
-            raise SpecError(f"node '{node.path}' ({node.block}): {exc}; {_describe_inputs(graph, node)}", node.location, node.path) from None
-        except Exception as exc:  # a bug in the block, not in the spec: say whose
+            raise SpecError(f"node '{node.path}' ({node.block}): {describe_exception(exc, named=False)}; {_describe_inputs(graph, node)}", node.location, node.path) from None
+        except (Exception, SystemExit, GeneratorExit) as exc:  # a bug in the block, not in the spec: say whose
             raise SpecError(
                 f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' failed in shape inference "
-                f"of node '{node.path}': {type(exc).__name__}: {exc}",
+                f"of node '{node.path}': {describe_exception(exc)}",
                 node.location, node.path,
             ) from None
         _check_result(node, shape)
+        count = bounds.elements(shape)
+        if count > bounds.MAX_ELEMENTS:
+            raise SpecError(
+                f"node '{node.path}' ({node.block}) outputs {bounds.describe(shape)}: {bounds.too_large(count, bounds.MAX_ELEMENTS, 'MAX_ELEMENTS')}",
+                node.location, node.path,
+            )
+        total += count
+        if total > bounds.MAX_TOTAL_ELEMENTS:
+            raise SpecError(
+                f"the outputs of the nodes up to '{node.path}' hold {bounds.too_large(total, bounds.MAX_TOTAL_ELEMENTS, 'MAX_TOTAL_ELEMENTS')}",
+                node.location, node.path,
+            )
         node.shape = shape
 
 
@@ -62,10 +76,24 @@ def _describe_inputs(graph: Graph, node: GraphNode) -> str:
     return ("inputs: " if len(parts) > 1 else "input: ") + ", ".join(parts)
 
 
+_GRID_SIZES = {"map": 2, "tokens": 2, "vector": 0}
+
+
+def _malformed(shape: Shape) -> bool:
+    try:
+        sizes = (shape.channels, *shape.grid, shape.extra_tokens)
+        return not all(type(d) is int for d in sizes) or len(shape.grid) != _GRID_SIZES.get(shape.layout, -1)
+    except TypeError:  # a grid that is not a tuple
+        return True
+
+
 def _check_result(node: GraphNode, shape: object) -> None:
     problem = None
     if not isinstance(shape, Shape):
         problem = f"returned {type(shape).__name__}, not a Shape"
+    elif _malformed(shape):
+        problem = "returned a malformed Shape (sizes must be integers, a map or tokens grid two of them, a vector none)"
+        shape = None
     elif shape.channels < 1 or any(d < 1 for d in shape.grid) or shape.extra_tokens < 0:
         problem = f"returned the empty shape {shape}"
     if problem:

@@ -15,6 +15,16 @@ from archforge.registry import BlockEntry, Layout, Shape
 INPUT = "input"
 
 
+def describe_exception(exc: BaseException, *, named: bool = True) -> str:
+    """``Type: message`` of an exception a block raised: one bounded line, even when its ``__str__`` fails."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(unprintable)"
+    text = text if len(text) <= 300 else text[:299] + "…"
+    return f"{type(exc).__name__}: {text}" if named else text
+
+
 @dataclass
 class GraphNode:
     """One block instance after expansion (macros, repeats and params resolved)."""

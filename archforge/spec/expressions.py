@@ -15,12 +15,17 @@ import re
 from typing import Any, Callable, Mapping
 
 MAX_EXPRESSION_LENGTH = 500
+#: The largest magnitude of any number in a spec, written or computed: far above any
+#: width, depth or count a network has, far below what makes arithmetic on it slow.
+#: Raise it here if a spec ever needs more.
+MAX_NUMBER = 10**18
 # Bounds keep a hostile spec from making the evaluator itself the denial of service.
-_MAX_POWER_EXPONENT = 64
-_MAX_NUMBER = 10**18
-_MAX_STRING = 10_000
-_MAX_ITEMS = 10_000  # elements of a list built by expressions, counted through nesting
-_MAX_NESTING = 32
+# Each error names its bound, e.g. "(archforge.spec.expressions.MAX_ITEMS)": raise it here.
+_HERE = "archforge.spec.expressions."
+MAX_POWER_EXPONENT = 64
+MAX_STRING = 10_000
+MAX_ITEMS = 10_000  # elements of a list built by expressions, counted through nesting
+MAX_NESTING = 32
 
 
 def _round(number: Any, ndigits: Any = None) -> Any:
@@ -105,7 +110,7 @@ def resolve_value(value: Any, scope: Mapping[str, Any]) -> Any:
 def evaluate(source: str, scope: Mapping[str, Any]) -> Any:
     """Evaluate one expression such as ``depth - local`` or ``dim * 4 // heads``."""
     if len(source) > MAX_EXPRESSION_LENGTH:
-        raise ExpressionError(f"expression longer than {MAX_EXPRESSION_LENGTH} characters")
+        raise ExpressionError(f"expression longer than {MAX_EXPRESSION_LENGTH} characters ({_HERE}MAX_EXPRESSION_LENGTH)")
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
@@ -130,30 +135,44 @@ def _unknown(name: str, scope: Mapping[str, Any]) -> ExpressionError:
 
 def _check_number(value: Any) -> Any:
     """Refuse results that are not plain finite data of a bounded size."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_NUMBER:
-        raise ExpressionError("number too large")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ExpressionError("expression is not a finite number")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_NUMBER:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ExpressionError("expression is not a finite number")
+        raise ExpressionError(f"number too large: spec numbers are at most {MAX_NUMBER:.0e} in magnitude ({_HERE}MAX_NUMBER)")
     if isinstance(value, complex):  # e.g. (-8) ** 0.5
         raise ExpressionError("expression is not a real number")
-    if isinstance(value, str) and len(value) > _MAX_STRING:
-        raise ExpressionError(f"string longer than {_MAX_STRING} characters")
+    if isinstance(value, str) and len(value) > MAX_STRING:
+        raise ExpressionError(f"string longer than {MAX_STRING} characters ({_HERE}MAX_STRING)")
     if isinstance(value, (list, tuple, dict)):
-        _check_size(value, [_MAX_ITEMS], 0)
+        _check_size(value, [MAX_ITEMS], 0)
     return value
 
 
 def _check_size(value: Any, budget: list[int], depth: int) -> None:
     # Params can nest lists built from lists ([p, p]), doubling at every level; count them
     # through the nesting so that nothing later (a comparison, a repr) walks 2**60 items.
-    if depth > _MAX_NESTING:
-        raise ExpressionError(f"value nested more than {_MAX_NESTING} levels deep")
+    if depth > MAX_NESTING:
+        raise ExpressionError(f"value nested more than {MAX_NESTING} levels deep ({_HERE}MAX_NESTING)")
     for item in value.values() if isinstance(value, dict) else value:
         budget[0] -= 1
         if budget[0] < 0:
-            raise ExpressionError(f"value with more than {_MAX_ITEMS} items")
+            raise ExpressionError(f"value with more than {MAX_ITEMS} items ({_HERE}MAX_ITEMS)")
         if isinstance(item, (list, tuple, dict)):
             _check_size(item, budget, depth + 1)
+
+
+_CONVERSIONS = ("int", "float")
+
+
+def _need_number(value: Any, what: str, lists: bool = False) -> None:
+    """Booleans are not numbers here (``true + 1`` is not 2), and neither are strings."""
+    if lists and isinstance(value, (list, tuple)):
+        for item in value:
+            _need_number(item, what)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        got = f"the boolean {str(value).lower()}" if isinstance(value, bool) else repr(value)
+        raise ExpressionError(f"{what} needs numbers, got {got}")
 
 
 _CONSTRUCTS = {
@@ -203,17 +222,19 @@ class _Evaluator:
         left, right = self.visit(node.left), self.visit(node.right)
         if not isinstance(node.op, ast.Add) or not (isinstance(left, str) and isinstance(right, str)):
             for operand in (left, right):
-                if not isinstance(operand, (int, float)):
-                    raise ExpressionError(f"arithmetic needs numbers, got {operand!r}")
-        if isinstance(node.op, ast.Pow) and abs(left) > 1 and abs(right) * math.log2(abs(left)) > _MAX_POWER_EXPONENT:
-            raise ExpressionError(f"{left} ** {right} is too large")
+                _need_number(operand, "arithmetic")
+        if isinstance(node.op, ast.Pow) and abs(left) > 1 and abs(right) * math.log2(abs(left)) > MAX_POWER_EXPONENT:
+            raise ExpressionError(f"{left} ** {right} is too large (more than 2 ** {MAX_POWER_EXPONENT}, {_HERE}MAX_POWER_EXPONENT)")
         return _check_number(op(left, right))
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
         op = _UNARY.get(type(node.op))
         if op is None:
             raise ExpressionError(f"operator '{type(node.op).__name__}' is not allowed")
-        return _check_number(op(self.visit(node.operand)))
+        operand = self.visit(node.operand)
+        if not isinstance(node.op, ast.Not):
+            _need_number(operand, "arithmetic")
+        return _check_number(op(operand))
 
     def visit_BoolOp(self, node: ast.BoolOp) -> Any:
         values = [self.visit(v) for v in node.values]
@@ -250,4 +271,7 @@ class _Evaluator:
         if node.keywords:
             raise ExpressionError("keyword arguments are not allowed in expressions")
         args = [self.visit(arg) for arg in node.args]
+        if node.func.id not in _CONVERSIONS:  # int(true) says what it means; min(true, 3) does not
+            for arg in args:
+                _need_number(arg, f"{node.func.id}()", lists=node.func.id in ("min", "max"))
         return _check_number(FUNCTIONS[node.func.id](*args))

@@ -27,7 +27,7 @@ def read_spec_text(source: str | os.PathLike[str], what: str = "spec") -> str:
     except OSError as exc:
         raise SpecError(f"cannot read {what}: {exc.strerror or exc}", Location(str(path), 1, 1)) from None
     if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"{what} file larger than {MAX_SPEC_BYTES} bytes", Location(str(path), 1, 1))
+        raise SpecError(f"{what} file larger than {MAX_SPEC_BYTES} bytes (archforge.spec.load.MAX_SPEC_BYTES)", Location(str(path), 1, 1))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -56,7 +56,7 @@ def spec_from_document(doc: LocatedDocument) -> Spec:
     version = data["archforge"]
     if type(version) is not int or version != FORMAT_VERSION:
         raise SpecError(
-            f"unsupported format version {_short(version) if not isinstance(version, (dict, list)) else '(' + _short(version) + ')'}: "
+            f"unsupported format version {short_value(version) if not isinstance(version, (dict, list)) else '(' + short_value(version) + ')'}: "
             f"this archforge reads 'archforge: {FORMAT_VERSION}'",
             doc.locate(("archforge",)),
         )
@@ -80,7 +80,7 @@ def validation_error(exc: ValidationError, doc: LocatedDocument, prefix: tuple[A
     kind = first["type"]
     where = f" in node '{name}'" if name else ""
     if kind in ("extra_forbidden", "missing") and not name and len(path) > 1:
-        where = f" in '{_dotted(path[:-1])}'"
+        where = f" in '{dotted(path[:-1])}'"
     if kind == "extra_forbidden":
         known = _known_keys(model, doc, path[:-1]) if len(path) > len(prefix) else []
         message = f"unknown key '{path[-1]}'{where}{did_you_mean(str(path[-1]), known)}"
@@ -89,7 +89,7 @@ def validation_error(exc: ValidationError, doc: LocatedDocument, prefix: tuple[A
         message = f"missing key '{path[-1]}'{where}"
         location = doc.locate(path[:-1])
     else:
-        message = f"{_dotted(path) or 'spec'}: {_describe(first)}{_got(first)}{where}"
+        message = f"{dotted(path) or 'spec'}: {_describe(first)}{_got(first)}{where}"
         location = doc.locate(path, key=first["key"])
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
@@ -167,7 +167,7 @@ def _describe(error: dict[str, Any]) -> str:
         if ctx.get("pattern") == IDENTIFIER:
             return "not a valid name: use letters, digits and '_', not starting with a digit"
         if ctx.get("pattern") == BLOCK_REFERENCE:
-            return "not a block name: use letters, digits and '_' (or a $param holding a block name)"
+            return "not a block name: use letters, digits and '_', optionally after '<plugin>:' (or a $param holding a block name)"
     message = str(error.get("msg", kind))
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     message = re.sub(r"a valid dictionary( or instance of \w+)?", "a mapping", message)
@@ -228,10 +228,10 @@ def _got(error: dict[str, Any]) -> str:
         return ""
     if error["type"] in ("value_error", "assertion_error") and isinstance(error["input"], dict):
         return ""  # a check of the whole mapping, e.g. a model validator
-    return f" (got {_short(error['input'])})"
+    return f" (got {short_value(error['input'])})"
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
     """A value as a diagnostic quotes it: short, one line."""
     if isinstance(value, (dict, list, tuple)):
         return f"a {_type_name(value)}"
@@ -239,7 +239,8 @@ def _short(value: Any) -> str:
     return text if len(text) < 40 else text[:37] + "..."
 
 
-def _dotted(path: tuple[Any, ...]) -> str:
+def dotted(path: tuple[Any, ...]) -> str:
+    """A document path as diagnostics print it: ``define.unit.nodes[1].args.channels``."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

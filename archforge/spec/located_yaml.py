@@ -5,11 +5,33 @@ constructed, and a tag such as ``!!python/object/apply`` is refused. Instead of
 ``yaml.safe_load``'s bare tree we walk the composed node graph ourselves, which lets
 us record the file:line:column of every key and value under its *path* (a tuple of
 mapping keys and list indices, the same shape as a pydantic error's ``loc``), and
-reject duplicate keys, which ``safe_load`` silently overwrites.
+reject duplicate keys, which ``safe_load`` silently overwrites. Merge keys (``<<``)
+follow the YAML merge rule, applied here rather than by PyYAML (whose order changed
+between releases): written keys win over merged ones, earlier mappings of a merge list
+over later ones.
+
+PyYAML reads YAML 1.1, where some plain scalars mean something few authors intend.
+Each such case is decided here, once, for every spec and search space:
+
+* refused, with a hint to quote the text or write the number plainly:
+  base-60 numbers (``190:20:30`` would be 685230), integers with a leading zero
+  (``010`` would be 8), ``yes``/``no``/``on``/``off`` as values (booleans in YAML 1.1,
+  strings in YAML 1.2: write ``true``/``false``), dates and times (``2001-12-14``),
+  ``!!binary``, and ``<<``/``=`` as plain values;
+* refused because nothing in a spec can use them: ``.inf``, ``.nan`` and floats that
+  overflow to infinity (``1e400``), numbers larger than :data:`~archforge.spec.expressions.MAX_NUMBER`, and the
+  ``!!set``, ``!!omap`` and ``!!pairs`` collections (like every non-standard tag);
+* accepted, because the meaning is unambiguous and YAML 1.2 and Python agree:
+  ``1e-4``, ``1E5``, ``1.5e3`` (floats, which PyYAML would leave as strings), ``0o17``
+  (octal), ``0x1F``, ``0b101`` and ``1_000``.
+
+Mapping keys are always names: a key read as anything but a string (``on:``, ``1:``,
+``2001-12-14:``) is refused.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +39,36 @@ from typing import Any
 import yaml
 
 from archforge.errors import Location, SpecError
+from archforge.spec.expressions import MAX_NUMBER
 
 Path = tuple[Any, ...]
 
 # Aliases let a few lines expand into a huge tree ("billion laughs"); a spec never
-# legitimately needs more values than this.
+# legitimately needs more values, or deeper nesting, than this. Errors name the bound: raise it here.
 MAX_VALUES = 200_000
+MAX_DEPTH = 100
+_HERE = "archforge.spec.located_yaml."
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, reading the YAML 1.2 spellings of numbers that YAML 1.1 leaves as strings."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """The safe dumper, quoting the strings that :class:`_Loader` would read as numbers."""
+
+
+for _first in "-+.0123456789":
+    for _cls in (_Loader, _Dumper):
+        _cls.add_implicit_resolver(
+            "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"), [_first]
+        )
+        _cls.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?0o[0-7_]+$"), [_first])
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as YAML that :func:`load_located` reads back to the same values."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=100, allow_unicode=False)
 
 
 @dataclass
@@ -57,6 +103,7 @@ class _Walker:
         self.doc = doc
         self.count = 0
         self.sizes: dict[int, int] = {}  # merged_size by node id (nodes live as long as the loader)
+        self.flat: dict[int, list[_Pair]] = {}  # flatten() by node id: an anchor merged many times is flattened once
 
     def error(self, message: str, mark: yaml.Mark | None) -> SpecError:
         loc = _location(self.doc.file, mark) if mark is not None else Location(self.doc.file, 1, 1)
@@ -65,44 +112,60 @@ class _Walker:
     def walk(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
         self.count += 1
         if self.count > MAX_VALUES:
-            raise self.error(f"document too large: more than {MAX_VALUES} values (alias expansion?)", node.start_mark)
-        if depth > 100:
-            raise self.error("document nested more than 100 levels deep", node.start_mark)
+            raise self.error(f"document too large: more than {MAX_VALUES} values (alias expansion?) ({_HERE}MAX_VALUES)", node.start_mark)
+        if depth > MAX_DEPTH:
+            raise self.error(f"document nested more than {MAX_DEPTH} levels deep ({_HERE}MAX_DEPTH)", node.start_mark)
         self.doc.values[path] = _location(self.doc.file, node.start_mark)
         if isinstance(node, yaml.MappingNode):
-            if node.tag != "tag:yaml.org,2002:map":
+            if node.tag != _MAP_TAG:
                 raise self.error(_refused(node.tag), node.start_mark)
-            merges = [key_node for key_node, _ in node.value if key_node.tag == _MERGE_TAG]
-            written = len(node.value) - len(merges)
-            if merges and self.count + self.merged_size(node) > MAX_VALUES:
-                # flatten_mapping would build the whole list first: nested '<<' of aliases grow it tenfold a level
-                raise self.error(f"document too large: more than {MAX_VALUES} values ('<<' merges of aliases?)", node.start_mark)
-            try:
-                self.loader.flatten_mapping(node)  # resolves '<<' merge keys: merged pairs first, then the written ones
-            except yaml.constructor.ConstructorError:
-                mark = merges[0].start_mark if merges else node.start_mark
-                raise self.error("'<<' can only merge a mapping or a list of mappings", mark) from None
-            merged = len(node.value) - written
+            if any(key_node.tag == _MERGE_TAG for key_node, _ in node.value) and self.count + self.merged_size(node) > MAX_VALUES:
+                # flattening would build the whole list first: nested '<<' of aliases grow it tenfold a level
+                raise self.error(f"document too large: more than {MAX_VALUES} values ('<<' merges of aliases?) ({_HERE}MAX_VALUES)", node.start_mark)
             out: dict[Any, Any] = {}
-            written_keys: set[str] = set()
-            for index, (key_node, value_node) in enumerate(node.value):
-                key = self.walk_scalar(key_node, "mapping key")
-                if not isinstance(key, str):
-                    # e.g. `on:` or `1:` would silently become true / 1; every key of a spec is a name
-                    raise self.error(f"mapping key {key_node.value!r} is read as {_type_name(key)}, not a name: quote it", key_node.start_mark)
-                if index >= merged:
-                    # A written key may override a merged one (YAML merge semantics), never another written one.
-                    if key in written_keys:
-                        raise self.error(f"duplicate key '{key}'", key_node.start_mark)
-                    written_keys.add(key)
+            for key, key_node, value_node in self.flatten(node):
                 self.doc.keys[path + (key,)] = _location(self.doc.file, key_node.start_mark)
                 out[key] = self.walk(value_node, path + (key,), depth + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
-            if node.tag != "tag:yaml.org,2002:seq":
+            if node.tag != _SEQ_TAG:
                 raise self.error(_refused(node.tag), node.start_mark)
             return [self.walk(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
         return self.walk_scalar(node, "value")
+
+    def flatten(self, node: yaml.MappingNode) -> list[_Pair]:
+        """The pairs of ``node`` with its '<<' merges applied by the YAML merge rule (not PyYAML's, which
+        changed between releases): a written key wins over a merged one, an earlier mapping of a merge
+        list over a later one, and merged mappings have their own merges applied first."""
+        known = self.flat.get(id(node))
+        if known is not None:
+            return known
+        merged: dict[str, _Pair] = {}
+        written: dict[str, _Pair] = {}
+        merge_key: yaml.Node | None = None
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                if merge_key is not None:
+                    raise self.error("duplicate key '<<': list the mappings to merge in one '<<: [...]'", key_node.start_mark)
+                merge_key = key_node
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode) or source.tag != _MAP_TAG:
+                        raise self.error("'<<' can only merge a mapping or a list of mappings", key_node.start_mark)
+                    for pair in self.flatten(source):
+                        merged.setdefault(pair[0], pair)  # the first mapping that has the key wins
+                continue
+            key = self.walk_scalar(key_node, "mapping key")
+            if not isinstance(key, str):
+                # e.g. `on:` or `1:` would silently become true / 1; every key of a spec is a name
+                raise self.error(f"mapping key {key_node.value!r} is read as {_type_name(key)}, not a name: quote it", key_node.start_mark)
+            if key in written:  # a written key may override a merged one, never another written one
+                raise self.error(f"duplicate key '{key}'", key_node.start_mark)
+            written[key] = (key, key_node, value_node)
+        merged.update(written)
+        pairs = list(merged.values())
+        self.flat[id(node)] = pairs
+        return pairs
 
     def merged_size(self, node: yaml.MappingNode) -> int:
         """How many pairs ``node`` has once its '<<' merges are flattened (without flattening them)."""
@@ -127,26 +190,71 @@ class _Walker:
     def walk_scalar(self, node: yaml.Node, what: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise self.error(f"a {what} must be a plain scalar", node.start_mark)
+        if node.tag in (_MERGE_TAG, _VALUE_TAG):
+            if what == "mapping key" and node.tag == _VALUE_TAG:
+                return node.value  # PyYAML's safe_load reads a '=' key as the string too
+            raise self.error(f"{_short(node.value)} is special in YAML: quote it ({_short(node.value)})", node.start_mark)
+        odd = _oddity(node) if what == "value" else None  # a key that is not a string has its own message
+        if odd:
+            raise self.error(odd, node.start_mark)
         try:
             # SafeLoader only knows the standard YAML tags; anything else
             # (e.g. !!python/object/apply) raises a ConstructorError here.
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError:
             raise self.error(_refused(node.tag), node.start_mark) from None
         except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
             raise self.error(f"cannot read {what} {_short(node.value)}: {exc}", node.start_mark) from None
         except (KeyError, AttributeError, IndexError):  # PyYAML's own: `!!bool 1`, `!!timestamp x`
-            short = "!!" + node.tag[len(_STANDARD_PREFIX):] if node.tag.startswith(_STANDARD_PREFIX) else node.tag
-            raise self.error(f"cannot read {what} {_short(node.value)} as '{short}'", node.start_mark) from None
+            raise self.error(f"cannot read {what} {_short(node.value)} as '{_short_tag(node.tag)}'", node.start_mark) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(f"{what} {_short(node.value)} is not a finite number: specs take finite numbers only", node.start_mark)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+            raise self.error(
+                f"number {_short(node.value)} is too large: spec numbers are at most {MAX_NUMBER:.0e} in magnitude "
+                "(archforge.spec.expressions.MAX_NUMBER)",
+                node.start_mark,
+            )
+        return value
 
+
+_Pair = tuple[str, yaml.Node, yaml.Node]  # key, key node, value node
 
 _STANDARD_PREFIX = "tag:yaml.org,2002:"
 _MERGE_TAG = _STANDARD_PREFIX + "merge"
+_VALUE_TAG = _STANDARD_PREFIX + "value"
+_MAP_TAG = _STANDARD_PREFIX + "map"
+_SEQ_TAG = _STANDARD_PREFIX + "seq"
+_INT_TAG = _STANDARD_PREFIX + "int"
+_FLOAT_TAG = _STANDARD_PREFIX + "float"
+_BOOL_TAG = _STANDARD_PREFIX + "bool"
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
+_YAML11_BOOLEANS = {"yes", "no", "on", "off"}
+
+
+def _oddity(node: yaml.ScalarNode) -> str | None:
+    """Why a YAML 1.1 reading of ``node`` is refused (see the module docstring), or ``None``."""
+    text, tag = node.value, node.tag
+    if tag in (_INT_TAG, _FLOAT_TAG) and ":" in text:
+        return f"{_short(text)} is a base-60 number in YAML 1.1: quote it ({_short(text)}) or write the number"
+    if tag == _INT_TAG and _LEADING_ZERO.match(text):
+        return f"{_short(text)} is an octal number in YAML 1.1: drop the leading zero, write 0o{text.lstrip('+-0_') or '0'} for octal, or quote it"
+    if tag == _BOOL_TAG and text.lower() in _YAML11_BOOLEANS:
+        meaning = "true" if text.lower() in ("yes", "on") else "false"
+        return f"{_short(text)} is the boolean {meaning} in YAML 1.1: write {meaning}, or quote it ({_short(text)}) for the word"
+    if tag == _STANDARD_PREFIX + "timestamp":
+        return f"{_short(text)} is read as a date: quote it ({_short(text)})"
+    if tag == _STANDARD_PREFIX + "binary":
+        return "refused YAML tag '!!binary': specs may only contain plain data"
+    return None
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_STANDARD_PREFIX):] if tag.startswith(_STANDARD_PREFIX) else tag
 
 
 def _refused(tag: str) -> str:
-    short = "!!" + tag[len(_STANDARD_PREFIX):] if tag.startswith(_STANDARD_PREFIX) else tag
-    return f"refused YAML tag '{short}': specs may only contain plain data"
+    return f"refused YAML tag '{_short_tag(tag)}': specs may only contain plain data"
 
 
 def _short(text: str) -> str:
@@ -161,6 +269,8 @@ def _type_name(value: Any) -> str:
         return "a number"
     if value is None:
         return "null"
+    if hasattr(value, "isoformat"):
+        return "a date"
     return f"a {type(value).__name__}"
 
 
@@ -188,7 +298,7 @@ def load_located(text: str, file: str = "<string>") -> LocatedDocument:
     doc = LocatedDocument(data=None, file=file)
     try:
         # The reader checks the characters as it is created: a control character fails here already.
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.YAMLError as exc:
         raise _reader_error(exc, text, file) from None
     try:

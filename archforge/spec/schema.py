@@ -6,7 +6,9 @@ stage resolves them. Block arguments are checked later by each block's own ``Arg
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator
 
@@ -14,8 +16,15 @@ from archforge.spec.located_yaml import LocatedDocument
 
 FORMAT_VERSION = 1
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A block name, short (`conv`) or qualified by its plugin's entry point (`halo:halo_attention`).
+BLOCK_NAME = r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*:)?[A-Za-z_][A-Za-z0-9_]*"
 # A block name, or a `$param` that holds one.
-BLOCK_REFERENCE = r"^\$?[A-Za-z_][A-Za-z0-9_]*$"
+BLOCK_REFERENCE = rf"^(?:\$[A-Za-z_][A-Za-z0-9_]*|{BLOCK_NAME})$"
+
+
+def is_block_name(value: object) -> bool:
+    """Whether ``value`` is a short or qualified block name (what a resolved ``block:`` must be)."""
+    return isinstance(value, str) and re.fullmatch(BLOCK_NAME, value) is not None
 
 
 class _Strict(BaseModel):
@@ -45,7 +54,9 @@ class DefineSpec(_Strict):
 
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict, description="Params with their default values.")
-    inputs: list[str] = Field(default_factory=lambda: ["input"], min_length=1, description="Names of the inputs inside the body.")
+    inputs: list[Annotated[str, Field(pattern=IDENTIFIER)]] = Field(
+        default_factory=lambda: ["input"], min_length=1, description="Names of the inputs inside the body, each once."
+    )
     nodes: list[NodeSpec] = Field(min_length=1)
     output: str | None = Field(None, pattern=IDENTIFIER)
 
@@ -86,9 +97,9 @@ class Spec(_Strict):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True) | {"archforge": self.archforge}
 
     def to_yaml(self) -> str:
-        import yaml
+        from archforge.spec.located_yaml import dump_yaml
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+        return dump_yaml(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], file: str = "<dict>") -> "Spec":
