@@ -59,7 +59,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from archforge.registry import Registry, default_registry
+from archforge.registry import BlockEntry, Registry, default_registry
 from archforge.spec.schema import BLOCK_REFERENCE, FORMAT_VERSION, Spec
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -81,6 +81,10 @@ def spec_json_schema(registry: Registry | None = None, *, search: bool = False) 
     (``json.dumps`` it), valid under draft 2020-12.
     """
     registry = default_registry() if registry is None else registry
+    # Every name a spec may write: the short names, and the qualified names of plugin blocks
+    # that a built-in of the same short name hides.
+    names = {name: registry.blocks[name] for name in registry.names()}
+    names.update((q, e) for q, e in sorted(registry.qualified.items()) if registry.blocks.get(e.block.name) is not e)
     schema = Spec.model_json_schema(ref_template="#/$defs/{model}")
     defs: dict[str, Any] = schema.pop("$defs")
 
@@ -99,7 +103,7 @@ def spec_json_schema(registry: Registry | None = None, *, search: bool = False) 
     props["block"] = {
         "description": props["block"].get("description", ""),
         "anyOf": [
-            *({"const": name, "description": _block_summary(registry, name)} for name in registry.names()),
+            *({"const": name, "description": _block_summary(entry)} for name, entry in names.items()),
             {"type": "string", "pattern": BLOCK_REFERENCE, "description": "A define of this spec, or a $param holding a block name."},
         ],
     }
@@ -114,8 +118,8 @@ def spec_json_schema(registry: Registry | None = None, *, search: bool = False) 
         props["args"]["additionalProperties"] = _choice_if_choice()
 
     rules = []
-    for name in registry.names():
-        args_schema, args_defs = _args_schema(registry, name, search)
+    for name, entry in names.items():
+        args_schema, args_defs = _args_schema(entry, name, search)
         defs.update(args_defs)
         defs[f"args.{name}"] = args_schema
         then: dict[str, Any] = {"properties": {"args": {"$ref": f"#/$defs/args.{name}"}}}
@@ -135,22 +139,21 @@ def spec_json_schema(registry: Registry | None = None, *, search: bool = False) 
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": SPACE_SCHEMA_ID if search else SPEC_SCHEMA_ID,
         "title": title,
-        "description": f"{title} (format version {FORMAT_VERSION}) with the args of {len(registry.names())} registered blocks.",
+        "description": f"{title} (format version {FORMAT_VERSION}) with the args of {len(names)} registered blocks.",
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
         "$defs": defs,
     }
 
 
-def _block_summary(registry: Registry, name: str) -> str:
-    entry = registry.blocks[name]
+def _block_summary(entry: BlockEntry) -> str:
     doc = (type(entry.block).__doc__ or "").strip().split("\n")[0]
     origin = f"{entry.plugin.distribution} {entry.plugin.version}"
     return f"{doc} [{entry.block.family}; {origin}]" if doc else f"[{entry.block.family}; {origin}]"
 
 
-def _args_schema(registry: Registry, name: str, search: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _args_schema(entry: BlockEntry, name: str, search: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """The schema of one block's ``Args`` (templates accepted) and its nested definitions, renamed under ``args.NAME.``."""
-    model = registry.blocks[name].block.Args
+    model = entry.block.Args
     prefix = f"args.{name}."
     try:
         raw = model.model_json_schema(ref_template="#/$defs/" + prefix + "{model}")
@@ -159,7 +162,7 @@ def _args_schema(registry: Registry, name: str, search: bool) -> tuple[dict[str,
     nested = raw.pop("$defs", {})
     defs = {prefix + key: _inside(value, search) for key, value in nested.items()}
     schema = _inside(raw, search)
-    schema["description"] = _block_summary(registry, name)
+    schema["description"] = _block_summary(entry)
     return schema, defs
 
 

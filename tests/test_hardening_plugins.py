@@ -519,7 +519,6 @@ def test_unknown_qualified_names_say_what_exists():
         registry.block("bulitin:conv")
 
 
-@pytest.mark.xfail(strict=False, reason="needs the spec schema (BLOCK_REFERENCE) and graph/expand.py to accept '<plugin>:<name>'")
 def test_a_spec_can_choose_a_clashing_block_by_its_qualified_name(site):
     make_distribution(site, "plugin-a", "af_a", BLOCK.format(name="dup") + "@archforge.hookimpl\ndef archforge_blocks():\n    return [Twice]\n")
     make_distribution(site, "plugin-b", "af_b", BLOCK.format(name="dup") + "@archforge.hookimpl\ndef archforge_blocks():\n    return [Twice]\n")
@@ -557,24 +556,20 @@ class _BuggyArgs(BlockArgs):
 
 
 USE_FAULTS = [
-    (_faulty(infer=lambda self, x, args: 1 / 0), "failed in shape inference of node 'n': ZeroDivisionError", "validate", None,
+    (_faulty(infer=lambda self, x, args: 1 / 0), "failed in shape inference of node 'n': ZeroDivisionError", "validate",
      "infer raising an arbitrary exception"),
-    (_faulty(build=lambda self, x, args, **kw: 1 / 0), "failed to build node 'n': ZeroDivisionError", "build", None,
+    (_faulty(build=lambda self, x, args, **kw: 1 / 0), "failed to build node 'n': ZeroDivisionError", "build",
      "build raising an arbitrary exception"),
-    (_faulty(build=_exits), "failed to build node 'n': SystemExit", "build", None, "build calling sys.exit"),
-    (_faulty(build=_lies), "infers [1, 4, 4, 4] for node 'n' but its module returns [1, 2, 4, 4]", "build", None,
+    (_faulty(build=_exits), "failed to build node 'n': SystemExit", "build", "build calling sys.exit"),
+    (_faulty(build=_lies), "infers [1, 4, 4, 4] for node 'n' but its module returns [1, 2, 4, 4]", "build",
      "infer lying about the output shape: build must not return (nor -o m.pt write) the broken network"),
-    (_faulty(infer=_exits), "failed in shape inference of node 'n': SystemExit", "validate",
-     "needs graph/infer.py to catch SystemExit from infer", "infer calling sys.exit"),
-    (_faulty(Args=_BuggyArgs), "node 'n'", "validate",
-     "needs graph/expand.py to attribute non-ValidationError exceptions of Args.model_validate", "an Args model whose validation raises"),
+    (_faulty(infer=_exits), "failed in shape inference of node 'n': SystemExit", "validate", "infer calling sys.exit"),
+    (_faulty(Args=_BuggyArgs), "node 'n'", "validate", "an Args model whose validation raises"),
 ]
 
 
-@pytest.mark.parametrize("cls, expected, stage, needs, reason", USE_FAULTS, ids=[c[4] for c in USE_FAULTS])
-def test_a_block_failing_at_use_time_is_a_located_error_naming_plugin_block_and_node(cls, expected, stage, needs, reason, request):
-    if needs:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=needs))
+@pytest.mark.parametrize("cls, expected, stage, reason", USE_FAULTS, ids=[c[3] for c in USE_FAULTS])
+def test_a_block_failing_at_use_time_is_a_located_error_naming_plugin_block_and_node(cls, expected, stage, reason):
     with warnings.catch_warnings():
         warnings.simplefilter("error", PluginWarning)
         registry = load_registry([("plugin-faulty", _Provider(cls))])

@@ -324,3 +324,34 @@ def test_shapes_are_not_the_schemas_business():
     assert not problems(spec_json_schema(), data)
     with pytest.raises(archforge.SpecError, match="does not fit"):
         archforge.validate(archforge.Spec.from_dict(data))
+
+
+class ShadowedSE(Block):
+    """A plugin block named like the built-in 'se': reachable by its qualified name only."""
+
+    name = "se"
+    layout = "map"
+
+    class Args(BlockArgs):
+        gain: float = 1.0
+
+    def infer(self, x, args):
+        return x
+
+    def build(self, x, args, *, device=None, dtype=None):
+        raise NotImplementedError  # never built here
+
+
+def test_a_plugin_block_hidden_by_a_builtin_is_offered_by_its_qualified_name():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the shadowing warning is the registry's business
+        registry = registry_with(ShadowedSE, name="shadow")
+    schema = spec_json_schema(registry)
+    offered = {option.get("const") for option in schema["$defs"]["NodeSpec"]["properties"]["block"]["anyOf"]}
+    assert {"se", "shadow:se"} <= offered
+    node = {"archforge": 1, "name": "n", "input": {"shape": [8, 4, 4]}, "nodes": [{"block": "shadow:se", "args": {"gain": 2.0}}]}
+    assert problems(schema, node) == []
+    node["nodes"][0]["args"] = {"gain": "loud"}  # the plugin's args, not the built-in's, are checked
+    assert problems(schema, node) != []
