@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from archforge.builder import Summary, build, load_checkpoint, summarize
-from archforge.errors import CheckpointError, Location, PluginError, ShapeError, SpecError, SpecWarning
+from archforge.errors import CheckpointError, Location, PluginError, SettingError, ShapeError, SpecError, SpecWarning
 from archforge.graph import Graph, compile_graph
 from archforge.registry import Block, BlockArgs, Registry, Shape, hookimpl
 from archforge.spec import Spec, load_spec, parse_spec
@@ -39,7 +39,7 @@ def validate(spec: Spec | str | os.PathLike[str], *, registry: Registry | None =
 
 
 __all__ = [
-    "Block", "BlockArgs", "CheckpointError", "Graph", "Location", "PluginError", "Registry", "SearchResult", "Shape", "ShapeError", "Spec",
+    "Block", "BlockArgs", "CheckpointError", "Graph", "Location", "PluginError", "Registry", "SearchResult", "SettingError", "Shape", "ShapeError", "Spec",
     "SpecError", "SpecWarning", "Summary", "build", "hookimpl", "load_checkpoint", "load_spec", "parse_spec", "search",
     "summarize", "validate",
 ]

@@ -188,10 +188,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     conflicts = {name: [f"{e.plugin.distribution} {e.plugin.version}" for e in entries] for name, entries in registry.conflicts.items()}
     # Every block, also a plugin block shadowed by a built-in of the same short name (reachable
     # by its qualified name '<plugin>:<name>' only, when the registry has qualified names).
-    entries = list(getattr(registry, "qualified", {}).values()) or list(registry.blocks.values())
-    for entry in registry.blocks.values():
-        if all(entry is not e for e in entries):
-            entries.append(entry)
+    entries = list(registry.qualified.values())
     # The entry a short name resolves to comes last among those of its name: readers that key rows by name get it.
     blocks = [_block_row(entry, registry) for entry in
               sorted(entries, key=lambda e: (e.name, registry.blocks.get(e.name) is e, e.plugin.distribution, e.plugin.name))]
@@ -239,7 +236,7 @@ def _block_row(entry: Any, registry: Any) -> dict[str, Any]:
     layouts = block.accepted_layouts()
     return {
         "name": block.name,
-        "qualified": getattr(entry, "qualified_name", f"{entry.plugin.name}:{block.name}"),
+        "qualified": entry.qualified_name,
         "short": registry.blocks.get(block.name) is entry,
         "plugin": entry.plugin.name,
         "distribution": entry.plugin.distribution,
@@ -346,18 +343,8 @@ def _os_error(exc: OSError) -> str:
 
 
 def _is_ours(exc: BaseException) -> bool:
-    """An error archforge raises on purpose says what is wrong in its message; the type adds nothing.
-
-    That is one of archforge's own exception classes, or a ValueError raised by archforge's code
-    (e.g. a bad ``ARCHFORGE_MAX_PARAMS``); anything else keeps its type name, to help a bug report.
-    """
-    if type(exc).__module__.split(".")[0] == "archforge":
-        return True
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    raised_by = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return isinstance(exc, ValueError) and raised_by.split(".")[0] == "archforge"
+    """archforge's own errors say what is wrong in their message; the type name adds nothing."""
+    return type(exc).__module__.split(".")[0] == "archforge"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

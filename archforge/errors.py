@@ -57,6 +57,10 @@ class PluginError(Exception):
     """A plugin that cannot be used: it clashes with another one or breaks the block contract."""
 
 
+class SettingError(ValueError):
+    """A setting archforge cannot use: a keyword argument or an environment variable with a bad value."""
+
+
 class CheckpointError(ValueError):
     """A file that :func:`archforge.load_checkpoint` cannot turn back into a network.
 

@@ -1042,6 +1042,22 @@ def test_file_size_bound(monkeypatch, tmp_path):
         archforge.load_spec(path)
 
 
+def test_a_spec_path_that_is_no_regular_file_is_refused_before_reading(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    cases = [
+        (tmp_path, "a directory", "a directory would fail to open anyway, said plainly"),
+        (fifo, "not a regular file", "opening a FIFO blocks until a writer comes: never"),
+        ("/dev/zero", "not a regular file", "an endless device must not be read into memory"),
+        (tmp_path / "missing.yaml", "No such file or directory", "a missing file: the OS's reason"),
+    ]
+    for path, expected, reason in cases:
+        with pytest.raises(SpecError, match=f"^{re.escape(str(path))}:1:1: cannot read spec: {expected}$"):
+            archforge.load_spec(path)
+
+
 def test_expression_string_and_list_bounds():
     from archforge.spec.expressions import MAX_ITEMS, MAX_STRING, ExpressionError, evaluate
 

@@ -19,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from archforge.builder.node import build_node, node_error
-from archforge.errors import SpecError
+from archforge.errors import SettingError, SpecError
 from archforge.graph import Graph, GraphNode
 
 #: Default bound on the parameter and buffer elements of a built network: 10^9 float32 weights
@@ -52,7 +52,7 @@ def max_params_bound(max_params: int | float | None = None) -> int:
         if isinstance(max_params, float) and math.isfinite(max_params) and max_params.is_integer():
             max_params = int(max_params)  # 2e9 written as a float
         if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 0:
-            raise ValueError(f"max_params must be a non-negative integer, got {max_params!r}")
+            raise SettingError(f"max_params must be a non-negative integer, got {max_params!r}")
         return max_params
     text = os.environ.get(MAX_PARAMS_ENV, "").strip()
     if not text:
@@ -62,7 +62,7 @@ def max_params_bound(max_params: int | float | None = None) -> int:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0 or value != int(value):
-        raise ValueError(f"{MAX_PARAMS_ENV} must be a non-negative integer such as 2e9, got {text!r}")
+        raise SettingError(f"{MAX_PARAMS_ENV} must be a non-negative integer such as 2e9, got {text!r}")
     return int(value)
 
 

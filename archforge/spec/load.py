@@ -23,7 +23,12 @@ def read_spec_text(source: str | os.PathLike[str], what: str = "spec") -> str:
     """The UTF-8 text of a spec file; unreadable, oversized or undecodable files are located SpecErrors."""
     path = Path(source)
     try:
-        raw = path.read_bytes()
+        if path.exists() and not path.is_file():
+            # a directory fails to open, but a FIFO would block and /dev/zero would never end
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise SpecError(f"cannot read {what}: {kind}", Location(str(path), 1, 1))
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"cannot read {what}: {exc.strerror or exc}", Location(str(path), 1, 1)) from None
     if len(raw) > MAX_SPEC_BYTES:
