@@ -1,8 +1,9 @@
 """The ``space``, ``search`` and ``report`` commands of the ``archforge`` command line.
 
 ``archforge.cli`` registers them with :func:`add_commands`. Problems with a space are
-:class:`~archforge.SpecError` diagnostics (``file:line:col: message``, exit status 2),
-like every other command's.
+:class:`~archforge.SpecError` diagnostics (``file:line:col: message``, exit status 1),
+like every other command's; a count, budget, seed or bound that makes no sense
+(negative, zero where one is needed, NaN) is a usage error (exit status 2).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from archforge.errors import SpecWarning
+
+#: Bounds of the flags whose cost grows with their value: printed specs, shape-checked
+#: candidates (each a full validation) and worker processes.
+MAX_SAMPLES = 1_000
+MAX_CHECK = 10_000
+MAX_WORKERS = 256
 
 
 def _stdout() -> Any:
@@ -33,6 +40,7 @@ def _stderr() -> Any:
 
 def add_commands(subparsers: Any) -> None:
     """Add ``space``, ``search`` and ``report`` to an ``argparse`` sub-parser set."""
+    from archforge.cli import fraction, int_range, non_negative_int, positive_int, positive_number, seed_int
     from archforge.search.strategies import STRATEGY_HELP
 
     s = subparsers.add_parser("space", help="decisions, number of candidates and sampled candidates of a search space",
@@ -40,9 +48,9 @@ def add_commands(subparsers: Any) -> None:
                                           "where it is in the file, a few sampled concrete specs, and how many of a sample "
                                           "the shape checker or the constraints reject.")
     s.add_argument("spec", help="a search space (a spec with choice points)")
-    s.add_argument("-n", "--samples", type=int, default=2, metavar="N", help="concrete specs to print (default 2)")
-    s.add_argument("--check", type=int, default=32, metavar="N", help="candidates to check against shapes and constraints (default 32)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    s.add_argument("-n", "--samples", type=int_range(0, MAX_SAMPLES), default=2, metavar="N", help="concrete specs to print (default 2)")
+    s.add_argument("--check", type=int_range(0, MAX_CHECK), default=32, metavar="N", help="candidates to check against shapes and constraints (default 32)")
+    s.add_argument("--seed", type=seed_int, default=0, help="seed of the sampling")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_space)
 
@@ -53,32 +61,32 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("spec", help="a search space (a spec with choice points)")
     g = s.add_argument_group("what to search")
     g.add_argument("--strategy", choices=list(STRATEGY_HELP), help="; ".join(f"{k}: {v}" for k, v in STRATEGY_HELP.items()))
-    g.add_argument("--budget", type=int, metavar="N", help="candidates to evaluate (default: the whole grid, else 20)")
+    g.add_argument("--budget", type=positive_int, metavar="N", help="candidates to evaluate (default: the whole grid, else 20)")
     g.add_argument("--objectives", metavar="LIST", help="comma-separated: accuracy, params, flops, latency_ms, peak_memory_mb, train_time_s")
-    g.add_argument("--max-params", type=float, metavar="N", help="reject candidates with more parameters, before training")
-    g.add_argument("--max-flops", type=float, metavar="N", help="reject candidates with more FLOPs per sample, before training")
+    g.add_argument("--max-params", type=positive_number, metavar="N", help="reject candidates with more parameters, before training")
+    g.add_argument("--max-flops", type=positive_number, metavar="N", help="reject candidates with more FLOPs per sample, before training")
     g.add_argument("--pruner", choices=["none", "successive_halving", "sh", "hyperband", "median"], help="multi-fidelity over epochs")
     g.add_argument("--proxy", choices=["none", "synflow", "naswot"], help="zero-cost pre-filter: score candidates, train the best")
-    g.add_argument("--proxy-sample", type=int, metavar="N", help="candidates the proxy scores (default 64)")
-    g.add_argument("--proxy-keep", type=float, metavar="F", help="fraction of them that is trained (default 0.25)")
-    g.add_argument("--seed", type=int, help="seed of the samplers")
+    g.add_argument("--proxy-sample", type=positive_int, metavar="N", help="candidates the proxy scores (default 64)")
+    g.add_argument("--proxy-keep", type=fraction, metavar="F", help="fraction of them that is trained (default 0.25)")
+    g.add_argument("--seed", type=seed_int, help="seed of the samplers")
     g = s.add_argument_group("training")
     g.add_argument("--dataset", help="mnist, digits, a plugin's dataset, an .npz or an image folder")
-    g.add_argument("--limit", type=int, metavar="N", help="use at most N images (train + validation)")
-    g.add_argument("--epochs", type=int, help="epochs per candidate")
-    g.add_argument("--seeds", type=int, metavar="N", help="train each candidate with N seeds (mean ± std)")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
+    g.add_argument("--limit", type=positive_int, metavar="N", help="use at most N images (train + validation)")
+    g.add_argument("--epochs", type=positive_int, help="epochs per candidate")
+    g.add_argument("--seeds", type=positive_int, metavar="N", help="train each candidate with N seeds (mean ± std)")
+    g.add_argument("--batch-size", type=positive_int)
+    g.add_argument("--lr", type=positive_number)
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps")
     g.add_argument("--evaluator", metavar="MODULE:FUNCTION", help="a custom evaluator(spec, data, config, on_epoch=...)")
     g = s.add_argument_group("where and how")
     g.add_argument("--name", help="run name (default: the space's name)")
     g.add_argument("--runs", default="runs", metavar="DIR", help="folder of the runs (default runs/)")
     g.add_argument("--storage", metavar="URL", help="an Optuna storage URL (e.g. postgresql://...) or a .db file")
-    g.add_argument("--workers", type=int, metavar="N", help="worker processes sharing the study (default 1)")
+    g.add_argument("--workers", type=int_range(1, MAX_WORKERS), metavar="N", help="worker processes sharing the study (default 1)")
     g.add_argument("--executor", choices=["local", "ray"], default="local", help="run workers as local processes or Ray tasks")
     g.add_argument("--no-progress", action="store_true", help="no progress bars: one line per finished trial")
-    g.add_argument("--top", type=int, default=10, metavar="N", help="rows of the final ranking (default 10)")
+    g.add_argument("--top", type=non_negative_int, default=10, metavar="N", help="rows of the final ranking (default 10)")
     g.add_argument("--report", action="store_true", help="also write the report files into <run>/report")
     s.set_defaults(func=cmd_search)
 
@@ -88,7 +96,7 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("run", help="a run folder (runs/<name>), its study.db, or a storage URL")
     s.add_argument("--study", help="study name (when the storage holds several)")
     s.add_argument("-o", "--out", metavar="DIR", help="output folder (default <run>/report)")
-    s.add_argument("--top", type=int, default=20, metavar="N", help="rows of the ranking (default 20; 0 for all)")
+    s.add_argument("--top", type=non_negative_int, default=20, metavar="N", help="rows of the ranking (default 20; 0 for all)")
     s.add_argument("--weights", action="store_true", help="retrain the best candidate and save it as best.pt")
     s.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     s.set_defaults(func=cmd_report)
@@ -259,8 +267,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             "run": run.name, "objectives": run.objectives, "compute": run.compute,
             "best": {k: v for k, v in (run.best or {}).items() if k != "spec"} or None,
             "ranking": [{k: v for k, v in row.items() if k != "spec"} for row in run.table],
+            "unreadable": [{"trial": r.number, "reason": r.error} for r in run.unreadable],
             "files": {k: str(v) for k, v in files.items()},
         }
+        for r in run.unreadable[:10]:
+            _stderr().print(f"warning: trial #{r.number} is unreadable and left out: {r.error}", markup=False)
         json.dump(summary, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return 0

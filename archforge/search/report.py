@@ -14,6 +14,11 @@
 ``candidates/``     the concrete specs of the ten best, ``<rank>_<hash>.yaml``
 ``best.pt``         with ``weights=True``: the best candidate retrained, as a checkpoint
 ==================  ================================================================
+
+Every file is written atomically (:mod:`archforge.files`). What is read back from the
+storage is checked first: a trial whose attributes were tampered with is ``unreadable``
+(left out of the ranking, one warning line each), and study settings that archforge
+cannot have written are a one-line :class:`SearchError`.
 """
 
 from __future__ import annotations
@@ -27,8 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from archforge.files import atomic_output, write_text
 from archforge.search.space import OBJECTIVES, short_value
-from archforge.search.storage import META_KEY, PROXY_KEY, SearchError, TrialRecord, load_run_study, record_of
+from archforge.search.storage import (
+    MAX_TEXT, META_KEY, PROXY_KEY, SearchError, TrialRecord, load_run_study, record_of, storage_errors,
+)
+
+#: Complete candidates whose stored spec is validated before they are ranked as best or written out.
+CHECKED_SPECS = 10
 
 CSV_FIELDS = [
     "trial", "rank", "hash", "status", "accuracy", "accuracy_std", "n_seeds", "params", "flops", "latency_ms",
@@ -54,8 +65,16 @@ class RunData:
         meta = study.user_attrs.get(META_KEY)
         if meta is None:
             raise SearchError(f"study '{study.study_name}' was not made by archforge search")
+        meta = checked_meta(meta, study.study_name)
         records = [record_of(t) for t in study.get_trials(deepcopy=False)]
-        return cls(study.study_name, meta, records, study.user_attrs.get(PROXY_KEY), study, run_dir)
+        proxy = study.user_attrs.get(PROXY_KEY)
+        return cls(study.study_name, meta, records, proxy if isinstance(proxy, dict) else None, study, run_dir)
+
+    @property
+    def unreadable(self) -> list[TrialRecord]:
+        """Trials whose stored attributes cannot be trusted, with the reason as their ``error``."""
+        _ = self.table  # checks the specs of the best candidates too
+        return [r for r in self.records if r.status == "unreadable"]
 
     # -- settings -------------------------------------------------------------
     @property
@@ -74,8 +93,15 @@ class RunData:
     @property
     def table(self) -> list[dict[str, Any]]:
         """Ranked rows, one per evaluated candidate: complete (ranked), then pruned, then failed."""
-        if self._table is None:
-            self._table = rank(self.records, self.objectives)
+        while self._table is None:
+            table = rank(self.records, self.objectives)
+            bad = _first_bad_spec([row for row in table if row["status"] == "complete"][:CHECKED_SPECS])
+            if bad is None:
+                self._table = table
+            else:  # a spec that does not validate cannot be the best: mark it and rank again
+                number, reason = bad
+                self.records = [r if r.number != number else TrialRecord(number=r.number, state=r.state, status="unreadable", error=reason,
+                                                                         started=r.started, finished=r.finished) for r in self.records]
         return self._table
 
     @property
@@ -109,7 +135,10 @@ class RunData:
         from archforge.search.runner import STATS_PREFIX
 
         attrs = self.study.user_attrs if self.study is not None else {}
-        return [v for k, v in sorted(attrs.items()) if k.startswith(STATS_PREFIX) and isinstance(v, dict)]
+        numbers = ("wall_s", "eval_s", "wait_s")
+        return [v for k, v in sorted(attrs.items()) if k.startswith(STATS_PREFIX) and isinstance(v, dict)
+                and all(isinstance(v.get(n, 0.0), (int, float)) and not isinstance(v.get(n, 0.0), bool) and math.isfinite(v.get(n, 0.0)) for n in numbers)
+                and "wall_s" in v and "eval_s" in v]
 
     @property
     def compute(self) -> dict[str, Any]:
@@ -127,6 +156,56 @@ class RunData:
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         return write_json(self, path)
+
+
+def checked_meta(meta: Any, name: str) -> dict[str, Any]:
+    """The study's archforge record, checked: settings archforge cannot have written are a one-line error."""
+    where = f"study '{name}' has a damaged archforge record"
+    if not isinstance(meta, dict) or not isinstance(meta.get("settings", {}), dict):
+        raise SearchError(f"{where}: it is not a mapping of settings; report a copy of the store made before it was edited")
+    settings = meta.get("settings", {})
+    objectives = settings.get("objectives") or ["accuracy"]
+    if not isinstance(objectives, list) or not objectives or not all(isinstance(o, str) and o in OBJECTIVES for o in objectives):
+        raise SearchError(f"{where}: objectives {str(objectives)[:80]} are not among {', '.join(OBJECTIVES)}")
+    for key in ("epochs", "seeds"):
+        value = settings.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
+            raise SearchError(f"{where}: {key} {str(value)[:40]} is not a whole number")
+    decisions = meta.get("decisions", [])
+    meta = dict(meta)
+    meta["decisions"] = [d for d in decisions if _decision_ok(d)] if isinstance(decisions, list) else []
+    return meta
+
+
+def _decision_ok(d: Any) -> bool:
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str) or len(d["name"]) > MAX_TEXT:
+        return False
+    size = d.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
+        return False
+    if d.get("kind") == "choice":
+        return isinstance(d.get("options"), list)
+    numbers = [d.get("low"), d.get("high"), d.get("step") or 1]
+    return d.get("kind") in ("int", "float") and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers) \
+        and numbers[2] > 0
+
+
+def _first_bad_spec(rows: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
+    """The first of ``rows`` whose stored spec does not validate, with the reason."""
+    import warnings
+
+    from archforge.errors import SpecError, SpecWarning
+    from archforge.spec import Spec
+
+    for row in rows:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SpecWarning)
+                Spec.from_dict(row["spec"], file=f"<candidate {row['hash']}>")
+        except (SpecError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            text = exc.format() if isinstance(exc, SpecError) else f"{type(exc).__name__}: {exc}"
+            return row["trial"], f"its candidate spec does not validate: {text[:300]}"
+    return None
 
 
 def rank(records: Sequence[TrialRecord], objectives: Sequence[str]) -> list[dict[str, Any]]:
@@ -198,7 +277,8 @@ def compute_summary(records: Sequence[TrialRecord], settings: dict[str, Any], pr
     counted = [r for r in records if r.counted]
     stale = [r for r in records if r.status == "stale"]
     run = sum(r.epochs_run for r in counted) + sum(int(s.get("epochs_run", 0) or 0) for r in stale for s in r.seeds.values())
-    discarded = int((proxy or {}).get("discarded", 0))
+    discarded = (proxy or {}).get("discarded", 0)
+    discarded = discarded if isinstance(discarded, int) and not isinstance(discarded, bool) and 0 <= discarded < 2**31 else 0
     # a failed candidate would have failed under full training too: it neither saves nor costs extra
     full = sum(r.epochs_run if r.status == "failed" else (r.epochs_full or epochs * seeds) for r in counted) + discarded * epochs * seeds
     saved = full - run
@@ -247,7 +327,8 @@ def load_run(source: Any, study: str | None = None) -> RunData:
     """A run from a folder (``runs/<name>``), a ``study.db``, a storage URL, or an Optuna study."""
     if hasattr(source, "get_trials"):
         return RunData.from_study(source)
-    loaded = load_run_study(source, study)
+    with storage_errors(str(source)):
+        loaded = load_run_study(source, study)
     text = str(source)
     run_dir = None
     if "://" not in text:
@@ -271,10 +352,9 @@ def _cell(value: Any) -> Any:
 
 def write_csv(run: RunData, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ranks = {row["trial"]: row["rank"] for row in run.table}
     names = run.decision_names or sorted({k for r in run.records for k in r.decisions})
-    with path.open("w", newline="") as f:
+    with atomic_output(path, overwrite=True) as temp, temp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_FIELDS + [f"decision:{n}" for n in names])
         for r in sorted(run.records, key=lambda r: r.number):
@@ -292,7 +372,6 @@ def write_csv(run: RunData, path: str | os.PathLike[str]) -> Path:
 
 def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "run": run.name,
         "space_file": run.meta.get("space_file"),
@@ -307,7 +386,7 @@ def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
         "ranking": [_without_spec(row) for row in run.table],
         "trials": [r.to_dict() for r in sorted(run.records, key=lambda r: r.number)],
     }
-    path.write_text(json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
+    write_text(path, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n", overwrite=True)
     return path
 
 
@@ -329,8 +408,16 @@ def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
         f"# validation accuracy {acc} on {run.meta.get('dataset')} after {run.settings.get('epochs')} epoch(s); params {best['params']:,}" if best.get("params") is not None else f"# validation accuracy {acc}",
         "# decisions: " + ", ".join(f"{k}={short_value(v)}" for k, v in best["decisions"].items()),
     ]
-    path.write_text("\n".join(header) + "\n" + spec.to_yaml())
+    write_text(path, "\n".join(_comment(line) for line in header) + "\n" + spec.to_yaml(), overwrite=True)
     return path
+
+
+def _comment(line: str, limit: int = 500) -> str:
+    """A YAML comment line, whatever the store holds: a stored name with a line break must not add YAML."""
+    from archforge.errors import one_line
+
+    line = one_line(line)
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def _plt() -> Any:
@@ -378,9 +465,17 @@ def plot_pareto(run: RunData, path: str | os.PathLike[str]) -> Path:
     fig.suptitle(f"{run.name}: accuracy vs cost ({len(rows)} candidates)")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
+
+
+def _save(fig: Any, path: Path) -> None:
+    plt = _plt()
+    try:
+        with atomic_output(path, overwrite=True) as temp:
+            fig.savefig(temp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _human(n: float) -> str:
@@ -431,8 +526,7 @@ def plot_placement(run: RunData, path: str | os.PathLike[str]) -> Path:
         fig, ax = plt.subplots(figsize=(6, 2.5))
         ax.axis("off")
         ax.text(0.5, 0.5, "no completed trials with finite decisions to show", ha="center", va="center", color="0.4")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save(fig, path)
         return path
     matrix = np.array(means, dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(columns), 1.2 + 0.45 * len(rows)))
@@ -450,8 +544,7 @@ def plot_placement(run: RunData, path: str | os.PathLike[str]) -> Path:
     fig.colorbar(image, ax=ax, label="mean validation accuracy")
     ax.set_title(f"{run.name}: accuracy per decision value", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -478,7 +571,7 @@ def retrain_best(run: RunData, path: str | os.PathLike[str], *, data: Any = None
         model = trial.model
     if model is None:
         raise SearchError("the evaluator returned no model to save")
-    return save_checkpoint(model.eval(), path)
+    return save_checkpoint(model.eval(), path, overwrite=True)  # a report refreshes its folder
 
 
 def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool = False) -> dict[str, Path]:
@@ -510,7 +603,8 @@ def write_top_specs(run: RunData, folder: Path, top: int = 10) -> Path:
     for row in [r for r in run.table if r["status"] == "complete"][:top]:
         text = Spec.from_dict(row["spec"]).to_yaml()
         acc = f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "?"
-        (folder / f"{row['rank']:02d}_{row['hash']}.yaml").write_text(f"# rank {row['rank']} of run '{run.name}', trial #{row['trial']}, accuracy {acc}\n" + text)
+        write_text(folder / f"{row['rank']:02d}_{row['hash']}.yaml",
+                   _comment(f"# rank {row['rank']} of run '{run.name}', trial #{row['trial']}, accuracy {acc}") + "\n" + text, overwrite=True)
     return folder
 
 
@@ -568,6 +662,11 @@ def print_summary(run: RunData, console: Any = None, *, top: int | None = 10) ->
     from rich.console import Console
 
     console = console or Console(highlight=False, soft_wrap=True)
+    unreadable = run.unreadable
+    for r in unreadable[:10]:
+        console.print(f"warning: trial #{r.number} is unreadable and left out: {r.error}", markup=False)
+    if len(unreadable) > 10:
+        console.print(f"warning: {len(unreadable) - 10} more unreadable trials left out (see trials.csv)", markup=False)
     if not run.table:
         console.print(f"{run.name}: no candidate evaluated yet", markup=False)
         return
@@ -583,7 +682,7 @@ def print_summary(run: RunData, console: Any = None, *, top: int | None = 10) ->
     console.print(compute_text(run.compute, run.settings), markup=False)
     best = run.best
     if best is not None:
-        acc = f"{best['accuracy']:.4f}"
+        acc = f"{best['accuracy']:.4f}" if best["accuracy"] is not None else "—"
         if best.get("accuracy_std") is not None and best["n_seeds"] > 1:
             acc += f" ± {best['accuracy_std']:.4f} over {best['n_seeds']} seeds"
         decisions = ", ".join(f"{k}={short_value(v)}" for k, v in best["decisions"].items()) or "(no decisions)"

@@ -13,10 +13,13 @@ One trial per candidate (all its seeds). For each trial the driver
    every finished seed is stored at once, so a killed worker loses at most one seed;
 5. stores the outcome (metrics, epochs run, error) and tells Optuna the objective values.
 
-An exception from the evaluator (``TrialError``, NaN, out of memory, a crashing block)
-fails that trial with its message; the search goes on. Trials left ``RUNNING`` by a dead
-worker are failed as stale when the search is resumed (immediately for a dead process on
-this machine, after the heartbeat grace period otherwise) and their candidates retried.
+An exception from the evaluator (``TrialError``, NaN, out of memory, a crashing block,
+even ``sys.exit``) fails that trial with its message; the search goes on. Trials left
+``RUNNING`` by a dead worker are failed as stale when the search is resumed (immediately
+for a dead process on this machine, or for a trial with no worker recorded when no other
+process uses the store; after the heartbeat grace period otherwise) and their candidates
+retried. Ctrl-C fails the trials being trained (a resume retries them) and ends the
+search with ``KeyboardInterrupt``. Worker processes end when the driver dies.
 
 ``workers=N`` runs N local processes on the same storage, each with ``cores / N`` torch
 threads; ``executor="ray"`` runs them as Ray tasks when ``ray`` is installed.
@@ -44,8 +47,8 @@ from typing import Any, Callable, Mapping, Sequence
 from archforge.errors import SpecError, SpecWarning
 from archforge.search.space import Candidate, SearchSettings, Space, parse_space
 from archforge.search.storage import (
-    COUNTED, META_KEY, PROXY_KEY, GRACE_PERIOD, SearchError, StorageRef, open_storage,
-    record_of, resolve_storage, worker_alive, worker_info,
+    COUNTED, LIVE_SESSIONS, META_KEY, PROXY_KEY, GRACE_PERIOD, SearchError, StorageRef, claim_store, open_storage,
+    record_of, resolve_storage, storage_error, storage_errors, store_lock, unreadable, worker_alive, worker_info,
 )
 from archforge.search.strategies import _quiet, make_pruner, make_strategy
 
@@ -426,6 +429,16 @@ class Worker:
 
     # -- the loop --------------------------------------------------------------
     def run(self) -> WorkerStats:
+        LIVE_SESSIONS.add(self.info["session"])
+        claim, _ = claim_store(self.cfg.storage_url)  # held while this worker runs
+        try:
+            return self._run()
+        finally:
+            LIVE_SESSIONS.discard(self.info["session"])
+            if claim is not None:
+                os.close(claim)
+
+    def _run(self) -> WorkerStats:
         study = self.open_study()
         self.warm_up()
         start = time.perf_counter()
@@ -464,7 +477,7 @@ class Worker:
 
         default_registry()
         try:
-            values = {n: d.values()[0] if d.size is not None else d.low for n, d in self.space.decisions.items()}
+            values = {n: d.first() for n, d in self.space.decisions.items()}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SpecWarning)
                 summarize(self.space.concretize(values).spec)
@@ -491,13 +504,33 @@ class Worker:
             return False
         seen = {t.user_attrs["candidate"]["hash"] for t in trials
                 if t.state.is_finished() and "candidate" in t.user_attrs and "outcome" in t.user_attrs
-                and t.user_attrs["outcome"].get("status") != "cancelled"}
+                and unreadable(t) is None and t.user_attrs["outcome"].get("status") != "cancelled"}
         return len(seen) >= self._distinct
 
     # -- one trial -------------------------------------------------------------
     def run_trial(self, study: Any, trial: Any, t0: float | None = None) -> Any:
+        """Evaluate one asked trial; on Ctrl-C or a storage fault it is failed (a resume retries it) and the error raised."""
         t0 = time.perf_counter() if t0 is None else t0
-        trial.set_user_attr("worker", self.info)
+        try:
+            # First the worker and a heartbeat: a trial of a killed worker is then recognised as stale.
+            trial.set_user_attr("worker", self.info)
+            with _Heartbeat(self.storage, trial._trial_id):
+                return self._run_trial(study, trial, t0)
+        except BaseException:
+            self.abandon(study, trial)
+            raise
+
+    def abandon(self, study: Any, trial: Any) -> None:
+        """Fail a trial that cannot finish here, without an outcome: a later run retries its candidate."""
+        from optuna.trial import TrialState
+
+        try:
+            if not study._storage.get_trial(trial._trial_id).state.is_finished():
+                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except Exception:  # a full or read-only store: the stale rule fails it on the next start
+            pass
+
+    def _run_trial(self, study: Any, trial: Any, t0: float) -> Any:
         try:
             values = self.space.decode({k: v for k, v in trial.params.items() if k in self.space.decisions})
             candidate = self.space.concretize(values)
@@ -534,18 +567,17 @@ class Worker:
         if self.cfg.workers > 1:
             trial.set_user_attr("progress", {"done": 0, "total": total_epochs})
         self.display.trial_started(trial.number, candidate.label(), total_epochs)
-        with _Heartbeat(self.storage, trial._trial_id):
-            for seed in seeds:
-                if seed in known.seeds:
-                    results[seed] = known.seeds[seed][0]
-                else:
-                    started = time.perf_counter()
-                    results[seed] = self.train(trial, candidate, seed, prune=(seed == seeds[0] and self.settings.pruner is not None))
-                    eval_s += time.perf_counter() - started
-                    fresh.add(seed)
-                    trial.set_user_attr(f"seed_{seed}", results[seed])
-                if results[seed]["status"] != "ok":
-                    break
+        for seed in seeds:
+            if seed in known.seeds:
+                results[seed] = known.seeds[seed][0]
+            else:
+                started = time.perf_counter()
+                results[seed] = self.train(trial, candidate, seed, prune=(seed == seeds[0] and self.settings.pruner is not None))
+                eval_s += time.perf_counter() - started
+                fresh.add(seed)
+                trial.set_user_attr(f"seed_{seed}", results[seed])
+            if results[seed]["status"] != "ok":
+                break
         outcome = self.aggregate(candidate, results, fresh)
         outcome["eval_time_s"] = round(eval_s, 4)
         self.stats.eval_s += eval_s
@@ -578,10 +610,12 @@ class Worker:
             result = self.evaluate(candidate.spec, self.data, config, on_epoch=on_epoch)
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: BLE001 - TrialError, NaN, OOM, a crashing block: fail this trial only
-            if isinstance(exc, (SystemExit, GeneratorExit)):
-                raise
-            return {"seed": seed, "status": "failed", "error": _error_text(exc), "epochs_run": len(steps),
+        except BaseException as exc:  # noqa: BLE001 - TrialError, NaN, OOM, a crashing block, sys.exit: fail this trial only
+            error = _error_text(exc)
+            if isinstance(exc, SystemExit):
+                error = f"the evaluator called sys.exit({exc.code!r})"
+                self.display.message(f"#{trial.number}: {error}; the trial is failed and the search goes on")
+            return {"seed": seed, "status": "failed", "error": error, "epochs_run": len(steps),
                     "history": [_finite(a) for a in steps], "eval_time_s": round(time.perf_counter() - started, 4)}
         accuracy = _finite(_field(result, "accuracy"))
         epochs = _field(result, "epochs")
@@ -692,7 +726,7 @@ class Worker:
             known = _Known()
             busy = None
             for t in study.get_trials(deepcopy=False):
-                if t.number == me:
+                if t.number == me or unreadable(t) is not None:
                     continue
                 candidate = t.user_attrs.get("candidate")
                 if not candidate or candidate.get("hash") != key or candidate.get("config") != self.cfg.config_key:
@@ -704,7 +738,7 @@ class Worker:
                 if outcome.get("status") == "cancelled":
                     continue
                 for name, rec in t.user_attrs.items():
-                    if name.startswith("seed_") and isinstance(rec, dict) and rec.get("status") in ("ok", "failed", "pruned"):
+                    if name.startswith("seed_") and name[len("seed_"):].isdigit() and isinstance(rec, dict) and rec.get("status") in ("ok", "failed", "pruned"):
                         seed = int(name[len("seed_"):])
                         source = outcome.get("duplicate_of") or t.number
                         if seed not in known.seeds or source < known.seeds[seed][1]:
@@ -729,7 +763,7 @@ class Worker:
             if t.number == me:
                 continue
             outcome = t.user_attrs.get("outcome")
-            if outcome is not None:
+            if isinstance(outcome, dict):
                 ahead += outcome.get("status") in COUNTED and outcome.get("duplicate_of") is None
             elif t.state == TrialState.RUNNING and t.user_attrs.get("phase") == "evaluating" and t.number < me:
                 ahead += 1
@@ -767,15 +801,19 @@ def budget_state(trials: Sequence[Any], exclude: int | None) -> tuple[int, int]:
     counted = running = 0
     for t in trials:
         outcome = t.user_attrs.get("outcome")
-        if outcome is not None:
+        if isinstance(outcome, dict):
             counted += outcome.get("status") in COUNTED and outcome.get("duplicate_of") is None
         elif t.state == TrialState.RUNNING and t.user_attrs.get("phase") == "evaluating" and t.number != exclude:
             running += 1
     return counted, running
 
 
-def reap_stale(study: Any, trials: Sequence[Any], storage: Any) -> bool:
-    """Fail trials whose worker died and queue their candidates again; whether anything changed."""
+def reap_stale(study: Any, trials: Sequence[Any], storage: Any, *, alone: bool = False) -> bool:
+    """Fail trials whose worker died and queue their candidates again; whether anything changed.
+
+    ``alone``: no other process on this machine uses the store (see :func:`claim_store`), so a
+    trial killed between ``ask`` and its first attribute (no worker recorded) is failed at once.
+    """
     import optuna
     from optuna.trial import TrialState
 
@@ -789,7 +827,7 @@ def reap_stale(study: Any, trials: Sequence[Any], storage: Any) -> bool:
             dead = worker_alive(info) is False
         else:  # killed between ask and its first attribute
             started = t.datetime_start.timestamp() if t.datetime_start else now
-            dead = now - started > GRACE_PERIOD
+            dead = alone or now - started > GRACE_PERIOD
         if dead:
             try:
                 study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
@@ -968,13 +1006,31 @@ def run_search(
     executor: str = "local",
     console: Any = None,
 ) -> tuple[Any, StorageRef]:
-    """Run (or resume) a search; returns the Optuna study and where it is stored."""
+    """Run (or resume) a search; returns the Optuna study and where it is stored.
+
+    A storage fault (read-only or full disk) is a one-line :class:`SearchError`; Ctrl-C
+    prints how many trials are done and raises ``KeyboardInterrupt``; either way every
+    recorded trial is kept and the same call again resumes.
+    """
     _quiet()
     if settings.pruner is not None and len(settings.objectives) > 1:
         raise SearchError("pruning (multi-fidelity) works with one objective; Optuna cannot prune multi-objective trials")
     dataset = dataset if dataset is not None else settings.dataset
     name = settings.name or space.name
-    ref, storage_obj = resolve_storage(storage if storage is not None else settings.storage, name, runs_dir)
+    ref, storage_obj = resolve_storage(storage if storage is not None else settings.storage, name, runs_dir,
+                                       from_spec=storage is None and settings.storage is not None)
+    claim, alone = claim_store(ref.url)  # held while this search runs
+    try:
+        with storage_errors(ref.url):
+            return _run_search(space, settings, ref, storage_obj, alone, evaluator=evaluator, dataset=dataset, train=train,
+                               progress=progress, executor=executor, console=console)
+    finally:
+        if claim is not None:
+            os.close(claim)
+
+
+def _run_search(space: Space, settings: SearchSettings, ref: StorageRef, storage_obj: Any, alone: bool, *, evaluator: Any,
+                dataset: Any, train: Any, progress: bool | str | None, executor: str, console: Any) -> tuple[Any, StorageRef]:
     if settings.workers > 1 and not ref.persistent:
         raise SearchError("several workers share a study through a persistent storage: drop storage='memory'")
     if train is None or isinstance(train, Mapping):
@@ -983,10 +1039,12 @@ def run_search(
         train_cfg = make_train_config(train, epochs=settings.epochs)
     key = config_key(settings, train_cfg, dataset_name(dataset))
     meta = study_meta(space, settings, key, dataset_name(dataset), train_cfg)
-    study = open_or_create_study(storage_obj, ref, meta, settings.directions)
+    with store_lock(ref.url):  # two searches starting at once: one creates, the other finds the study
+        study = open_or_create_study(storage_obj, ref, meta, settings.directions)
     if ref.run_dir is not None and ref.persistent:
-        ref.run_dir.mkdir(parents=True, exist_ok=True)
-        (ref.run_dir / "space.yaml").write_text(space.text)
+        from archforge.files import write_text
+
+        write_text(ref.run_dir / "space.yaml", space.text, overwrite=True)
 
     budget = settings.budget
     if budget is None and settings.strategy != "grid" and settings.proxy is None:
@@ -1022,7 +1080,22 @@ def run_search(
         dataset=dataset, evaluator=evaluator_ref, workers=settings.workers, threads=default_threads(settings.workers),
     )
 
-    reap_stale(study, study.get_trials(deepcopy=False), storage_obj)
+    reap_stale(study, study.get_trials(deepcopy=False), storage_obj, alone=alone)
+    try:
+        _drive(cfg, study, space, settings, data, budget, display, storage_obj, executor)
+    except KeyboardInterrupt:
+        counted, _ = budget_state(study.get_trials(deepcopy=False), exclude=None)
+        text = f"interrupted: {counted} done; run the same command again to resume"
+        if type(display) is Display:  # silent: still say why the search stopped
+            print(text, file=sys.stderr)
+        else:
+            display.message(text)
+        raise
+    return study, ref
+
+
+def _drive(cfg: RunConfig, study: Any, space: Space, settings: SearchSettings, data: Any, budget: int | None,
+           display: Display, storage_obj: Any, executor: str) -> None:
     with (display if isinstance(display, RichDisplay) else _nullcontext()):
         if settings.proxy is not None:
             proxy_meta = proxy_phase(study, space, settings, data, budget, display)
@@ -1043,7 +1116,6 @@ def run_search(
         if isinstance(display, RichDisplay):
             counted, _ = budget_state(study.get_trials(deepcopy=False), exclude=None)
             display.set_total(counted)
-    return study, ref
 
 
 class _nullcontext:
@@ -1054,8 +1126,11 @@ class _nullcontext:
         return None
 
 
-def _worker_process(cfg: RunConfig, index: int) -> None:
-    """Entry point of a worker process (local or Ray)."""
+def _worker_process(cfg: RunConfig, index: int, watch_parent: bool = False) -> None:
+    """Entry point of a worker process (local or Ray); ``watch_parent``: end when the driver process dies."""
+    if watch_parent:
+        _die_with_parent()
+    _quiet_interrupts()
     if cfg.threads:
         import torch
 
@@ -1068,24 +1143,66 @@ def _worker_process(cfg: RunConfig, index: int) -> None:
         sys.exit(130)
     except SpecError as exc:
         print(f"worker {index}: {exc.format()}", file=sys.stderr)
-        sys.exit(2)
-    except Exception:
+        sys.exit(1)
+    except Exception as exc:
+        mapped = storage_error(exc, cfg.storage_url)
+        if mapped is not None:
+            print(f"worker {index}: {mapped.format()}", file=sys.stderr)
+            sys.exit(1)
         print(f"worker {index} crashed:\n{traceback.format_exc()}", file=sys.stderr)
         sys.exit(1)
+
+
+def _quiet_interrupts() -> None:
+    """Ctrl-C landing in a garbage-collector callback is swallowed with a traceback; the driver repeats it instead."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            default(unraisable)
+
+    sys.unraisablehook = hook  # this process is a worker of ours: its global state is ours to set
+
+
+def _die_with_parent() -> None:
+    """End this worker when the driver dies (``kill -9`` included); its trial is then left to the stale rule."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:  # portable, and covers a parent that died before prctl
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="archforge-parent-watch", daemon=True).start()
 
 
 def _run_processes(cfg: RunConfig, study: Any, display: Display) -> None:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_process, args=(cfg, i), name=f"archforge-worker-{i}") for i in range(cfg.workers)]
+    processes = [context.Process(target=_worker_process, args=(cfg, i, True), name=f"archforge-worker-{i}") for i in range(cfg.workers)]
     for p in processes:
         p.start()
     try:
         _monitor(study, display, lambda: any(p.is_alive() for p in processes))
     except KeyboardInterrupt:
-        for p in processes:
-            p.terminate()
+        _interrupt(processes)
+        try:  # a trial whose worker ended before failing it: fail it now, the resume retries it
+            reap_stale(study, study.get_trials(deepcopy=False), study._storage)
+        except Exception:
+            pass
         raise
     finally:
         for p in processes:
@@ -1093,6 +1210,26 @@ def _run_processes(cfg: RunConfig, study: Any, display: Display) -> None:
     codes = [p.exitcode for p in processes]
     if all(code != 0 for code in codes):
         raise SearchError(f"every worker failed (exit codes {codes}); see the messages above")
+
+
+def _interrupt(processes: Sequence[Any], grace: float = 10.0) -> None:
+    """Ctrl-C: let each worker fail its trial and exit (a terminal sent them SIGINT too), then end the rest."""
+    import signal
+
+    for p in processes:  # a terminal's Ctrl-C reached them too: a second one could cut their clean-up short
+        p.join(1.0)
+    for p in processes:
+        if p.is_alive() and p.pid is not None:
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except OSError:
+                pass
+    deadline = time.monotonic() + grace
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
 
 
 def _run_ray(cfg: RunConfig, study: Any, display: Display) -> None:

@@ -9,18 +9,28 @@ the storage alone, e.g. from a PostgreSQL database shared by many machines.
 
 A trial that is ``FAIL`` without an ``outcome`` was left behind by a dead worker
 (``kill -9``, a lost machine): it is *stale*, and its candidate is retried.
+
+Faults. Only a file that already is an Optuna store (or a new one) is ever opened as
+one; a storage failure (read-only or full disk, I/O error) is one-line
+:class:`SearchError` saying that the trials recorded so far are kept and how to resume;
+what is read back is checked, and a tampered trial is reported as ``unreadable``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import math
 import os
+import re
 import socket
+import sqlite3
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from archforge.errors import SpecError
 
@@ -33,6 +43,12 @@ HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 120
 
 COUNTED = ("complete", "failed", "pruned")
+#: Longest run name (it is a folder name).
+MAX_NAME = 100
+#: Longest text read back from a stored trial (an error message, a decision value) before it is unreadable.
+MAX_TEXT = 10_000
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_HASH = re.compile(r"^[0-9a-f]{12}$")
 
 
 class SearchError(SpecError):
@@ -58,13 +74,29 @@ class StorageRef:
         return self.url != "memory"
 
 
-def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = RUNS_DIR) -> tuple[StorageRef, Any]:
+def check_run_name(name: Any) -> str:
+    """``name`` if it is one safe folder name, else a :class:`SearchError` saying what to use."""
+    if not isinstance(name, str) or not name.strip():
+        raise SearchError(f"run name {name!r} is empty: give a name with letters or digits (--name)")
+    bad = next((c for c in ("/", "\\", "\0") if c in name), None)
+    if bad is not None or set(name) <= {"."} or name != name.strip() or any(ord(c) < 32 for c in name):
+        raise SearchError(f"run name {name!r} is not one folder name inside the runs folder: use letters, digits, '_', '-' or '.' (--name)")
+    if len(name) > MAX_NAME:
+        raise SearchError(f"run name of {len(name)} characters is too long: at most {MAX_NAME} (--name)")
+    return name
+
+
+def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = RUNS_DIR, *,
+                    from_spec: bool = False) -> tuple[StorageRef, Any]:
     """Turn ``storage`` (``None``, a URL, a ``.db`` path, ``"memory"`` or an Optuna storage) into a reference.
 
-    Returns the reference and the storage object to use in this process.
+    Returns the reference and the storage object to use in this process. ``from_spec``: the
+    storage was written in a space file, which may only name a database server or a file
+    inside the working folder or the runs folder (symbolic links followed).
     """
     from optuna.storages import BaseStorage, InMemoryStorage
 
+    check_run_name(name)
     runs = Path(runs_dir)
     if isinstance(storage, BaseStorage):
         url = getattr(storage, "url", None) or "memory"
@@ -72,26 +104,188 @@ def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = 
     if storage in ("memory", ":memory:"):
         return StorageRef("memory", name, runs / name), InMemoryStorage()
     if storage is None:
-        path = (runs / name / STUDY_FILE).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(runs, "runs folder")
+        path = _make_folder(runs / name, "run folder").resolve() / STUDY_FILE
         url = f"sqlite:///{path}"
     elif "://" in str(storage):
         url = str(storage)
+        if from_spec and sqlite_path(url) is not None:
+            _confine(sqlite_path(url), storage, runs)
     else:
         path = Path(storage)
         if path.is_dir() or not path.suffix:
             path = path / STUDY_FILE
-        path = path.resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if from_spec:
+            _confine(path, storage, runs)
+        path = _make_folder(path.parent, "storage folder").resolve() / path.name
         url = f"sqlite:///{path}"
-    run_dir = sqlite_path(url).parent if sqlite_path(url) is not None else runs / name
-    return StorageRef(url, name, run_dir), open_storage(url)
+    db = sqlite_path(url)
+    run_dir = db.parent if db is not None else runs / name
+    if db is not None:
+        check_store_file(db)  # refuse a foreign file before even a lock file is put next to it
+    with store_lock(url):
+        return StorageRef(url, name, run_dir), open_storage(url)
+
+
+def _make_folder(path: Path, what: str) -> Path:
+    """``path`` as a folder, created if missing; a one-line error when it is a file or cannot be made."""
+    if path.exists() and not path.is_dir():
+        raise SearchError(f"{what} '{path}' is a file, not a folder: give another --runs folder or --name")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a part of it is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror or str(exc)
+        raise SearchError(f"cannot create the {what} '{path}': {reason}; give a folder you can write (--runs)") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SearchError(f"{what} '{path}' is not writable: give a folder you can write (--runs)")
+    return path
+
+
+def _confine(path: Path, written: Any, runs: Path) -> None:
+    """A space file's storage stays inside the working folder or the runs folder (links resolved)."""
+    target = (Path.cwd() / path).resolve()
+    for root in (Path.cwd().resolve(), (Path.cwd() / runs).resolve()):
+        if target == root or root in target.parents:
+            return
+    raise SearchError(f"the space file's storage {str(written)!r} is outside the working folder ({target}): "
+                      "pass --storage (or storage=) to use another place")
 
 
 def sqlite_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///"):])
+    """The database file of a ``sqlite:///`` URL (``file:`` URIs and query strings dropped)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///"):].split("?", 1)[0]
+    rest = rest[len("file:"):] if rest.startswith("file:") else rest
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
+def check_store_file(path: Path) -> None:
+    """Refuse to open anything but a new file or an Optuna store: archforge never writes into other files."""
+    what = f"{path} is not an archforge/Optuna study store"
+    if path.is_dir():
+        raise SearchError(f"{what}: it is a folder; give the study.db inside it or another --storage")
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise SearchError(f"cannot read the study store {path}: {exc.strerror or exc}") from None
+    if not head:
+        raise SearchError(f"{what}: it is an empty file; delete it or give another --storage or --name")
+    if head != _SQLITE_MAGIC:
+        raise SearchError(f"{what}: it is not a SQLite database; give another --storage or --name")
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {row[0] for row in connection.execute("select name from sqlite_master where type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise SearchError(f"{what}: {exc}; give another --storage or --name") from None
+    if tables and not {"studies", "trials", "alembic_version"} <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise SearchError(f"{what}: it is another SQLite database (tables {shown}); give another --storage or --name")
+
+
+@contextmanager
+def store_lock(url: str) -> Iterator[None]:
+    """Serialise opening and creating a SQLite store: concurrent schema creation fails in SQLAlchemy/Alembic."""
+    path = sqlite_path(url)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): Optuna's own retries only
+        fcntl = None  # type: ignore[assignment]
+    if path is None or fcntl is None or not path.parent.is_dir():
+        yield
+        return
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise SearchError(f"cannot create {path}.lock next to the store: {exc.strerror or exc}; "
+                          "give a folder you can write (--storage, --runs)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def claim_store(url: str) -> tuple[int | None, bool]:
+    """Mark this process as a user of the SQLite store ``url``; whether no other process on this machine uses it.
+
+    Each driver and worker holds a shared lock on ``<db>.alive`` while it runs; a trial left
+    ``RUNNING`` with no worker recorded can then be failed at once when nobody else holds it.
+    Returns the descriptor to keep open (``None`` when this cannot be told: not SQLite, no flock).
+    """
+    path = sqlite_path(url)
+    try:
+        import fcntl
+    except ImportError:
+        return None, False
+    if path is None or not path.parent.is_dir():
+        return None, False
+    try:
+        fd = os.open(f"{path}.alive", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None, False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        alone = True
+    except OSError:
+        alone = False
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd, alone
+
+
+_FAULTS = (
+    ("readonly database", "the store is read-only"),
+    ("read-only file system", "the store is read-only"),
+    ("database or disk is full", "the disk is full"),
+    ("no space left", "the disk is full"),
+    ("disk quota", "the disk quota is used up"),
+    ("disk i/o error", "a disk I/O error"),
+    ("unable to open database file", "the store cannot be opened (a missing or unwritable folder)"),
+)
+# EACCES is left to the caller: a dataset or plugin file that cannot be read is no storage fault.
+_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EROFS: "the store is read-only",
+           errno.EIO: "a disk I/O error"}
+
+
+def storage_error(exc: BaseException, where: str) -> SearchError | None:
+    """A one-line :class:`SearchError` for a storage or file-system fault found in ``exc``'s chain, else ``None``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        reason = next((r for key, r in _FAULTS if key in text), None)
+        if reason is None and isinstance(current, OSError) and current.errno in _ERRNOS:
+            reason = _ERRNOS[current.errno]
+        if reason is not None:
+            detail = str(current).splitlines()[0][:200] if str(current) else type(current).__name__
+            if reason.startswith("the store cannot be opened"):
+                return SearchError(f"storage {where}: {reason} ({detail}); check the path, and that its folder exists and is writable")
+            fix = "free some space" if "full" in reason or "quota" in reason else "make it writable" if "read-only" in reason else "fix that"
+            return SearchError(f"storage {where}: {reason} ({detail}); every trial recorded so far is kept: "
+                               f"{fix} and run the same command again to resume")
+        current = current.__cause__ or current.__context__
     return None
+
+
+@contextmanager
+def storage_errors(where: str) -> Iterator[None]:
+    """Turn storage and file-system faults raised inside the block into one-line :class:`SearchError` s."""
+    try:
+        yield
+    except SpecError:
+        raise
+    except Exception as exc:
+        mapped = storage_error(exc, where)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def open_storage(url: str, *, heartbeat: bool = True) -> Any:
@@ -101,6 +295,8 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
 
     if url == "memory":
         return InMemoryStorage()
+    if sqlite_path(url) is not None:
+        check_store_file(sqlite_path(url))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 120}}
@@ -113,6 +309,9 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     except ImportError as exc:
         raise SearchError(f"storage {url}: {exc} (install the database driver)") from None
     except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server, ...
+        mapped = storage_error(exc, url)
+        if mapped is not None:
+            raise mapped from None
         raise SearchError(f"cannot open storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     if url.startswith("sqlite"):
         _sqlite_pragmas(storage)
@@ -142,9 +341,13 @@ def study_names(storage: Any) -> list[str]:
 # --------------------------------------------------------------------------- workers and liveness
 
 
+#: Worker sessions running in this process; a trial of this process from another session was left behind.
+LIVE_SESSIONS: set[str] = set()
+
+
 def worker_info(index: int = 0) -> dict[str, Any]:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid), "index": index}
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid), "index": index, "session": uuid.uuid4().hex[:12]}
 
 
 def _process_start(pid: int) -> str | None:
@@ -164,13 +367,20 @@ def _process_state(pid: int) -> str | None:
         return None
 
 
-def worker_alive(info: dict[str, Any]) -> bool | None:
+def worker_alive(info: Any) -> bool | None:
     """Whether the worker process is alive; ``None`` when it ran on another host (ask the heartbeat)."""
+    if not isinstance(info, dict):
+        return None
     if info.get("host") != socket.gethostname():
         return None
-    pid = int(info.get("pid", -1))
+    try:
+        pid = int(info.get("pid", -1))
+    except (TypeError, ValueError):
+        return False
     if pid <= 0:
         return False
+    if pid == os.getpid() and info.get("session") is not None:  # e.g. a search() that failed earlier in this process
+        return info.get("session") in LIVE_SESSIONS
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -230,9 +440,13 @@ class TrialRecord:
 
 
 def record_of(trial: Any) -> TrialRecord:
-    """A :class:`TrialRecord` from an Optuna ``FrozenTrial``."""
+    """A :class:`TrialRecord` from an Optuna ``FrozenTrial``; status ``unreadable`` when its attributes were tampered with."""
     from optuna.trial import TrialState
 
+    problem = unreadable(trial)
+    if problem is not None:
+        return TrialRecord(number=trial.number, state=trial.state.name, status="unreadable", error=problem,
+                           started=_iso(trial.datetime_start), finished=_iso(trial.datetime_complete))
     attrs = trial.user_attrs
     outcome = attrs.get("outcome") or {}
     candidate = attrs.get("candidate") or {}
@@ -279,6 +493,99 @@ def record_of(trial: Any) -> TrialRecord:
     )
 
 
+_STATUSES = ("complete", "failed", "pruned", "rejected", "cancelled")
+_FLOATS = ("accuracy", "accuracy_std", "latency_ms", "peak_memory_mb", "train_time_s", "driver_time_s", "eval_time_s")
+
+
+def unreadable(trial: Any) -> str | None:
+    """Why the archforge attributes of a stored trial cannot be trusted, or ``None`` when they can.
+
+    Checks the types and ranges of what archforge wrote (a store can be edited by hand or by
+    another program): the candidate hash against its spec, the status, the metrics (finite
+    numbers, whole counts), the trial links, and the length of every text.
+    """
+    attrs = trial.user_attrs
+    try:
+        candidate = attrs.get("candidate")
+        if candidate is not None:
+            if not isinstance(candidate, dict):
+                return "its candidate is not a mapping"
+            key, spec = candidate.get("hash"), candidate.get("spec")
+            if not isinstance(key, str) or not _HASH.match(key):
+                return f"its candidate hash {_short(key)} is not 12 hex digits"
+            if not isinstance(spec, dict):
+                return "its candidate spec is missing or not a mapping"
+            from archforge.search.space import candidate_hash
+
+            if candidate_hash(spec) != key:
+                return f"its candidate hash {key} does not match its spec ({candidate_hash(spec)})"
+            if not isinstance(candidate.get("decisions", {}), dict):
+                return "its decisions are not a mapping"
+            if _too_long(candidate.get("decisions", {})):
+                return f"a decision value is longer than {MAX_TEXT:,} characters"
+        outcome = attrs.get("outcome")
+        if outcome is not None:
+            if not isinstance(outcome, dict):
+                return "its outcome is not a mapping"
+            if outcome.get("status", "complete") not in _STATUSES:
+                return f"its status {_short(outcome.get('status'))} is none of {', '.join(_STATUSES)}"
+            if outcome.get("status") in ("complete", "failed", "pruned") and candidate is None:
+                return "it has an outcome but no candidate"
+            for name in _FLOATS:
+                value = outcome.get(name)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                    return f"its {name} {_short(value)} is not a finite number"
+            if outcome.get("status", "complete") == "complete" and outcome.get("accuracy") is None:
+                return "it is complete but has no accuracy"
+            accuracies = outcome.get("accuracies", [])
+            if not isinstance(accuracies, list) or not all(a is None or (isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)) for a in accuracies):
+                return "its accuracies are not a list of finite numbers"
+            for name in ("params", "flops", "epochs_run", "epochs_full", "duplicate_of"):
+                if not _count(outcome.get(name)):
+                    return f"its {name} {_short(outcome.get(name))} is not a whole number"
+            if outcome.get("error") is not None and not isinstance(outcome.get("error"), str):
+                return "its error is not a text"
+            if _too_long(outcome):
+                return f"a text in its outcome is longer than {MAX_TEXT:,} characters"
+        for name in ("retry_of", "parent"):
+            if not _count(attrs.get(name)):
+                return f"its {name} {_short(attrs.get(name))} is not a trial number"
+        if attrs.get("mutated") is not None and not (isinstance(attrs["mutated"], str) and len(attrs["mutated"]) <= MAX_TEXT):
+            return "its mutation is not a short text"
+        proxy = attrs.get("proxy")
+        if proxy is not None and (not isinstance(proxy, dict) or (proxy.get("score") is not None and _num(proxy.get("score")) is None)):
+            return "its proxy score is not a number"
+        for name, value in attrs.items():
+            if name.startswith("seed_") and isinstance(value, dict) and not _count(value.get("epochs_run")):
+                return f"its {name}.epochs_run {_short(value.get('epochs_run'))} is not a whole number"
+        if attrs.get("worker") is not None and not isinstance(attrs["worker"], dict):
+            return "its worker is not a mapping"
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+        return f"its attributes cannot be read ({type(exc).__name__})"
+    return None
+
+
+def _count(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63)
+
+
+def _too_long(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return len(value) > MAX_TEXT
+    if depth > 20:
+        return True
+    if isinstance(value, dict):
+        return any(_too_long(k, depth + 1) or _too_long(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_too_long(v, depth + 1) for v in value)
+    return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _num(value: Any) -> float | None:
     if value is None:
         return None
@@ -307,6 +614,9 @@ def load_run_study(source: str | os.PathLike[str], study_name: str | None = None
     text = str(source)
     if "://" in text:
         url = text
+        db = sqlite_path(url)
+        if db is not None and not db.exists():  # reading a run never creates a store
+            raise SearchError(f"no search run at {source}: {db} does not exist")
     else:
         path = Path(source)
         if path.is_dir():

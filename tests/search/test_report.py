@@ -173,7 +173,7 @@ def test_command_line_search_report_and_located_errors(tmp_path, capsys):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(SPACE.replace("{choice: [4, 8]}", "{choice: []}"))
-    assert main(["space", str(bad)]) == 2
+    assert main(["space", str(bad)]) == 1
     assert capsys.readouterr().err.strip() == f"{bad}:4:26: 'choice' needs a non-empty list of options"
-    assert main(["search", str(space), "--runs", str(tmp_path / "runs"), "--epochs", "5", "--evaluator", "test_report:fake_evaluate"]) == 2
+    assert main(["search", str(space), "--runs", str(tmp_path / "runs"), "--epochs", "5", "--evaluator", "test_report:fake_evaluate"]) == 1
     assert "other settings (epochs 2 → 5)" in capsys.readouterr().err
