@@ -88,6 +88,10 @@ class NpzArchive:
             raise
         except Exception as exc:  # not an .npy member, a corrupt header or a broken zip entry
             raise DatasetError(f"{where} is not a readable .npy array: {type(exc).__name__}: {exc}") from None
+        # numpy checks that the shape is a tuple of ints, not that they are whole sizes: (-1, 8, 8) would pass on
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+            raise DatasetError(f"{where} declares shape {list(shape)}: every dimension of an array is an integer of 0 or more, "
+                               "so the header is corrupt or forged; save the array again (numpy.savez)")
         if dtype.hasobject:
             raise DatasetError(f"{where} holds Python objects (dtype {dtype}), which would need unpickling: archforge never unpickles; store numbers or strings")
         if dtype.fields is not None or dtype.subdtype is not None:
