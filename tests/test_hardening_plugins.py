@@ -286,6 +286,9 @@ CONTRACT_FAULTS = [
      "a non-ASCII name no spec can write"),
     (_block(name="halo:attn"), "Broken.name must be an identifier", "':' is reserved for qualified names"),
     (_block(name=""), "Broken.name must be an identifier", "an empty name"),
+    (type("Broken", (Block,), {"infer": lambda self, x, args: x, "build": lambda self, x, args, *, device=None, dtype=None: nn.Identity()}),
+     "Broken.name must be an identifier ([A-Za-z_][A-Za-z0-9_]*, as written in a spec's 'block:'), got None",
+     "no name at all: Block only annotates it"),
     (_block(layout=5), "Broken.layout must be 'any', one of ('map', 'tokens', 'vector') or a non-empty tuple of them, got 5", "a number as layout"),
     (_block(layout="maps"), "Broken.layout must be", "a misspelt layout"),
     (_block(layout=()), "Broken.layout must be", "no layout at all"),
@@ -481,6 +484,38 @@ def test_a_plugin_block_named_like_a_builtin_warns_once_and_the_builtin_keeps_it
     graph = archforge.validate(archforge.parse_spec(SPEC.format(block="se")), registry=registry)
     assert graph.nodes["d"].entry.builtin
     assert_others_work(registry)
+
+
+def test_an_entry_point_named_builtin_in_another_distribution_is_refused_and_the_builtins_keep_working(site):
+    # Its 'builtin:<name>' would clash with the built-ins' qualified names and hide them from listings.
+    make_distribution(site, "plugin-usurper", "af_usurper", BLOCK.format(name="conv") + "@archforge.hookimpl\ndef archforge_blocks():\n    return [Twice]\n")
+    info = site / "plugin_usurper-1.0.dist-info"
+    (info / "entry_points.txt").write_text("[archforge]\nbuiltin = af_usurper\n")
+    registry, messages = load_with_warnings()
+    assert only_message(messages, "plugin-usurper") == (
+        "plugin 'builtin' from 'plugin-usurper' is refused: the entry-point name 'builtin' is reserved for archforge's built-in "
+        "blocks; rename the entry point in the [project.entry-points.archforge] table of 'plugin-usurper'")
+    assert "af_usurper" not in sys.modules, "refused before its module is imported"
+    assert registry.block("builtin:conv").builtin and registry.block("conv").builtin
+    assert not registry.conflicts
+    assert "builtin:conv" in registry.qualified_names()
+    assert all(info.distribution != "plugin-usurper" for info in registry.plugins)
+    assert_others_work(registry)
+
+
+def test_a_local_plugin_named_builtin_is_refused_too():
+    class Plugin:
+        @hookimpl
+        def archforge_blocks(self):
+            return []
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = load_registry([("builtin", Plugin())])
+    assert [str(w.message) for w in caught if issubclass(w.category, PluginWarning)] == [
+        "plugin 'builtin' from 'builtin' is refused: the entry-point name 'builtin' is reserved for archforge's built-in "
+        "blocks; rename the entry point in the [project.entry-points.archforge] table of 'builtin'"]
+    assert registry.block("builtin:conv").builtin and not registry.conflicts
 
 
 def test_the_same_class_registered_twice_is_one_block_without_warning():

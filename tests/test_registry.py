@@ -159,3 +159,14 @@ def test_a_plugin_for_another_api_version_is_refused_clearly(site):
     with pytest.warns(PluginWarning, match=r"plugin 'af_future' from 'plugin-future' 9.0 is refused: it targets plugin API 2, this archforge provides 1"):
         registry = load_registry()
     assert "future" not in registry.blocks and registry.block("conv")
+
+
+def test_the_registry_api_is_importable_from_the_package_and_its_old_module():
+    # The block names moved to archforge.registry.names; both old import paths keep working.
+    from archforge.registry import BUILTIN_DISTRIBUTION, BlockEntry, PluginInfo, Registry
+    from archforge.registry import manager, names
+
+    assert (manager.BlockEntry, manager.PluginInfo, manager.BUILTIN_DISTRIBUTION) == (BlockEntry, PluginInfo, BUILTIN_DISTRIBUTION)
+    assert issubclass(Registry, names.BlockNames)
+    registry = load_registry()
+    assert registry.block("builtin:conv") is registry.block("conv") and registry.block("conv").plugin.name == names.BUILTIN_PLUGIN

@@ -229,7 +229,7 @@ CASES = [
     case("top-level-not-a-mapping", """
         - archforge: 1
         - name: t
-        """, 1, 1, "a spec must be a mapping of keys (archforge, name, input, nodes, ...), got list", None),
+        """, 1, 1, "a spec must be a mapping of keys (archforge, name, input, nodes, ...), got a list", None),
     case("empty-document", "", 1, 1, "the spec is empty", None),
     case("comments-only", """
         # nothing here yet

@@ -86,6 +86,9 @@ def compile_graph(spec: Spec, registry: Registry | None = None) -> Graph:
         output=output, dag=dag, spec=spec,
     )
     infer_shapes(graph)
+    for warning in expansion.warnings:
+        graph.warnings.append(warning)
+        warnings.warn(warning, stacklevel=2)
 
     live = nx.ancestors(dag, output) | {output}
     for node in graph.nodes.values():

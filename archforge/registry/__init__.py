@@ -4,9 +4,8 @@ from archforge.errors import ShapeError
 from archforge.registry.block import FAMILIES, Block, BlockArgs
 from archforge.registry.extensions import DatasetSource, ImageData, Metric, MetricContext
 from archforge.registry.hookspecs import hookimpl
-from archforge.registry.manager import (
-    BUILTIN_DISTRIBUTION, PLUGIN_API_VERSION, BlockEntry, PluginInfo, Registry, default_registry, load_registry,
-)
+from archforge.registry.manager import PLUGIN_API_VERSION, Registry, default_registry, load_registry
+from archforge.registry.names import BUILTIN_DISTRIBUTION, BlockEntry, PluginInfo
 from archforge.registry.shape import LAYOUTS, Layout, MapToTokens, Shape, TokensToMap
 
 __all__ = [

@@ -109,6 +109,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _check_name(cls: type) -> str | None:
+    # getattr, not cls.name: Block only annotates `name`, so a subclass that forgets it has no such attribute.
     name = getattr(cls, "name", None)
     if not (type(name) is str and NAME_PATTERN.fullmatch(name)):
         return f"must be an identifier ([A-Za-z_][A-Za-z0-9_]*, as written in a spec's 'block:'), got {isolation.show(name)}"

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from archforge.errors import Location, SpecError, did_you_mean
 from archforge.spec.located_yaml import LocatedDocument, load_located
 from archforge.spec.schema import FORMAT_VERSION, DefineSpec, InputSpec, NodeSpec, Spec
+from archforge.spec.text import short_value, type_name
 
 MAX_SPEC_BYTES = 4 * 1024 * 1024
 
@@ -22,6 +23,8 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {"input": InputSpec}
 def read_spec_text(source: str | os.PathLike[str], what: str = "spec") -> str:
     """The UTF-8 text of a spec file; unreadable, oversized or undecodable files are located SpecErrors."""
     path = Path(source)
+    if "\0" in str(path):  # the OS cannot take it: Path.exists() and open() raise ValueError, not OSError
+        raise SpecError(f"cannot read {what}: the path contains a NUL character", Location(str(path).replace("\0", "\\0"), 1, 1))
     try:
         if path.exists() and not path.is_file():
             # a directory fails to open, but a FIFO would block and /dev/zero would never end
@@ -55,7 +58,7 @@ def spec_from_document(doc: LocatedDocument) -> Spec:
     if data is None or data == "":
         raise SpecError("the spec is empty", doc.locate(()))
     if not isinstance(data, dict):
-        raise SpecError(f"a spec must be a mapping of keys (archforge, name, input, nodes, ...), got {_type_name(data)}", doc.locate(()))
+        raise SpecError(f"a spec must be a mapping of keys (archforge, name, input, nodes, ...), got {type_name(data)}", doc.locate(()))
     if "archforge" not in data:
         raise SpecError(f"missing format version: add 'archforge: {FORMAT_VERSION}' at the top", doc.locate(()))
     version = data["archforge"]
@@ -93,6 +96,11 @@ def validation_error(exc: ValidationError, doc: LocatedDocument, prefix: tuple[A
     elif kind == "missing":
         message = f"missing key '{path[-1]}'{where}"
         location = doc.locate(path[:-1])
+    elif first["key"]:  # a mapping key that breaks its pattern, e.g. a define named 'builtin:conv'
+        owner = "define" if path[:-1] == ("define",) else f"key in '{dotted(path[:-1]) or 'spec'}'"
+        problem = _describe(first)
+        message = f"{owner} {short_value(path[-1])}{' is ' if problem.startswith('not ') else ': '}{problem}{where}"
+        location = doc.locate(path, key=True)
     else:
         message = f"{dotted(path) or 'spec'}: {_describe(first)}{_got(first)}{where}"
         location = doc.locate(path, key=first["key"])
@@ -236,24 +244,12 @@ def _got(error: dict[str, Any]) -> str:
     return f" (got {short_value(error['input'])})"
 
 
-def short_value(value: Any) -> str:
-    """A value as a diagnostic quotes it: short, one line."""
-    if isinstance(value, (dict, list, tuple)):
-        return f"a {_type_name(value)}"
-    text = repr(value)
-    return text if len(text) < 40 else text[:37] + "..."
-
-
 def dotted(path: tuple[Any, ...]) -> str:
     """A document path as diagnostics print it: ``define.unit.nodes[1].args.channels``."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "mapping", list: "list", str: "string", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
 def _sort_key(doc: LocatedDocument, path: tuple[Any, ...]) -> tuple[int, int]:

@@ -40,6 +40,7 @@ import yaml
 
 from archforge.errors import Location, SpecError
 from archforge.spec.expressions import MAX_NUMBER
+from archforge.spec.text import short_value, type_name
 
 Path = tuple[Any, ...]
 
@@ -158,7 +159,7 @@ class _Walker:
             key = self.walk_scalar(key_node, "mapping key")
             if not isinstance(key, str):
                 # e.g. `on:` or `1:` would silently become true / 1; every key of a spec is a name
-                raise self.error(f"mapping key {key_node.value!r} is read as {_type_name(key)}, not a name: quote it", key_node.start_mark)
+                raise self.error(f"mapping key {short_value(key_node.value)} is read as {type_name(key)}, not a name: quote it", key_node.start_mark)
             if key in written:  # a written key may override a merged one, never another written one
                 raise self.error(f"duplicate key '{key}'", key_node.start_mark)
             written[key] = (key, key_node, value_node)
@@ -193,10 +194,15 @@ class _Walker:
         if node.tag in (_MERGE_TAG, _VALUE_TAG):
             if what == "mapping key" and node.tag == _VALUE_TAG:
                 return node.value  # PyYAML's safe_load reads a '=' key as the string too
-            raise self.error(f"{_short(node.value)} is special in YAML: quote it ({_short(node.value)})", node.start_mark)
+            raise self.error(f"{short_value(node.value)} is special in YAML: quote it ({short_value(node.value)})", node.start_mark)
         odd = _oddity(node) if what == "value" else None  # a key that is not a string has its own message
         if odd:
             raise self.error(odd, node.start_mark)
+        if node.tag == _INT_TAG and _decimal_digits(node.value) > len(str(MAX_NUMBER)):
+            # Checked on the text: int() refuses over 4300 digits with advice about sys.set_int_max_str_digits.
+            if what == "mapping key":
+                raise self.error(f"mapping key {short_value(node.value)} is read as a number, not a name: quote it", node.start_mark)
+            raise self.error(_too_large(node.value), node.start_mark)
         try:
             # SafeLoader only knows the standard YAML tags; anything else
             # (e.g. !!python/object/apply) raises a ConstructorError here.
@@ -204,18 +210,27 @@ class _Walker:
         except yaml.constructor.ConstructorError:
             raise self.error(_refused(node.tag), node.start_mark) from None
         except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
-            raise self.error(f"cannot read {what} {_short(node.value)}: {exc}", node.start_mark) from None
+            raise self.error(f"cannot read {what} {short_value(node.value)}: {exc}", node.start_mark) from None
         except (KeyError, AttributeError, IndexError):  # PyYAML's own: `!!bool 1`, `!!timestamp x`
-            raise self.error(f"cannot read {what} {_short(node.value)} as '{_short_tag(node.tag)}'", node.start_mark) from None
+            raise self.error(f"cannot read {what} {short_value(node.value)} as '{_short_tag(node.tag)}'", node.start_mark) from None
         if isinstance(value, float) and not math.isfinite(value):
-            raise self.error(f"{what} {_short(node.value)} is not a finite number: specs take finite numbers only", node.start_mark)
+            raise self.error(f"{what} {short_value(node.value)} is not a finite number: specs take finite numbers only", node.start_mark)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
-            raise self.error(
-                f"number {_short(node.value)} is too large: spec numbers are at most {MAX_NUMBER:.0e} in magnitude "
-                "(archforge.spec.expressions.MAX_NUMBER)",
-                node.start_mark,
-            )
+            raise self.error(_too_large(node.value), node.start_mark)
         return value
+
+
+def _too_large(text: str) -> str:
+    return (f"number {short_value(text)} is too large: spec numbers are at most {MAX_NUMBER:.0e} in magnitude "
+            "(archforge.spec.expressions.MAX_NUMBER)")
+
+
+def _decimal_digits(text: str) -> int:
+    """The significant digits of an integer scalar in base 10; 0 in base 2, 8 or 16, whose int() has no digit limit."""
+    digits = text.replace("_", "").lstrip("+-")
+    if digits[:2] in ("0b", "0o", "0x"):
+        return 0
+    return len(digits.lstrip("0"))
 
 
 _Pair = tuple[str, yaml.Node, yaml.Node]  # key, key node, value node
@@ -236,14 +251,14 @@ def _oddity(node: yaml.ScalarNode) -> str | None:
     """Why a YAML 1.1 reading of ``node`` is refused (see the module docstring), or ``None``."""
     text, tag = node.value, node.tag
     if tag in (_INT_TAG, _FLOAT_TAG) and ":" in text:
-        return f"{_short(text)} is a base-60 number in YAML 1.1: quote it ({_short(text)}) or write the number"
+        return f"{short_value(text)} is a base-60 number in YAML 1.1: quote it ({short_value(text)}) or write the number"
     if tag == _INT_TAG and _LEADING_ZERO.match(text):
-        return f"{_short(text)} is an octal number in YAML 1.1: drop the leading zero, write 0o{text.lstrip('+-0_') or '0'} for octal, or quote it"
+        return f"{short_value(text)} is an octal number in YAML 1.1: drop the leading zero, write 0o{text.lstrip('+-0_') or '0'} for octal, or quote it"
     if tag == _BOOL_TAG and text.lower() in _YAML11_BOOLEANS:
         meaning = "true" if text.lower() in ("yes", "on") else "false"
-        return f"{_short(text)} is the boolean {meaning} in YAML 1.1: write {meaning}, or quote it ({_short(text)}) for the word"
+        return f"{short_value(text)} is the boolean {meaning} in YAML 1.1: write {meaning}, or quote it ({short_value(text)}) for the word"
     if tag == _STANDARD_PREFIX + "timestamp":
-        return f"{_short(text)} is read as a date: quote it ({_short(text)})"
+        return f"{short_value(text)} is read as a date: quote it ({short_value(text)})"
     if tag == _STANDARD_PREFIX + "binary":
         return "refused YAML tag '!!binary': specs may only contain plain data"
     return None
@@ -255,23 +270,6 @@ def _short_tag(tag: str) -> str:
 
 def _refused(tag: str) -> str:
     return f"refused YAML tag '{_short_tag(tag)}': specs may only contain plain data"
-
-
-def _short(text: str) -> str:
-    quoted = repr(text)
-    return quoted if len(quoted) < 40 else quoted[:37] + "..."
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if value is None:
-        return "null"
-    if hasattr(value, "isoformat"):
-        return "a date"
-    return f"a {type(value).__name__}"
 
 
 def _reader_error(exc: yaml.YAMLError, text: str, file: str) -> SpecError:

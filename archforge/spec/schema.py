@@ -75,7 +75,8 @@ class Spec(_Strict):
     description: str = ""
     input: InputSpec
     params: dict[str, Any] = Field(default_factory=dict)
-    define: dict[str, DefineSpec] = Field(default_factory=dict)
+    # Define names are plain identifiers: 'builtin:conv' as a define would replace the qualified block name.
+    define: dict[Annotated[str, Field(pattern=IDENTIFIER)], DefineSpec] = Field(default_factory=dict)
     nodes: list[NodeSpec] = Field(min_length=1)
     output: str | None = Field(None, pattern=IDENTIFIER)
 
