@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from archforge.errors import CheckpointError, PluginError, PluginWarning, SpecError, SpecWarning, one_line
+from archforge.errors import PLUGIN_FAULTS, CheckpointError, PluginError, PluginWarning, SpecError, SpecWarning, describe_exception, one_line
 
 EXIT_OK = 0
 #: What was checked is wrong: a spec, a space, a checkpoint, a plugin, an output file...
@@ -162,16 +162,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         try:
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         except Exception as exc:  # torch's reasons span pages; one line here, all of it with --debug
-            if getattr(args, "debug", False):
+            if args.debug:
                 raise
-            _error(f"cannot export '{graph.name}' ({args.spec}) with torch.export: {_first_line(exc)}; "
+            _error(f"cannot export '{graph.name}' ({args.spec}) with torch.export: {describe_exception(exc)}; "
                    f"a checkpoint (-o {output.with_suffix('.pt').name}) has no such limits")
             return EXIT_ERROR
         with atomic_output(output, overwrite=args.force, hint=FORCE_HINT) as temp, open(temp, "wb") as f:
             torch.export.save(program, f)
         kind = "exported program"
     else:
-        save_checkpoint(model, output, overwrite=args.force)
+        save_checkpoint(model, output, overwrite=args.force, hint=FORCE_HINT)
         kind = "spec + state_dict (archforge.load_checkpoint)"
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {output}: {kind}, {graph.name}, {params:,} parameters")
@@ -322,20 +322,9 @@ def _error(message: str) -> None:
     _stderr().print(f"error: {one_line(message)}", markup=False)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    if len(text) > 300:
-        text = text[:299] + "…"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _os_error(exc: OSError) -> str:
     """``'path': what``: one line naming the file, whatever raised it."""
-    from archforge.files import OVERWRITE_HINT
-
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    reason = reason.replace(OVERWRITE_HINT, FORCE_HINT)  # the CLI's way to say it
+    reason = exc.strerror or describe_exception(exc, named=False)
     if exc.filename is None:
         return reason
     where = f"'{os.fsdecode(exc.filename)}'" + (f" → '{os.fsdecode(exc.filename2)}'" if exc.filename2 else "")
@@ -384,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             _error(_os_error(exc))
             return EXIT_ERROR
-        except (Exception, SystemExit) as exc:  # SystemExit: a plugin calling sys.exit() must not end us silently
+        except PLUGIN_FAULTS as exc:  # SystemExit, GeneratorExit: a plugin's stray exit must not end us silently or with a traceback
             if debug:
                 raise
             if isinstance(exc, SystemExit):
@@ -392,5 +381,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif _is_ours(exc) and str(exc):
                 _error(str(exc))
             else:
-                _error(f"{_first_line(exc)} (run with --debug for the traceback)")
+                _error(f"{describe_exception(exc)} (run with --debug for the traceback)")
             return EXIT_ERROR

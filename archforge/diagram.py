@@ -51,6 +51,27 @@ FAMILY_COLOURS: dict[str, str] = {
 IO_COLOUR = "#ffffff"
 SUFFIXES = (".dot", ".mmd", ".svg", ".png")
 
+#: Live nodes a diagram may have. Laying out and drawing grow faster than the node count: a
+#: 90,000-node spec ran for minutes in 2 GB. Raise it with ``render(..., max_nodes=N)``,
+#: ``archforge graph --max-nodes N`` or by setting this constant.
+MAX_DIAGRAM_NODES = 2_000
+
+
+class DiagramTooLarge(RuntimeError):
+    """A graph with more live nodes than a diagram may draw (:data:`MAX_DIAGRAM_NODES`)."""
+
+
+def check_drawable(graph: Graph, max_nodes: int | None = None) -> None:
+    """Refuse, before any layout work, a graph with more live nodes than ``max_nodes`` (default :data:`MAX_DIAGRAM_NODES`)."""
+    bound = MAX_DIAGRAM_NODES if max_nodes is None else max_nodes
+    count = len(graph.live_nodes())
+    if count > bound:
+        raise DiagramTooLarge(
+            f"'{graph.name}' has {count:,} nodes to draw, more than the {bound:,} a diagram may have "
+            "(archforge.diagram.MAX_DIAGRAM_NODES); raise it with render(..., max_nodes=N) or 'archforge graph --max-nodes N'"
+        )
+
+
 # Pseudo node names; never a node's module path (those are identifiers joined by dots).
 _IN, _OUT = "<input>", "<output>"
 
@@ -259,8 +280,12 @@ def _crossings(upper: list[str], lower: list[str], down: dict[str, list[str]]) -
     return count
 
 
-def layered_layout(graph: Graph, *, max_column_layers: int | None = None) -> Layout:
-    """Sugiyama-style layout of the live graph, top to bottom; see the module docstring."""
+def layered_layout(graph: Graph, *, max_column_layers: int | None = None, max_nodes: int | None = None) -> Layout:
+    """Sugiyama-style layout of the live graph, top to bottom; see the module docstring.
+
+    A graph over ``max_nodes`` live nodes (default :data:`MAX_DIAGRAM_NODES`) is a :class:`DiagramTooLarge`.
+    """
+    check_drawable(graph, max_nodes)
     picture = _picture(graph)
     order = [_IN, *(n.name for n in picture.nodes), _OUT]
     preds: dict[str, list[str]] = {name: [] for name in order}
@@ -432,21 +457,22 @@ _BOX_W, _BOX_H = 1.05, 0.46
 _X_INCH, _Y_INCH = 1.55, 0.78
 
 
-def draw_matplotlib(graph: Graph, path: str | os.PathLike[str], *, dpi: int = 110) -> None:
-    """Draw ``graph`` with matplotlib into ``path`` (.svg or .png)."""
+def draw_matplotlib(graph: Graph, path: str | os.PathLike[str], *, dpi: int = 110, max_nodes: int | None = None) -> None:
+    """Draw ``graph`` with matplotlib into ``path`` (.svg or .png); at most ``max_nodes`` live nodes (see :func:`check_drawable`)."""
+    check_drawable(graph, max_nodes)
     import matplotlib
 
     with matplotlib.rc_context({"svg.fonttype": "none", "font.family": "DejaVu Sans"}):  # SVG text stays searchable text
-        _draw(graph, path, dpi)
+        _draw(graph, path, dpi, max_nodes)
 
 
-def _draw(graph: Graph, path: str | os.PathLike[str], dpi: int) -> None:
+def _draw(graph: Graph, path: str | os.PathLike[str], dpi: int, max_nodes: int | None) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
     from matplotlib.path import Path as MplPath
 
     picture = _picture(graph)
-    layout = layered_layout(graph)
+    layout = layered_layout(graph, max_nodes=max_nodes)
     pos = layout.position
     xs = [p[0] for p in pos.values()]
     ys = [p[1] for p in pos.values()]
@@ -542,11 +568,14 @@ def _fit(text: str, limit: int) -> str:
 # ----------------------------------------------------------------------------- files
 
 
-def render(graph: Graph, path: str | os.PathLike[str], *, engine: Literal["auto", "graphviz", "matplotlib"] = "auto") -> Path:
+def render(graph: Graph, path: str | os.PathLike[str], *, engine: Literal["auto", "graphviz", "matplotlib"] = "auto",
+           max_nodes: int | None = None) -> Path:
     """Write a diagram of ``graph`` to ``path``; the suffix chooses the format (.dot, .mmd, .svg, .png).
 
     ``.svg``/``.png`` use Graphviz's ``dot`` when it is on ``PATH`` (``engine="auto"``)
-    and matplotlib otherwise; ``engine`` forces one of the two.
+    and matplotlib otherwise; ``engine`` forces one of the two. A graph with more than
+    ``max_nodes`` live nodes (default :data:`MAX_DIAGRAM_NODES`) is refused with a
+    :class:`DiagramTooLarge` before any layout work, in every format.
     """
     if engine not in ("auto", "graphviz", "matplotlib"):
         raise ValueError(f"unknown engine {engine!r}: use 'auto', 'graphviz' or 'matplotlib'")
@@ -555,6 +584,7 @@ def render(graph: Graph, path: str | os.PathLike[str], *, engine: Literal["auto"
     if suffix not in SUFFIXES:
         shown = f"'{path.suffix}'" if path.suffix else "no suffix"
         raise ValueError(f"cannot write a diagram to '{path}': unsupported format {shown}; use one of {', '.join(SUFFIXES)}")
+    check_drawable(graph, max_nodes)
     if suffix == ".dot":
         path.write_text(to_dot(graph), encoding="utf-8")
     elif suffix == ".mmd":
@@ -573,9 +603,9 @@ def render(graph: Graph, path: str | os.PathLike[str], *, engine: Literal["auto"
                 if engine == "graphviz":
                     raise RuntimeError(f"Graphviz's dot failed: {str(detail).strip()}") from None
                 warnings.warn(f"Graphviz's dot failed ({str(detail).strip()}); drawing with matplotlib instead", RuntimeWarning, stacklevel=2)
-        draw_matplotlib(graph, path)
+        draw_matplotlib(graph, path, max_nodes=max_nodes)
     return path
 
 
-__all__ = ["FAMILY_COLOURS", "IO_COLOUR", "SUFFIXES", "Layout", "draw_matplotlib", "family_colour", "layered_layout",
+__all__ = ["FAMILY_COLOURS", "IO_COLOUR", "MAX_DIAGRAM_NODES", "SUFFIXES", "DiagramTooLarge", "Layout", "check_drawable", "draw_matplotlib", "family_colour", "layered_layout",
            "path_prefixes", "render", "to_dot", "to_mermaid"]

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
+
+#: What archforge catches around plugin code (a block's ``infer``, ``build``, ``forward``, its args
+#: validators) and reports as that plugin's fault: any exception, a stray ``sys.exit()``
+#: (``SystemExit``) and a ``GeneratorExit`` raised outside a generator. ``KeyboardInterrupt``
+#: is left out on purpose: it is almost always a real Ctrl-C, and must still stop the command.
+PLUGIN_FAULTS: tuple[type[BaseException], ...] = (Exception, SystemExit, GeneratorExit)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,29 @@ _LINE_BREAKS = {ord(c): c.encode("unicode_escape").decode("ascii") for c in "\n\
 def one_line(message: str) -> str:
     """``message`` with line breaks escaped: a diagnostic is one line, whatever names a spec contains."""
     return message.translate(_LINE_BREAKS)
+
+
+def describe_exception(exc: BaseException, limit: int = 300, *, named: bool = True,
+                       keep: Callable[[str], bool] | None = None) -> str:
+    """``Type: first line of the message`` of ``exc``, at most ``limit`` characters of message; never raises.
+
+    Only the first non-blank line (among those ``keep`` accepts, when given): torch's reasons
+    span pages, and their first line says what went wrong. ``named=False`` leaves the type
+    name out. When the exception has no message, or its ``__str__`` itself fails (plugin
+    code may define any), the result is the type name alone.
+    """
+    name = type(exc).__name__
+    try:
+        raw = str(exc)
+    except PLUGIN_FAULTS:
+        raw = ""
+    lines = [line.strip() for line in raw.splitlines() if line.strip() and (keep is None or keep(line))]
+    text = lines[0] if lines else ""
+    if len(text) > limit:
+        text = text[: max(limit - 1, 0)] + "…"
+    if not text:
+        return name
+    return f"{name}: {text}" if named else text
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

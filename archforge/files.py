@@ -2,8 +2,10 @@
 
 Every file archforge writes goes through :func:`atomic_output`: the content is written
 to a temporary file in the target's directory and renamed over the target only once it
-is complete, so a failed write (full disk, interrupted process, exporter error) leaves
-no partial file and the previous file intact. Failures are :class:`OSError` whose
+is complete, so the target is never a partial file: it is the previous file or the complete
+new one. A failed write (full disk, exporter error, an exception or Ctrl-C in the process)
+also removes the temporary file; a process killed outright (SIGKILL, power loss) leaves
+its hidden temporary ``.NAME.XXXXXXXX.tmpSUFFIX`` beside the target, to be deleted by hand. Failures are :class:`OSError` whose
 ``filename`` is the target (never the temporary file) and whose ``strerror`` is one
 readable phrase, e.g. ``cannot write: No space left on device``.
 """

@@ -19,15 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-FORCE_HINT = "add --force to overwrite"
+# cli imports this module only inside parser(), so importing cli here makes no cycle.
+from archforge.cli import EXIT_ERROR, EXIT_USAGE, FORCE_HINT, _error, non_negative_int
 
 
-def _error(message: str, status: int = EXIT_ERROR) -> int:
-    from archforge.errors import one_line
-
-    print(f"error: {one_line(message)}", file=sys.stderr)
+def _fail(message: str, status: int = EXIT_ERROR) -> int:
+    """Print ``error: message`` the way every command does and return the exit status."""
+    _error(message)
     return status
 
 
@@ -47,7 +45,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
         return 0
     output = write_text(args.output, text, overwrite=args.force, hint=FORCE_HINT)
     kind = "search spaces" if args.search else "specs"
-    print(f"wrote {output}: JSON Schema (draft 2020-12) of {kind} with the args of {len(registry.names())} blocks")
+    # What the schema offers: the short names and the qualified names of shadowed plugin blocks.
+    offered = sum(1 for item in schema["$defs"]["NodeSpec"]["properties"]["block"]["anyOf"] if "const" in item)
+    print(f"wrote {output}: JSON Schema (draft 2020-12) of {kind} with the args of {offered} block names")
     return 0
 
 
@@ -62,7 +62,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in SUFFIXES:
         shown = f"'{output.suffix}'" if output.suffix else "no suffix"
-        return _error(f"cannot write a diagram to '{output}': unsupported format {shown}; use one of {', '.join(SUFFIXES)}", EXIT_USAGE)
+        return _fail(f"cannot write a diagram to '{output}': unsupported format {shown}; use one of {', '.join(SUFFIXES)}", EXIT_USAGE)
     check_target(output, overwrite=args.force, hint=FORCE_HINT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpecWarning)
@@ -72,9 +72,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
     try:
         # The temporary file keeps the suffix, which is what render chooses the format by.
         with atomic_output(output, overwrite=args.force, hint=FORCE_HINT) as temp:
-            render(graph, temp, engine=args.engine)
+            render(graph, temp, engine=args.engine, max_nodes=args.max_nodes)
     except RuntimeError as exc:
-        return _error(f"cannot draw '{output}': {exc}")
+        return _fail(f"cannot draw '{output}': {exc}")
     print(f"wrote {output}: {graph.name}, {len(graph.live_nodes())} nodes")
     return 0
 
@@ -93,6 +93,8 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("--engine", choices=("auto", "graphviz", "matplotlib"), default="auto",
                    help="how to draw .svg/.png (default: Graphviz's dot when on PATH, else matplotlib)")
     s.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    s.add_argument("--max-nodes", type=non_negative_int, metavar="N",
+                   help="refuse to draw more nodes than this (default: archforge.diagram.MAX_DIAGRAM_NODES, 2000)")
     s.set_defaults(func=cmd_graph)
 
 

@@ -232,3 +232,72 @@ def test_checkpoint_round_trip(tmp_path):
     restored = load_checkpoint(path).eval()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- the meta probe is shared by identical nodes
+
+class _Counted(Block):
+    """Counts its builds per device: a repeat of identical nodes should be probed on meta once."""
+
+    name = "counted"
+    layout = "map"
+    builds: dict[str, int] = {}
+
+    class Args(BlockArgs):
+        width: int = 2
+
+    def infer(self, x, args):
+        return x.replace(channels=args.width)
+
+    def build(self, x, args, *, device=None, dtype=None):
+        key = str(device)
+        type(self).builds[key] = type(self).builds.get(key, 0) + 1
+        return nn.Conv2d(x.channels, args.width, 1, device=device, dtype=dtype)
+
+
+class _Unhashable(_Counted):
+    """Args with a list value do not hash: every node is probed on its own."""
+
+    name = "unhashable"
+
+    class Args(BlockArgs):
+        width: int = 2
+        taps: list[int] = [0]
+
+
+def _repeated(block: str) -> archforge.Spec:
+    # 1 + 5 copies: the first maps 4 → 2 channels, the other four 2 → 2 and are identical.
+    return archforge.parse_spec(textwrap.dedent(f"""\
+        archforge: 1
+        name: rep
+        input: {{shape: [4, 4, 4]}}
+        nodes:
+          - {{id: a, block: {block}, repeat: 5}}
+        """), file="rep.yaml")
+
+
+@pytest.mark.parametrize("block, meta_builds", [("counted", 2), ("unhashable", 5)])
+def test_identical_nodes_are_probed_once_and_still_measured_per_node(block, meta_builds):
+    registry = registry_with(_Counted, _Unhashable, name="p")
+    _Counted.builds.clear()
+    model = archforge.build(_repeated(block), registry=registry)
+    assert _Counted.builds == {"meta": meta_builds, "None": 5}
+    assert sum(p.numel() for p in model.parameters()) == (4 * 2 + 2) + 4 * (2 * 2 + 2)
+
+    _Counted.builds.clear()
+    summary = archforge.summarize(_repeated(block), registry=registry)
+    assert _Counted.builds == {"meta": meta_builds}
+    assert [(row.path, row.params, row.flops) for row in summary.nodes] == [
+        ("a[0]", 10, 2 * 4 * 2 * 16), *((f"a[{i}]", 6, 2 * 2 * 2 * 16) for i in range(1, 5))]
+
+
+def test_a_shared_probe_still_checks_every_node_against_its_infer():
+    from archforge.builder.probe import ProbeCache
+
+    graph = archforge.validate(_repeated("counted"), registry=registry_with(_Counted, name="p"))
+    cache = ProbeCache()
+    first, second, third = graph.live_nodes()[1:4]
+    cache.probe(second)
+    third.shape = third.shape.replace(channels=3)  # this node's infer disagrees with what the shared probe measured
+    with pytest.raises(SpecError, match=r"infers \[1, 3, 4, 4\] for node 'a\[3\]' but its module returns \[1, 2, 4, 4\]"):
+        cache.probe(third)

@@ -265,3 +265,35 @@ def test_cli_graph(tmp_path, capsys):
     assert "unsupported format '.gif'" in capsys.readouterr().err
     with pytest.raises(archforge.SpecError):
         run_cli("graph", tmp_path / "missing.yaml", "-o", tmp_path / "b.dot")
+
+
+def test_a_graph_over_the_diagram_bound_is_refused_before_any_layout(tmp_path, monkeypatch):
+    import archforge.diagram as diagram
+
+    graph = compile_text(open(TWO_BRANCH).read())
+    live = len(graph.live_nodes())
+
+    def no_layout(*args, **kwargs):
+        raise AssertionError("laid out a graph over the bound")
+
+    monkeypatch.setattr(diagram, "_picture", no_layout)
+    for suffix in (".dot", ".mmd", ".svg", ".png"):
+        with pytest.raises(diagram.DiagramTooLarge, match=rf"^'{graph.name}' has {live:,} nodes to draw, more than the {live - 1:,} a diagram may have "
+                                                           r"\(archforge\.diagram\.MAX_DIAGRAM_NODES\); raise it with render\(\.\.\., max_nodes=N\)"):
+            render(graph, tmp_path / f"a{suffix}", engine="matplotlib", max_nodes=live - 1)
+    monkeypatch.setattr(diagram, "MAX_DIAGRAM_NODES", live - 1)
+    with pytest.raises(diagram.DiagramTooLarge):
+        diagram.draw_matplotlib(graph, tmp_path / "a.svg")
+    with pytest.raises(diagram.DiagramTooLarge):
+        layered_layout(graph)
+
+
+def test_cli_graph_bound_is_one_line_and_can_be_raised(tmp_path, capsys, monkeypatch):
+    import archforge.diagram as diagram
+
+    monkeypatch.setattr(diagram, "MAX_DIAGRAM_NODES", 2)
+    assert run_cli("graph", TWO_BRANCH, "-o", tmp_path / "a.svg", "--engine", "matplotlib") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot draw '{tmp_path / 'a.svg'}': 'two_branch' has ") and "'archforge graph --max-nodes N'" in err
+    assert err.count("\n") == 1 and not (tmp_path / "a.svg").exists()
+    assert run_cli("graph", TWO_BRANCH, "-o", tmp_path / "a.svg", "--engine", "matplotlib", "--max-nodes", "1000") == 0

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -261,7 +262,16 @@ CHECKPOINT_CASES = [
      rf"has a spec of {MAX_SPEC_BYTES + 1:,} characters, more than the {MAX_SPEC_BYTES:,} bytes a spec may have"),  # bounded before parsing
     ("state-not-dict", lambda t: _saved(t, {"spec": TINY, "state_dict": [torch.zeros(1)]}), r"has a list as 'state_dict', not a dict of tensors"),
     ("state-value-not-tensor", lambda t: _saved(t, {"spec": TINY, "state_dict": {"stem.conv.weight": 3}}),
-     r"'state_dict' that is not a dict of tensors: entry 'stem.conv.weight' is a int"),
+     r"'state_dict' that is not a dict of tensors: the value of key 'stem.conv.weight' is a int$"),
+    ("state-key-not-string", lambda t: _saved(t, {"spec": TINY, "state_dict": {1: torch.zeros(1)}}),
+     r"'state_dict' that is not a dict of tensors: key 1 is a int, not a string$"),  # the key is wrong, not its tensor
+    # load_state_dict would cast these silently: whole numbers as weights, or the imaginary part dropped
+    ("integer-weights", lambda t: _saved(t, {"spec": TINY, "state_dict": {**_state(t), "head.fc.weight": torch.ones(2, 4, dtype=torch.int8)}}),
+     r"dtype mismatch: 'head\.fc\.weight' is integer \(int8\) in the file, floating \(float32\) in the network; only casts between floating types"),
+    ("complex-weights", lambda t: _saved(t, {"spec": TINY, "state_dict": {**_state(t), "head.fc.bias": torch.ones(2, dtype=torch.complex64)}}),
+     r"dtype mismatch: 'head\.fc\.bias' is complex \(complex64\) in the file, floating \(float32\) in the network"),
+    ("float-counter", lambda t: _saved(t, {"spec": TINY, "state_dict": {**_state(t), "stem.norm.num_batches_tracked": torch.tensor(1.5)}}),
+     r"dtype mismatch: 'stem\.norm\.num_batches_tracked' is floating \(float32\) in the file, integer \(int64\) in the network"),
     ("missing-and-unexpected-keys", lambda t: _saved(t, {"spec": TINY, "state_dict": {
         **{k: v for k, v in _state(t).items() if k != "head.fc.bias"}, "extra.weight": torch.zeros(1)}}),
      r"do not fit the network of its spec: missing key 'head\.fc\.bias'; unexpected key 'extra\.weight'"),
@@ -651,6 +661,35 @@ class _Exits(Block):
         sys.exit(3)
 
 
+class _GeneratorExits(Block):
+    """A plugin ``build`` raising GeneratorExit (e.g. closing a generator it did not own)."""
+
+    name = "generator_exits"
+    layout = "map"
+
+    def infer(self, x, args):
+        return x
+
+    def build(self, x, args, *, device=None, dtype=None):
+        raise GeneratorExit
+
+
+class _NoText(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str failed")
+
+
+class _UnprintableBuild(Block):
+    name = "unprintable_build"
+    layout = "map"
+
+    def infer(self, x, args):
+        return x
+
+    def build(self, x, args, *, device=None, dtype=None):
+        raise _NoText()
+
+
 def _one_node(block: str) -> archforge.Spec:
     return archforge.parse_spec(textwrap.dedent(f"""\
         archforge: 1
@@ -666,6 +705,8 @@ def _one_node(block: str) -> archforge.Spec:
     (_HiddenLiar, r"^one.yaml:5:5: block 'hidden_liar' from plugin 'p' infers \[1, 4, 4, 4\] for node 'n' but its module returns \[1, 2, 4, 4\]$"),
     (_BadForward, r"^one.yaml:5:5: block 'bad_forward' from plugin 'p' failed to run node 'n': TypeError: forward\(\) got confused$"),
     (_Exits, r"^one.yaml:5:5: block 'exits' from plugin 'p' failed to build node 'n': SystemExit: 3$"),
+    (_GeneratorExits, r"^one.yaml:5:5: block 'generator_exits' from plugin 'p' failed to build node 'n': GeneratorExit$"),
+    (_UnprintableBuild, r"^one.yaml:5:5: block 'unprintable_build' from plugin 'p' failed to build node 'n': _NoText$"),
 ])
 def test_build_checks_each_block_against_its_infer(block, message):
     registry = registry_with(block, name="p")
@@ -673,3 +714,122 @@ def test_build_checks_each_block_against_its_infer(block, message):
         archforge.build(_one_node(block.name), registry=registry)
     with pytest.raises(SpecError, match=message):
         archforge.summarize(_one_node(block.name), registry=registry)
+
+
+# =============================================================== one description of an exception
+
+def test_describe_exception_is_one_bounded_line_and_never_raises():
+    from archforge.errors import describe_exception
+
+    assert describe_exception(ValueError("first\n\n  second")) == "ValueError: first"
+    assert describe_exception(ValueError("x" * 1000), 10) == "ValueError: " + "x" * 9 + "…"
+    assert describe_exception(_NoText()) == "_NoText"  # its __str__ raises: the type name
+    assert describe_exception(_NoText(), named=False) == "_NoText"
+    assert describe_exception(GeneratorExit()) == "GeneratorExit"
+    assert describe_exception(RuntimeError("use weights_only=False\nreal reason"), keep=lambda line: "weights_only" not in line) == "RuntimeError: real reason"
+
+
+def test_a_generator_exit_in_a_command_is_one_line(tiny, capsys, monkeypatch):
+    import archforge.cli as cli_module
+
+    def closes(args):
+        raise GeneratorExit
+
+    monkeypatch.setattr(cli_module, "cmd_summary", closes)
+    code, _, err = cli(capsys, "summary", tiny)
+    assert code == 1 and err == "error: GeneratorExit (run with --debug for the traceback)\n"
+
+
+def test_summary_of_a_plugin_raising_generator_exit_is_one_located_line(tiny, capsys, monkeypatch):
+    registry = registry_with(_GeneratorExits, name="p")
+    real = archforge.summarize
+    monkeypatch.setattr(archforge, "summarize", lambda spec: real(spec, registry=registry))
+    path = tiny.with_name("gen.yaml")
+    path.write_text(TINY.replace("block: conv, args: {channels: 4}", "block: generator_exits"))
+    code, _, err = cli(capsys, "summary", path)
+    assert code == 1 and err == f"{path}:5:5: block 'generator_exits' from plugin 'p' failed to build node 'stem': GeneratorExit\n"
+
+
+# =============================================================== settings are not block bugs
+
+@pytest.mark.parametrize("device, message", [
+    ("nope", r"^device 'nope' is not a torch device \(RuntimeError: .*\); use e\.g\. 'cpu', 'cuda', 'cuda:0' or 'mps'$"),
+    pytest.param("cuda", r"^device 'cuda' is not available: this torch has no CUDA|no CUDA GPU is visible",
+                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
+    ("cuda:99" if torch.cuda.is_available() else "cuda:0", r"^device 'cuda:(99|0)' is not available: "),
+])
+def test_an_unusable_device_is_a_setting_error_not_a_block_bug(tmp_path, device, message):
+    from archforge.errors import SettingError
+
+    with pytest.raises(SettingError, match=message):
+        archforge.build(archforge.parse_spec(TINY), device=device)
+    with pytest.raises(SettingError, match=message):
+        load_checkpoint(_good(tmp_path), device=device)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, "float32", torch.bool])
+def test_a_dtype_that_is_not_floating_is_a_setting_error(dtype):
+    from archforge.errors import SettingError
+
+    with pytest.raises(SettingError, match=r"^dtype must be a floating torch\.dtype such as torch\.float32"):
+        archforge.build(archforge.parse_spec(TINY), dtype=dtype)
+
+
+def test_a_bad_device_on_the_command_line_path_is_one_line(tiny, capsys, monkeypatch):
+    real = archforge.build
+    monkeypatch.setattr(archforge, "build", lambda spec, **kw: real(spec, device="nope", **kw))
+    code, _, err = cli(capsys, "build", tiny, "-o", tiny.with_suffix(".pt"))
+    assert code == 1 and err.startswith("error: device 'nope' is not a torch device") and "plugin" not in err
+    assert_one_error_line(err)
+
+
+def test_a_nul_character_in_a_checkpoint_name_is_a_checkpoint_error():
+    with pytest.raises(CheckpointError, match=r"^checkpoint 'a\\0b\.pt' cannot be read: the name contains a NUL character$"):
+        load_checkpoint("a\0b.pt")
+
+
+def test_half_precision_weights_load_cast_to_the_network(tmp_path):
+    model = archforge.build(archforge.parse_spec(TINY)).eval()
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    path = _saved(tmp_path, {"spec": TINY, "state_dict": state})
+    loaded = load_checkpoint(path)
+    assert loaded.head.fc.weight.dtype == torch.float32
+    torch.testing.assert_close(loaded.head.fc.weight, model.head.fc.weight.half().float(), rtol=0, atol=0)
+
+
+def test_save_checkpoint_passes_the_callers_overwrite_hint(tmp_path, tiny, capsys, monkeypatch):
+    import archforge.files
+
+    path = _good(tmp_path)
+    with pytest.raises(FileExistsError) as info:
+        save_checkpoint(archforge.build(archforge.parse_spec(TINY)), path, hint="say --yes")
+    assert info.value.strerror == "already exists; say --yes"
+    # a file that appears while the network is built: refused by save_checkpoint itself, in the CLI's words
+    monkeypatch.setattr(archforge.files, "check_target", lambda target, **kwargs: Path(target))
+    code, _, err = cli(capsys, "build", tiny, "-o", path)
+    assert code == 1 and err == f"error: '{path}': already exists; add --force to overwrite\n"
+
+
+class _ShadowedConv(Block):
+    """A plugin block named like a built-in: the schema offers it as 'p:conv' besides the built-in 'conv'."""
+
+    name = "conv"
+    layout = "map"
+
+    def infer(self, x, args):
+        return x
+
+    def build(self, x, args, *, device=None, dtype=None):
+        return nn.Identity()
+
+
+def test_schema_counts_the_block_names_it_offers(tmp_path, capsys, monkeypatch):
+    import archforge.registry
+    from archforge.errors import PluginWarning
+
+    with pytest.warns(PluginWarning, match="has the name of a built-in block"):
+        registry = registry_with(_ShadowedConv, name="p")
+    monkeypatch.setattr(archforge.registry, "default_registry", lambda: registry)
+    assert "p:conv" in registry.qualified and registry.blocks["conv"].plugin.name != "p"
+    code, out, _ = cli(capsys, "schema", "-o", tmp_path / "s.json")
+    assert code == 0 and out.endswith(f"with the args of {len(registry.names()) + 1} block names\n")

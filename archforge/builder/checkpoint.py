@@ -19,10 +19,10 @@ from typing import Any, Mapping
 import torch
 from torch import fx
 
-from archforge.builder.network import build
+from archforge.builder.network import build, check_device
 from archforge.builder.probe import MAX_PARAMS_ENV, max_params_bound
-from archforge.errors import CheckpointError
-from archforge.files import atomic_output
+from archforge.errors import CheckpointError, describe_exception
+from archforge.files import OVERWRITE_HINT, atomic_output
 from archforge.registry import Registry
 from archforge.spec.load import MAX_SPEC_BYTES, parse_spec
 
@@ -31,12 +31,14 @@ _LISTED = 5  # keys named in a mismatch message
 _OVERHEAD_BYTES = 16 * 1024 * 1024  # pickle, key names, torch's records
 
 
-def save_checkpoint(model: fx.GraphModule, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def save_checkpoint(model: fx.GraphModule, path: str | os.PathLike[str], *, overwrite: bool = False,
+                    hint: str = OVERWRITE_HINT) -> Path:
     """Write ``model`` (built by :func:`archforge.build` from a spec) with its spec.
 
     The file is written atomically (a failed write leaves no partial file). An existing
-    ``path`` is not replaced unless ``overwrite=True`` (a :class:`FileExistsError` says so);
-    write failures are :class:`OSError` naming ``path``.
+    ``path`` is not replaced unless ``overwrite=True`` (a :class:`FileExistsError` says so,
+    ending with ``hint``: how the caller's user asks to overwrite); write failures are
+    :class:`OSError` naming ``path``.
     """
     graph = model.meta.get("archforge_graph")
     if graph is None or graph.spec is None:
@@ -44,7 +46,7 @@ def save_checkpoint(model: fx.GraphModule, path: str | os.PathLike[str], *, over
     payload = {"spec": graph.spec.to_yaml(), "state_dict": model.state_dict()}
     # A file object of our own: torch reports write failures on it as the OSError (ENOSPC...),
     # on a path as an opaque RuntimeError.
-    with atomic_output(path, overwrite=overwrite) as temp, open(temp, "wb") as f:
+    with atomic_output(path, overwrite=overwrite, hint=hint) as temp, open(temp, "wb") as f:
         torch.save(payload, f)
     return Path(path)
 
@@ -62,9 +64,11 @@ def load_checkpoint(
     (missing, empty, truncated, not written by ``torch.save``, holding Python objects,
     a spec over :data:`~archforge.spec.load.MAX_SPEC_BYTES`, weights that do not fit the
     network), and :class:`SpecError` located at ``PATH:spec:line:col`` for a problem in
-    the spec it carries. ``max_params`` bounds the rebuilt network as in :func:`archforge.build`.
+    the spec it carries. ``max_params`` bounds the rebuilt network as in :func:`archforge.build`;
+    a ``device`` that cannot be used is a :class:`~archforge.errors.SettingError` before the file is read.
     """
-    name = str(path)
+    check_device(device)
+    name = str(path).replace("\0", "\\0")  # a NUL would cut the message short in a terminal
     data = _read(Path(path), name, max_params)
     spec_text, state = _contents(data, name)
     model = build(parse_spec(spec_text, file=f"{name}:spec"), device=device, registry=registry, max_params=max_params)
@@ -72,7 +76,7 @@ def load_checkpoint(
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise CheckpointError(name, f"has weights that cannot be loaded into its network: {_first_line(exc)}") from None
+        raise CheckpointError(name, f"has weights that cannot be loaded into its network: {_describe(exc)}") from None
     return model
 
 
@@ -83,13 +87,15 @@ def _check_size(path: Path, name: str, max_params: int | None) -> None:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(entry.file_size for entry in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CheckpointError(name, f"is truncated or damaged: {_first_line(exc)}") from None
+        raise CheckpointError(name, f"is truncated or damaged: {_describe(exc)}") from None
     if unpacked > limit:
         raise CheckpointError(name, f"holds {unpacked:,} bytes of data, more than a network within max_params can need "
                                     f"({limit:,}); raise the bound with load_checkpoint(..., max_params=N) or {MAX_PARAMS_ENV}=N")
 
 
 def _read(path: Path, name: str, max_params: int | None) -> Any:
+    if "\0" in str(path):  # os functions would raise a bare ValueError
+        raise CheckpointError(name, "cannot be read: the name contains a NUL character")
     try:
         if path.is_dir():
             raise CheckpointError(name, "is a directory, not a checkpoint file")
@@ -121,7 +127,7 @@ def _read(path: Path, name: str, max_params: int | None) -> Any:
                   "archforge loads checkpoints with torch.load(weights_only=True) and never runs code from a file",
         ) from None
     except (Exception, SystemExit) as exc:  # torch's reader: RuntimeError, EOFError without message, ValueError...
-        raise CheckpointError(name, f"is truncated or damaged: {_first_line(exc)}") from None
+        raise CheckpointError(name, f"is truncated or damaged: {_describe(exc)}") from None
 
 
 def _contents(data: Any, name: str) -> tuple[str, dict[str, torch.Tensor]]:
@@ -139,17 +145,33 @@ def _contents(data: Any, name: str) -> tuple[str, dict[str, torch.Tensor]]:
     if not isinstance(state, Mapping):
         raise CheckpointError(name, f"has a {type(state).__name__} as 'state_dict', not a dict of tensors")
     for key, value in state.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(name, f"has a 'state_dict' that is not a dict of tensors: entry {_short(key)} is a {type(value).__name__}")
+        if not isinstance(key, str):
+            raise CheckpointError(name, f"has a 'state_dict' that is not a dict of tensors: key {_short(key)} is a {type(key).__name__}, not a string")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(name, f"has a 'state_dict' that is not a dict of tensors: the value of key {_short(key)} is a {type(value).__name__}")
     return spec, dict(state)
 
 
+def _kind(dtype: torch.dtype) -> str:
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "floating"
+    return "bool" if dtype == torch.bool else "integer"
+
+
 def _check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], name: str) -> None:
-    """Which keys are missing, unexpected or of another shape, before torch's multi-line message would."""
+    """Which keys are missing, unexpected, of another shape or another kind of dtype, before torch's multi-line message would.
+
+    ``load_state_dict`` casts silently: int8 weights would load as whole numbers and complex
+    ones lose their imaginary part. Only casts within a kind (float16/bfloat16/float32/float64,
+    or between integer widths) are let through.
+    """
     problems = []
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    retyped = [k for k in expected if k in state and _kind(state[k].dtype) != _kind(expected[k].dtype)]
     if missing:
         problems.append(f"missing {_keys(missing)}")
     if unexpected:
@@ -158,6 +180,12 @@ def _check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch
         shown = ", ".join(f"{_short(k)} is {list(state[k].shape)} in the file, {list(expected[k].shape)} in the network"
                           for k in reshaped[:_LISTED])
         problems.append(f"shape mismatch: {shown}" + (f" (+{len(reshaped) - _LISTED} more)" if len(reshaped) > _LISTED else ""))
+    if retyped:
+        shown = ", ".join(f"{_short(k)} is {_kind(state[k].dtype)} ({str(state[k].dtype).removeprefix('torch.')}) in the file, "
+                          f"{_kind(expected[k].dtype)} ({str(expected[k].dtype).removeprefix('torch.')}) in the network"
+                          for k in retyped[:_LISTED])
+        problems.append(f"dtype mismatch: {shown}" + (f" (+{len(retyped) - _LISTED} more)" if len(retyped) > _LISTED else "")
+                        + "; only casts between floating types (float16, bfloat16, float32, float64) are made")
     if problems:
         raise CheckpointError(name, f"has weights that do not fit the network of its spec: {'; '.join(problems)}")
 
@@ -173,10 +201,6 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, without any advice to load with weights_only=False."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "weights_only" not in line]
-    text = lines[0] if lines else ""
-    if len(text) > 200:
-        text = text[:199] + "…"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _describe(exc: BaseException) -> str:
+    """:func:`~archforge.errors.describe_exception` without torch's advice to load with weights_only=False (never safe here)."""
+    return describe_exception(exc, 200, keep=lambda line: "weights_only" not in line)

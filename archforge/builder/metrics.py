@@ -16,7 +16,8 @@ from torch import nn
 
 from archforge.builder.network import SpecLike, as_graph
 from archforge.builder.node import build_node, node_error
-from archforge.builder.probe import check_node_bound, check_output, max_params_bound, probe_node, run_node
+from archforge.builder.probe import ProbeCache, check_node_bound, check_output, max_params_bound, run_node
+from archforge.errors import PLUGIN_FAULTS
 from archforge.graph import GraphNode
 from archforge.registry import Registry
 
@@ -81,7 +82,8 @@ def summarize(spec: SpecLike, *, registry: Registry | None = None, max_params: i
     """
     graph = as_graph(spec, registry)
     bound = max_params_bound(max_params)
-    rows = [_measure(node, bound) for node in graph.live_nodes()]
+    cache = ProbeCache()  # identical repeated nodes are probed once
+    rows = [_measure(node, bound, cache) for node in graph.live_nodes()]
     return Summary(
         name=graph.name,
         input=list(graph.input.dims()),
@@ -93,15 +95,15 @@ def summarize(spec: SpecLike, *, registry: Registry | None = None, max_params: i
     )
 
 
-def _measure(node: GraphNode, bound: int) -> NodeSummary:
-    probe = probe_node(node, flops=True)
+def _measure(node: GraphNode, bound: int, cache: ProbeCache) -> NodeSummary:
+    probe = cache.probe(node, flops=True)
     flops = probe.flops
     if flops is None:  # some ops have no meta kernel: measure for real, if that is affordable
         check_node_bound(node, probe.weights, bound, "measuring it for real (its ops do not run on the meta device),")
         module = build_node(node)
         try:
             flops, output = run_node(module.eval(), [shape.example(1) for shape in node.input_shapes])
-        except (Exception, SystemExit) as exc:
+        except PLUGIN_FAULTS as exc:
             raise node_error(node, "failed to run", exc) from None
         check_output(node, output)
     assert node.shape is not None

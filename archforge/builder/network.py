@@ -17,6 +17,7 @@ from torch import fx, nn
 
 from archforge.builder.node import build_node, node_error
 from archforge.builder.probe import NodeProbe, check_output, probe_graph, run_node
+from archforge.errors import PLUGIN_FAULTS, SettingError, describe_exception
 from archforge.graph import INPUT, Graph, compile_graph
 from archforge.registry import Registry, Shape
 from archforge.spec.load import load_spec
@@ -52,7 +53,11 @@ def build(
     located :class:`SpecError`, and so is a network with more than ``max_params``
     parameters and buffer elements (default: ``$ARCHFORGE_MAX_PARAMS``, else 10^9).
     A node whose ops cannot run on ``meta`` is checked after it is built, on a batch of 1.
+    A ``device`` torch does not know or cannot use here, and a ``dtype`` that is not a
+    floating type, are a :class:`~archforge.errors.SettingError` before any work is done.
     """
+    check_device(device)
+    check_dtype(dtype)
     graph = as_graph(spec, registry)
     probes = probe_graph(graph, dtype=dtype, max_params=max_params)
     root = nn.Module()
@@ -83,13 +88,46 @@ def build(
     return module
 
 
+def check_device(device: Any) -> None:
+    """Refuse a device torch cannot parse or this machine cannot use, so that no block is blamed for it."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except PLUGIN_FAULTS as exc:
+        raise SettingError(f"device {device!r} is not a torch device ({describe_exception(exc, 200)}); use e.g. 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
+    if parsed.type in ("cpu", "meta"):
+        return
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise SettingError(f"device '{parsed}' is not available: {why} (torch.cuda.is_available() is False); use device='cpu'")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise SettingError(f"device '{parsed}' is not available: torch sees {count} CUDA device{'s' if count != 1 else ''} "
+                               f"(cuda:0 to cuda:{count - 1})")
+        return
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise SettingError(f"device '{parsed}' is not available: torch.backends.mps.is_available() is False; use device='cpu'")
+    try:  # any other backend: allocating nothing on it says whether it is there
+        torch.empty(0, device=parsed)
+    except PLUGIN_FAULTS as exc:
+        raise SettingError(f"device '{parsed}' is not available: {describe_exception(exc, 200)}") from None
+
+
+def check_dtype(dtype: Any) -> None:
+    """Weights are floating point: refuse anything else before a block gets to fail on it."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise SettingError(f"dtype must be a floating torch.dtype such as torch.float32 or torch.bfloat16, got {dtype!r}")
+
+
 def _check_for_real(probe: NodeProbe, module: nn.Module, device: Any, dtype: torch.dtype | None) -> None:
     node = probe.node
     training = module.training
     try:
         inputs = [shape.example(1, device=device, dtype=dtype) for shape in node.input_shapes]
         _, output = run_node(module.eval(), inputs, flops=False)
-    except (Exception, SystemExit) as exc:
+    except PLUGIN_FAULTS as exc:
         raise node_error(node, "failed to run", exc) from None
     finally:
         module.train(training)

@@ -7,22 +7,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from archforge.errors import SpecError
+from archforge.errors import PLUGIN_FAULTS, SpecError, describe_exception
 from archforge.graph import GraphNode
-
-_MAX_DETAIL = 300
 
 
 def build_node(node: GraphNode, *, device: Any = None, dtype: torch.dtype | None = None) -> nn.Module:
     """Call the node's block ``build``, attributing any failure to the plugin and the node.
 
-    A block that raises :class:`SystemExit` (a plugin calling ``sys.exit``) is reported the
-    same way as one that raises an exception: a located :class:`SpecError`, never a silent
-    exit of the process. ``KeyboardInterrupt`` goes through untouched.
+    A block that raises :class:`SystemExit` (a plugin calling ``sys.exit``) or ``GeneratorExit``
+    is reported the same way as one that raises an exception (see :data:`~archforge.errors.PLUGIN_FAULTS`):
+    a located :class:`SpecError`, never a silent exit of the process. ``KeyboardInterrupt`` goes through untouched.
     """
     try:
         module = node.entry.block.build(node.block_input, node.args, device=device, dtype=dtype)
-    except (Exception, SystemExit) as exc:
+    except PLUGIN_FAULTS as exc:
         raise node_error(node, "failed to build", exc) from None
     if not isinstance(module, nn.Module):
         raise SpecError(
@@ -34,13 +32,9 @@ def build_node(node: GraphNode, *, device: Any = None, dtype: torch.dtype | None
 
 
 def node_error(node: GraphNode, what: str, exc: BaseException) -> SpecError:
-    """``block 'x' from plugin 'p' <what> node 'n': Type: message``, located at the node."""
-    detail = str(exc).strip()
-    if len(detail) > _MAX_DETAIL:
-        detail = detail[:_MAX_DETAIL] + "…"
+    """``block 'x' from plugin 'p' <what> node 'n': Type: message``, located at the node (even when ``str(exc)`` fails)."""
     return SpecError(
-        f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' {what} node '{node.path}': "
-        f"{type(exc).__name__}{': ' + detail if detail else ''}",
+        f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' {what} node '{node.path}': {describe_exception(exc)}",
         node.location, node.path,
     )
 

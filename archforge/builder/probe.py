@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from archforge.builder.node import build_node, node_error
-from archforge.errors import SettingError, SpecError
+from archforge.errors import PLUGIN_FAULTS, SettingError, SpecError
 from archforge.graph import Graph, GraphNode
 
 #: Default bound on the parameter and buffer elements of a built network: 10^9 float32 weights
@@ -76,16 +76,44 @@ def probe_node(node: GraphNode, *, dtype: torch.dtype | None = None, flops: bool
         counted, output = run_node(module.eval(), inputs, flops=flops)
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: the caller decides
         return NodeProbe(node, module, params, buffers, None, None)
-    except (Exception, SystemExit) as exc:
+    except PLUGIN_FAULTS as exc:
         raise node_error(node, "failed to run", exc) from None
     check_output(node, output)
     return NodeProbe(node, module, params, buffers, counted if flops else None, tuple(output.shape))
 
 
+class ProbeCache:
+    """The probes of one pass, shared by nodes that the same block builds from the same args and input shapes.
+
+    A repeat stamps out identical nodes, and probing each copy anew made a 5,000-node network
+    take minutes. What a probe measures depends only on the block, its args, the input shapes,
+    the dtype and whether FLOPs are counted; a node whose args do not hash (a plugin's Args
+    model that is not frozen) is simply probed on its own.
+    """
+
+    def __init__(self) -> None:
+        self._probes: dict[Hashable, NodeProbe] = {}
+
+    def probe(self, node: GraphNode, *, dtype: torch.dtype | None = None, flops: bool = False) -> NodeProbe:
+        key = (node.entry.qualified_name, node.args, tuple(node.input_shapes), dtype, flops)
+        try:  # hashing and comparing args runs the plugin's model code: any failure means no sharing
+            cached = self._probes.get(key)
+        except PLUGIN_FAULTS:
+            return probe_node(node, dtype=dtype, flops=flops)
+        if cached is None:
+            probe = probe_node(node, dtype=dtype, flops=flops)
+            self._probes[key] = probe
+            return probe
+        if cached.output is not None and node.shape is not None and cached.output != (1, *node.shape.dims()):
+            return probe_node(node, dtype=dtype, flops=flops)  # an infer that disagrees for this node: report it here
+        return NodeProbe(node, cached.module, cached.params, cached.buffers, cached.flops, cached.output)
+
+
 def probe_graph(graph: Graph, *, dtype: torch.dtype | None = None, max_params: int | None = None) -> list[NodeProbe]:
     """Probe every live node and refuse a network over the parameter bound, before anything real is allocated."""
     bound = max_params_bound(max_params)
-    probes = [probe_node(node, dtype=dtype) for node in graph.live_nodes()]
+    cache = ProbeCache()
+    probes = [cache.probe(node, dtype=dtype) for node in graph.live_nodes()]
     check_bound(graph, probes, bound)
     return probes
 
@@ -140,5 +168,5 @@ def check_output(node: GraphNode, output: Any) -> None:
         )
 
 
-__all__ = ["DEFAULT_MAX_PARAMS", "MAX_PARAMS_ENV", "NodeProbe", "check_bound", "check_node_bound", "check_output",
+__all__ = ["DEFAULT_MAX_PARAMS", "MAX_PARAMS_ENV", "NodeProbe", "ProbeCache", "check_bound", "check_node_bound", "check_output",
            "max_params_bound", "probe_graph", "probe_node", "run_node"]

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from archforge.errors import Location, PluginError, SpecError, did_you_mean
-from archforge.graph.model import INPUT, GraphNode, describe_exception
+from archforge.errors import PLUGIN_FAULTS, Location, PluginError, SpecError, SpecWarning, describe_exception, did_you_mean
+from archforge.graph.model import INPUT, GraphNode
 from archforge.graph.strict import strictness_problem
 from archforge.registry import Registry
 from archforge.spec.expressions import ExpressionError, resolve_value
@@ -32,7 +32,9 @@ from archforge.spec.schema import NodeSpec, Spec, is_block_name
 MAX_REPEAT = 10_000
 #: Name under which a repeated node's args see the copy number (0-based).
 REPEAT_INDEX = "index"
-MAX_NODES = 100_000
+#: Nodes (and define instances) a spec may expand to. The largest reference model has a few hundred;
+#: every node is built twice (once on ``meta``, once for real), so 10^5 nodes took minutes.
+MAX_NODES = 10_000
 #: How deep defines may use defines: each level is a few Python frames of expansion.
 MAX_DEFINE_DEPTH = 50
 #: Names an expression reads as literals, so a param cannot take them.
@@ -68,6 +70,7 @@ class Expansion:
     def __init__(self) -> None:
         self.nodes: dict[str, GraphNode] = {}
         self.aliases: dict[str, str] = {}
+        self.warnings: list[SpecWarning] = []
         self.alias_paths: dict[str, tuple[str, Location]] = {}
         self.output: str = INPUT
 
@@ -110,6 +113,14 @@ class _Expander:
             for key in params:
                 if key in RESERVED_PARAMS:
                     raise self.error(f"param name '{key}' is reserved (a literal in expressions): choose another name", path + (key,), key=True)
+        for name in self.spec.define:
+            entry = self.registry.blocks.get(name)
+            if entry is not None:  # the define wins over the block of the same short name: say so once, at the define
+                self.result.warnings.append(SpecWarning(
+                    f"define '{name}' hides the block '{name}' (from '{entry.plugin.distribution}'): nodes writing '{name}' get the define; "
+                    f"rename the define, or write '{entry.qualified_name}' for the block",
+                    self.doc.locate(("define", name), key=True),
+                ))
         for name, define in self.spec.define.items():
             seen: set[str] = set()
             for j, input_name in enumerate(define.inputs):
@@ -255,7 +266,7 @@ class _Expander:
         # no node, yet repeats of repeats of it would otherwise expand without bound.
         self.instances += 1
         if self.instances > MAX_NODES:
-            raise self.error(f"the spec expands to more than {MAX_NODES} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
+            raise self.error(f"the spec expands to more than {MAX_NODES:,} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
         if block in self.spec.define:
             return self.instantiate_define(block, node_spec, path, params, inputs, handle, display, stack)
         try:
@@ -276,7 +287,7 @@ class _Expander:
             validated = entry.block.Args.model_validate(args)
         except ValidationError as exc:
             raise validation_error(exc, self.doc, path + ("args",), node=display, model=entry.block.Args) from None
-        except (Exception, SystemExit, GeneratorExit) as exc:  # a plugin's own validator failing: the plugin's bug, said so
+        except PLUGIN_FAULTS as exc:  # a plugin's own validator failing: the plugin's bug, said so
             raise self.error(
                 f"block '{block}' from plugin '{entry.plugin.distribution}' failed to check the args of node '{display}': "
                 f"{describe_exception(exc)}",
@@ -291,7 +302,7 @@ class _Expander:
             raise self.error(f"block '{block}' in node '{display}' takes {arity} input{'s' if arity > 1 else ''}, got {len(inputs)}", path + ("in",), display)
 
         if len(self.result.nodes) >= MAX_NODES:
-            raise self.error(f"the spec expands to more than {MAX_NODES} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
+            raise self.error(f"the spec expands to more than {MAX_NODES:,} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
         self.result.nodes[handle] = GraphNode(
             name=handle, path=display, entry=entry, args=validated, inputs=list(inputs),
             location=self.doc.locate(path), order=len(self.result.nodes),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from archforge.errors import ShapeError, SpecError
+from archforge.errors import PLUGIN_FAULTS, ShapeError, SpecError, describe_exception
 from archforge.graph import bounds
-from archforge.graph.model import Graph, GraphNode, describe_exception
+from archforge.graph.model import Graph, GraphNode
 from archforge.registry import Shape
 from archforge.registry.shape import convert_shape
 
@@ -18,7 +18,7 @@ def infer_shapes(graph: Graph) -> None:
             shape = node.entry.block.infer(node.block_input, node.args)
         except ShapeError as exc:
             raise SpecError(f"node '{node.path}' ({node.block}): {describe_exception(exc, named=False)}; {_describe_inputs(graph, node)}", node.location, node.path) from None
-        except (Exception, SystemExit, GeneratorExit) as exc:  # a bug in the block, not in the spec: say whose
+        except PLUGIN_FAULTS as exc:  # a bug in the block, not in the spec: say whose
             raise SpecError(
                 f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' failed in shape inference "
                 f"of node '{node.path}': {describe_exception(exc)}",

@@ -8,21 +8,11 @@ from typing import Any
 import networkx as nx
 from pydantic import BaseModel
 
-from archforge.errors import Location, SpecWarning
+from archforge.errors import Location, SpecWarning, describe_exception  # noqa: F401 (kept importable from here)
 from archforge.registry import BlockEntry, Layout, Shape
 
 #: Graph name of the network input.
 INPUT = "input"
-
-
-def describe_exception(exc: BaseException, *, named: bool = True) -> str:
-    """``Type: message`` of an exception a block raised: one bounded line, even when its ``__str__`` fails."""
-    try:
-        text = str(exc)
-    except Exception:
-        text = "(unprintable)"
-    text = text if len(text) <= 300 else text[:299] + "…"
-    return f"{type(exc).__name__}: {text}" if named else text
 
 
 @dataclass
