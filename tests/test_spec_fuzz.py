@@ -86,7 +86,7 @@ name: seed_tokens
 input: {shape: [3, 32, 32]}
 params: {dim: 16, patch: 4}
 define:
-  mlp:
+  mlp_block:
     params: {dim: 16, ratio: 2}
     nodes:
       - {id: norm, block: layer_norm}
@@ -96,7 +96,7 @@ define:
       - {id: res, block: add, in: [input, fc2]}
 nodes:
   - {id: embed, block: patch_embed, args: {patch: $patch, dim: $dim}}
-  - {id: blocks, block: mlp, repeat: 2, args: {dim: $dim}}
+  - {id: blocks, block: mlp_block, repeat: 2, args: {dim: $dim}}
   - {id: norm, block: layer_norm}
   - {id: grid, block: to_map}
   - {id: conv, block: conv, args: {channels: $dim, stride: 2}}
