@@ -48,7 +48,7 @@ from archforge.errors import SpecError, SpecWarning
 from archforge.search.space import Candidate, SearchSettings, Space, parse_space
 from archforge.search.storage import (
     COUNTED, LIVE_SESSIONS, META_KEY, PROXY_KEY, GRACE_PERIOD, SearchError, StorageRef, claim_store, open_storage,
-    record_of, resolve_storage, storage_error, storage_errors, store_lock, unreadable, worker_alive, worker_info,
+    record_of, resolve_storage, sole_user, storage_error, storage_errors, store_lock, unreadable, worker_alive, worker_info,
 )
 from archforge.search.strategies import _quiet, make_pruner, make_strategy
 
@@ -1024,6 +1024,15 @@ def run_search(
         with storage_errors(ref.url):
             return _run_search(space, settings, ref, storage_obj, alone, evaluator=evaluator, dataset=dataset, train=train,
                                progress=progress, executor=executor, console=console)
+    except KeyboardInterrupt:
+        # Our workers are gone; a trial one of them had asked for but not yet marked as its own is
+        # ours to fail (so that the resume retries it) when no other process uses the store.
+        if claim is not None and sole_user(claim):
+            import optuna
+
+            study = optuna.load_study(study_name=ref.study_name, storage=storage_obj)
+            reap_stale(study, study.get_trials(deepcopy=False), storage_obj, alone=True)
+        raise
     finally:
         if claim is not None:
             os.close(claim)

@@ -121,9 +121,10 @@ def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = 
         url = f"sqlite:///{path}"
     db = sqlite_path(url)
     run_dir = db.parent if db is not None else runs / name
-    if db is not None:
-        check_store_file(db)  # refuse a foreign file before even a lock file is put next to it
     with store_lock(url):
+        if db is not None:
+            # Under the lock: a store another search is creating right now is briefly empty or half-made.
+            check_store_file(db)
         return StorageRef(url, name, run_dir), open_storage(url)
 
 
@@ -237,6 +238,18 @@ def claim_store(url: str) -> tuple[int | None, bool]:
         alone = False
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd, alone
+
+
+def sole_user(claim: int) -> bool:
+    """Whether the process holding ``claim`` (from :func:`claim_store`) is now the only user of the store."""
+    import fcntl
+
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    fcntl.flock(claim, fcntl.LOCK_SH)
+    return True
 
 
 _FAULTS = (
