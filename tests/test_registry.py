@@ -50,7 +50,11 @@ def make_distribution(root, dist: str, module: str, source: str, version: str = 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    yield tmp_path
+    # Plugin modules made here must not be found, cached, by a later test that reuses the name.
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 def test_builtin_blocks_come_through_the_entry_point_of_archforge():

@@ -115,9 +115,9 @@ def load_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = (),
                 if entry is not None:
                     entries.append(entry)
             for item in _hook_items(registry, manager, info, plugin, "archforge_datasets"):
-                _add_dataset(registry, item, info)
+                _add_extension(registry, item, info, "dataset", DatasetSource, "load")
             for item in _hook_items(registry, manager, info, plugin, "archforge_metrics"):
-                _add_metric(registry, item, info)
+                _add_extension(registry, item, info, "metric", Metric, "compute")
     resolve_names(registry, entries, lambda message: _warn(registry, message))
     return registry
 
@@ -281,24 +281,16 @@ def _block_label(cls: type) -> str:
     return f"'{name}' ({class_label(cls)})" if type(name) is str else class_label(cls)
 
 
-def _add_dataset(registry: Registry, item: Any, info: PluginInfo) -> None:
-    problem = _checked(item, DatasetSource, "load")
+def _add_extension(registry: Registry, item: Any, info: PluginInfo, kind: str, base: type, method: str) -> None:
+    """Register a dataset (``kind='dataset'``) or metric; the first plugin to provide a name keeps it."""
+    table = registry.datasets if kind == "dataset" else registry.metrics
+    problem = _checked(item, base, method)
     if problem:
-        _warn(registry, f"{info.label}: archforge_datasets() {problem}; it is ignored")
-    elif item.name in registry.datasets:
-        _warn(registry, f"dataset '{item.name}' from '{info.distribution}' ignored: already provided by '{registry.datasets[item.name][1].distribution}'")
+        _warn(registry, f"{info.label}: archforge_{kind}s() {problem}; it is ignored")
+    elif item.name in table:
+        _warn(registry, f"{kind} '{item.name}' from '{info.distribution}' ignored: already provided by '{table[item.name][1].distribution}'")
     else:
-        registry.datasets[item.name] = (item, info)
-
-
-def _add_metric(registry: Registry, item: Any, info: PluginInfo) -> None:
-    problem = _checked(item, Metric, "compute")
-    if problem:
-        _warn(registry, f"{info.label}: archforge_metrics() {problem}; it is ignored")
-    elif item.name in registry.metrics:
-        _warn(registry, f"metric '{item.name}' from '{info.distribution}' ignored: already provided by '{registry.metrics[item.name][1].distribution}'")
-    else:
-        registry.metrics[item.name] = (item, info)
+        table[item.name] = (item, info)
 
 
 def _checked(item: Any, kind: type, function: str) -> str | None:
