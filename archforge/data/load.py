@@ -79,6 +79,8 @@ def load_images(name: str, *, registry: Registry | None = None, **options: Any) 
         if path.suffix.lower() != ".npz":
             raise DatasetError(f"cannot read {path}: a dataset file must be an .npz archive (or give an image folder)")
         return load_npz(path, **options)
+    if path.exists():  # a FIFO or a device: reading it could block or never end
+        raise DatasetError(f"cannot read {path}: not a regular file or folder")
     if path.suffix.lower() == ".npz" or os.sep in name or name.startswith("."):
         raise DatasetError(f"no such file or folder: {name}")
     names = sorted(reg.datasets)

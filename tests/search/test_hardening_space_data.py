@@ -17,10 +17,13 @@ import dataclasses
 import gzip
 import importlib
 import io
+import os
+import re
 import random
 import time
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -754,3 +757,15 @@ def test_space_command_reports_hostile_spaces_in_one_located_line(tmp_path, caps
     assert time.perf_counter() - started < HANG
     err = capsys.readouterr().err.strip()
     assert code != 0 and err.startswith(f"{path}:") and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_dataset_path_that_is_no_regular_file_is_refused_before_reading(tmp_path, kind):
+    """A FIFO would block the loader until a writer comes; /dev/zero would never end."""
+    if kind == "fifo":
+        path = tmp_path / "pipe.npz"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(DatasetError, match=f"^cannot read {re.escape(str(path))}: not a regular file or folder$"):
+        load_dataset(str(path))
