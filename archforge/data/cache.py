@@ -9,13 +9,13 @@ starting at once) sees either no file or a complete one, never a partial one.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from archforge.data.npz import read_members
+from archforge.files import atomic_output
 
 
 def cache_dir() -> Path:
@@ -42,15 +42,8 @@ def write_npz_atomic(path: Path, **arrays: np.ndarray) -> bool:
     A read-only or full cache directory is not an error: the data is simply not cached.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path, overwrite=True) as temp, open(temp, "wb") as handle:
+            np.savez(handle, **arrays)
     except OSError as exc:
         warnings.warn(f"archforge: could not cache {path.name} in {path.parent}: {exc}", RuntimeWarning, stacklevel=2)
         return False

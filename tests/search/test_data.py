@@ -1,3 +1,4 @@
+import errno
 """Datasets: resolution by name, loaders, stratified deterministic splits, normalisation, augmentation."""
 
 import sys
@@ -193,6 +194,25 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     assert write_npz_atomic(target, x=np.arange(3))
     assert np.load(target)["x"].tolist() == [0, 1, 2]
     assert [p.name for p in target.parent.iterdir()] == ["a.npz"]
+
+
+def test_an_unwritable_cache_warns_and_keeps_the_old_file(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.warns(RuntimeWarning, match="could not cache a.npz"):
+        assert not write_npz_atomic(blocker / "a.npz", x=np.arange(3))  # a cache folder under a file
+    target = tmp_path / "a.npz"
+    assert write_npz_atomic(target, x=np.arange(3))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.warns(RuntimeWarning, match="could not cache a.npz .*No space left on device"):
+        assert not write_npz_atomic(target, x=np.arange(5))
+    monkeypatch.undo()
+    assert np.load(target)["x"].tolist() == [0, 1, 2]  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "file"]  # no temporary file left
 
 
 def test_images_from_array_scaling():
