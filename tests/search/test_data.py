@@ -1,6 +1,6 @@
-import errno
 """Datasets: resolution by name, loaders, stratified deterministic splits, normalisation, augmentation."""
 
+import errno
 import sys
 import types
 
