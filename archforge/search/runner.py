@@ -27,6 +27,7 @@ threads; ``executor="ray"`` runs them as Ray tasks when ``ray`` is installed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -42,7 +43,7 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from archforge.errors import SpecError, SpecWarning
 from archforge.search.space import Candidate, SearchSettings, Space, parse_space
@@ -1021,7 +1022,7 @@ def run_search(
                                        from_spec=storage is None and settings.storage is not None)
     claim, alone = claim_store(ref.url)  # held while this search runs
     try:
-        with storage_errors(ref.url):
+        with storage_errors(ref.url), _ctrl_c_reported_once():
             return _run_search(space, settings, ref, storage_obj, alone, evaluator=evaluator, dataset=dataset, train=train,
                                progress=progress, executor=executor, console=console)
     except KeyboardInterrupt:
@@ -1139,13 +1140,12 @@ def _worker_process(cfg: RunConfig, index: int, watch_parent: bool = False) -> N
     """Entry point of a worker process (local or Ray); ``watch_parent``: end when the driver process dies."""
     if watch_parent:
         _die_with_parent()
-    _quiet_interrupts()
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _ctrl_c_reported_once():
             warnings.simplefilter("ignore", SpecWarning)
             Worker(cfg, index=index).run()
     except KeyboardInterrupt:
@@ -1162,15 +1162,24 @@ def _worker_process(cfg: RunConfig, index: int, watch_parent: bool = False) -> N
         sys.exit(1)
 
 
-def _quiet_interrupts() -> None:
-    """Ctrl-C landing in a garbage-collector callback is swallowed with a traceback; the driver repeats it instead."""
+@contextlib.contextmanager
+def _ctrl_c_reported_once() -> Iterator[None]:
+    """While searching, a Ctrl-C that lands in a garbage-collector callback is not printed as a traceback.
+
+    Python ignores such a KeyboardInterrupt with a traceback on stderr; the search still stops:
+    the workers exit with status 130, which the driver takes as the interrupt.
+    """
     default = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             default(unraisable)
 
-    sys.unraisablehook = hook  # this process is a worker of ours: its global state is ours to set
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = default
 
 
 def _die_with_parent() -> None:
@@ -1217,6 +1226,10 @@ def _run_processes(cfg: RunConfig, study: Any, display: Display) -> None:
         for p in processes:
             p.join()
     codes = [p.exitcode for p in processes]
+    if 130 in codes:
+        # The workers were interrupted, but the driver's own KeyboardInterrupt can be lost: Python
+        # ignores one raised inside a garbage-collector callback. The search was still interrupted.
+        raise KeyboardInterrupt
     if all(code != 0 for code in codes):
         raise SearchError(f"every worker failed (exit codes {codes}); see the messages above")
 
