@@ -63,6 +63,13 @@ class PluginError(Exception):
     """A plugin that cannot be used: it clashes with another one or breaks the block contract."""
 
 
+class SearchError(SpecError):
+    """A search that cannot run as asked (settings, storage, an incompatible run to resume)."""
+
+    def format(self) -> str:
+        return super().format() if self.location is not None else f"error: {self.message}"
+
+
 class SettingError(ValueError):
     """A setting archforge cannot use: a keyword argument or an environment variable with a bad value."""
 

@@ -1,21 +1,26 @@
-"""The ``search:`` section of a space: pydantic models that check it strictly, and :func:`settings_from_dict`.
+"""The ``search:`` section of a space as one pydantic model, :class:`SearchSettings`, and how overrides merge into it.
+
+The section, the keyword arguments of :func:`archforge.search` and the flags of ``archforge
+search`` are one configuration: the section is read with :func:`settings_from_dict` (errors
+located at the YAML line), and API or CLI overrides are applied by :meth:`SearchSettings.merged`
+and validated exactly like the section. ``train:`` is a nested
+:class:`~archforge.search.training.TrainConfig`.
 
 Strict: ``true`` is not an integer, ``'4'`` is not a number, NaN and infinity are no setting,
-and unknown keys (``train.batchsize``) are located errors with a suggestion. The bounds on the
-amounts of work a section may set (``MAX_WORKERS``, ``MAX_EPOCHS``, ...) live with the other
-bounds in :mod:`archforge.search.space`, where they are raised, and are read at check time.
+and unknown keys (``train.batchsize``) are located errors with a suggestion. Amounts of work are
+bounded by :mod:`archforge.search.limits`. From Python, ``strategy`` may also be any Optuna
+sampler object and ``pruner`` any Optuna pruner object.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema, field_serializer, field_validator, model_validator
 
-from archforge.errors import SpecError, did_you_mean
+from archforge.errors import SettingError, SpecError, did_you_mean
+from archforge.search.training import AugmentSettings, Number, Strict, TrainConfig, at_most
 from archforge.spec.load import validation_error
 from archforge.spec.located_yaml import LocatedDocument
 
@@ -31,41 +36,11 @@ OBJECTIVES: dict[str, Literal["maximize", "minimize"]] = {
     "train_time_s": "minimize",
 }
 STRATEGIES = ("grid", "random", "evolution", "tpe", "nsga2")
+PRUNERS = ("successive_halving", "hyperband", "median")
+_PRUNER_NAMES = {"sh": "successive_halving", **{name: name for name in PRUNERS}}
 
 
-
-class _Strict(BaseModel):
-    # Strict: a YAML boolean is not an integer, a quoted '4' is not a number; NaN and infinity are no setting.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-_EXPONENT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
-
-
-def _exponent_float(value: Any) -> Any:
-    # YAML 1.1 (PyYAML) reads 2e5 and 1e-3 as strings; YAML 1.2 and every user read them as numbers.
-    if isinstance(value, str) and _EXPONENT.fullmatch(value):
-        return float(value.replace("_", ""))
-    return value
-
-
-def _at_most(name: str):
-    def check(value: Any) -> Any:
-        # Read from archforge.search.space at check time: the bounds live there with the others, users raise them
-        # there, and space imports this module, so it cannot be imported here at load time.
-        space = importlib.import_module("archforge.search.space")
-        bound = getattr(space, name)
-        if value is not None and value > bound:
-            raise ValueError(f"at most {bound:,} (the bound is {space.bound_text(name)}; raise it to allow more)")
-        return value
-    return AfterValidator(check)
-
-
-#: A finite number; ``2e5`` written without a dot counts as one.
-Number = Annotated[float, BeforeValidator(_exponent_float)]
-
-
-class Constraints(_Strict):
+class Constraints(Strict):
     """Limits checked on the concrete spec before any training (params and FLOPs per sample)."""
 
     max_params: Number | None = Field(None, ge=0)
@@ -85,6 +60,7 @@ class Constraints(_Strict):
         return any(v is not None for v in self.model_dump().values())
 
     def violation(self, params: int, flops: int) -> str | None:
+        """Why a candidate with ``params`` and ``flops`` is refused, or ``None``."""
         for name, value in (("params", params), ("flops", flops)):
             high, low = getattr(self, f"max_{name}"), getattr(self, f"min_{name}")
             if high is not None and value > high:
@@ -94,16 +70,16 @@ class Constraints(_Strict):
         return None
 
 
-class ProxySettings(_Strict):
+class ProxySettings(Strict):
     """Zero-cost pre-filter: score ``sample`` candidates without training, train the best ``keep`` fraction."""
 
     score: Literal["synflow", "naswot"]
-    sample: Annotated[int, _at_most("MAX_PROXY_SAMPLE")] = Field(64, gt=0, description="Candidates to score (all of a smaller finite space).")
+    sample: Annotated[int, at_most("MAX_PROXY_SAMPLE")] = Field(64, gt=0, description="Candidates to score (all of a smaller finite space).")
     keep: Number = Field(0.25, gt=0, le=1, description="Fraction of the scored candidates that is trained.")
-    batch: Annotated[int, _at_most("MAX_BATCH")] = Field(64, gt=0, description="Batch for naswot.")
+    batch: Annotated[int, at_most("MAX_BATCH")] = Field(64, gt=0, description="Batch for naswot.")
 
 
-class PrunerSettings(_Strict):
+class PrunerSettings(Strict):
     """Multi-fidelity over epochs through an Optuna pruner."""
 
     kind: Literal["successive_halving", "hyperband", "median"]
@@ -111,74 +87,78 @@ class PrunerSettings(_Strict):
     reduction_factor: int = Field(3, gt=1)
 
 
-class EvolutionSettings(_Strict):
+class EvolutionSettings(Strict):
     """Regularized evolution (Real et al. 2019)."""
 
     population: int = Field(8, gt=1)
     sample: int = Field(3, gt=0, description="Tournament size.")
 
 
-class AugmentSettings(_Strict):
-    """``train.augment`` as a mapping: the fields of :class:`archforge.data.AugmentConfig`."""
+def _strategy(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}{did_you_mean(value, STRATEGIES)}: use {', '.join(STRATEGIES)}, "
+                             "or pass an Optuna sampler object from Python")
+        return value
+    import optuna
 
-    crop_padding: Annotated[int, _at_most("MAX_CROP_PADDING")] = Field(2, ge=0)
-    hflip: bool = False
-
-
-class TrainSettings(_Strict):
-    """The ``train:`` mapping of the search section, checked strictly before any search.
-
-    Mirrors the fields of :class:`archforge.search.evaluate.TrainConfig` except ``epochs``
-    and ``seed``, which the search section sets itself. Only the keys written are passed on.
-    """
-
-    batch_size: Annotated[int, _at_most("MAX_BATCH")] = Field(128, gt=0)
-    lr: Number = Field(2e-3, gt=0)
-    weight_decay: Number = Field(0.05, ge=0)
-    warmup_epochs: Number = Field(0.5, ge=0)
-    label_smoothing: Number = Field(0.1, ge=0, lt=1)
-    augment: bool | AugmentSettings = True
-    device: str = Field("cpu", pattern=r"^[a-z]+(:[0-9]{1,3})?$", description="cpu, cuda, cuda:1, mps")
-    amp: bool = True
-    threads: Annotated[int, _at_most("MAX_THREADS")] | None = Field(None, gt=0)
-    latency_batch: Annotated[int, _at_most("MAX_BATCH")] = Field(1, gt=0)
-    latency_repeats: Annotated[int, _at_most("MAX_LATENCY_REPEATS")] = Field(20, ge=0)
+    if isinstance(value, optuna.samplers.BaseSampler):
+        return value
+    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)} or an optuna sampler, got {type(value).__name__}")
 
 
-_PRUNER_NAMES = {"sh": "successive_halving", "successive_halving": "successive_halving", "hyperband": "hyperband", "median": "median"}
+def _pruner(value: Any) -> Any:
+    if value is None or isinstance(value, PrunerSettings):
+        return value
+    if isinstance(value, str):
+        if value in ("none", "off"):
+            return None
+        if value not in _PRUNER_NAMES:
+            raise ValueError(f"unknown pruner {value!r}{did_you_mean(value, PRUNERS)}: use {', '.join(PRUNERS)}")
+        return PrunerSettings(kind=_PRUNER_NAMES[value])
+    if isinstance(value, Mapping):
+        return PrunerSettings.model_validate(dict(value))
+    import optuna
+
+    if isinstance(value, optuna.pruners.BasePruner):
+        return value
+    raise ValueError(f"pruner must be a name, a mapping with 'kind' or an optuna pruner, got {type(value).__name__}")
 
 
-class SearchSettings(_Strict):
-    """The ``search:`` section of a space; every field is also a flag of ``archforge search``."""
+def _object_name(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value if value is None or isinstance(value, str) else f"{type(value).__module__}.{type(value).__qualname__}"
 
-    dataset: str = "mnist"
+
+#: A strategy name, or (from Python) an Optuna sampler; stored by class name.
+Strategy = Annotated[Any, PlainValidator(_strategy), PlainSerializer(_object_name), WithJsonSchema({"enum": list(STRATEGIES)})]
+#: A pruner's settings (or shorthand name), or (from Python) an Optuna pruner; stored by class name.
+Pruner = Annotated[Any, PlainValidator(_pruner), PlainSerializer(_object_name), WithJsonSchema({
+    "anyOf": [{"enum": [*_PRUNER_NAMES, "none", "off"]}, PrunerSettings.model_json_schema(), {"type": "null"}]})]
+
+
+class SearchSettings(Strict):
+    """The ``search:`` section of a space; every field is also a keyword of :func:`archforge.search` and a flag of ``archforge search``."""
+
+    dataset: str = Field("mnist", description="A dataset name of archforge.data (mnist, digits, ...).")
     limit: int | None = Field(None, gt=0, description="Use at most this many images (train + validation).")
     val_fraction: Number = Field(0.2, gt=0, lt=1)
-    strategy: Literal["grid", "random", "evolution", "tpe", "nsga2"] = "grid"
-    budget: Annotated[int, _at_most("MAX_BUDGET")] | None = Field(None, gt=0, description="Candidates to evaluate; default: the whole grid, else 20.")
-    epochs: Annotated[int, _at_most("MAX_EPOCHS")] = Field(2, gt=0)
-    seeds: Annotated[int, _at_most("MAX_SEEDS")] = Field(1, gt=0, description="Train every candidate with this many seeds (mean ± std).")
+    strategy: Strategy = "grid"
+    budget: Annotated[int, at_most("MAX_BUDGET")] | None = Field(None, gt=0, description="Candidates to evaluate; default: the whole grid, else 20.")
+    epochs: Annotated[int, at_most("MAX_EPOCHS")] = Field(2, gt=0)
+    seeds: Annotated[int, at_most("MAX_SEEDS")] = Field(1, gt=0, description="Train every candidate with this many seeds (mean ± std).")
     objectives: list[str] = Field(default_factory=lambda: ["accuracy"], min_length=1)
     constraints: Constraints = Field(default_factory=Constraints)
-    pruner: PrunerSettings | None = None
+    pruner: Pruner = None
     proxy: ProxySettings | None = None
     evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields (batch_size, lr, ...).")
-    workers: Annotated[int, _at_most("MAX_WORKERS")] = Field(1, gt=0)
+    train: TrainConfig = Field(default_factory=TrainConfig, description="How each candidate is trained (batch_size, lr, ...).")
+    workers: Annotated[int, at_most("MAX_WORKERS")] = Field(1, gt=0, description="Worker processes sharing the study.")
+    executor: Literal["local", "ray"] = Field("local", description="Where workers run: local processes, or Ray tasks.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the samplers (NumPy's range: 0 to 2**32 - 1).")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=100, description="Run name (default: the space's name).")
-    storage: str | None = None
-
-    @field_validator("pruner", mode="before")
-    @classmethod
-    def _pruner_shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value in ("none", "off"):
-                return None
-            if value not in _PRUNER_NAMES:
-                raise ValueError(f"unknown pruner '{value}': use successive_halving, hyperband or median")
-            return {"kind": _PRUNER_NAMES[value]}
-        return value
+    storage: str | None = Field(None, description="Where trials are stored (default runs/<name>/study.db).")
 
     @field_validator("proxy", mode="before")
     @classmethod
@@ -192,13 +172,29 @@ class SearchSettings(_Strict):
     def _objectives(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
+            value = list(value)
             for name in value:
                 if name not in OBJECTIVES:
                     raise ValueError(f"unknown objective {name!r}{did_you_mean(str(name), OBJECTIVES)}: use {', '.join(OBJECTIVES)}")
             if len(set(value)) != len(value):
                 raise ValueError("an objective is listed twice")
         return value
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_without_run_fields(cls, value: Any) -> Any:
+        # epochs and seeds are the search's own settings; a second place for them would be a second truth.
+        written = set(value) if isinstance(value, Mapping) else set(value.model_fields_set) if isinstance(value, TrainConfig) else set()
+        for key in ("epochs", "seed"):
+            if key in written:
+                raise ValueError(f"set '{key}{'s' if key == 'seed' else ''}' in the search section itself, not under train")
+        return dict(value) if isinstance(value, Mapping) else value
+
+    @field_serializer("train")
+    def _train_without_trial_fields(self, train: TrainConfig, info: Any) -> dict[str, Any]:
+        # epochs and seed are set per trial (trial_config); a dump of the section validates back to it
+        return train.model_dump(mode=info.mode, exclude={"epochs", "seed"})
 
     @field_validator("name")
     @classmethod
@@ -207,17 +203,10 @@ class SearchSettings(_Strict):
             raise ValueError(f"run name {value!r} would name a folder outside the runs folder: use letters or digits")
         return value
 
-    @model_validator(mode="after")
-    def _pruner_fits_epochs(self) -> "SearchSettings":
-        if self.pruner is not None and self.pruner.min_resource > self.epochs:
-            raise ValueError(f"pruner min_resource {self.pruner.min_resource} is more than the {self.epochs} epoch(s) of a trial: "
-                             "the pruner would never decide; lower it or raise epochs")
-        return self
-
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
-        # A file chooses a database server or a place under the working folder, never a path elsewhere on disk.
+        # A space file chooses a database server or a place under the working folder, never a path elsewhere on disk.
         if value is None or value in ("memory", ":memory:"):
             return value
         scheme, sep, rest = value.partition("://")
@@ -230,18 +219,80 @@ class SearchSettings(_Strict):
                              "(runs/shared.db) or a database server URL; pass --storage on the command line for any other place")
         return value
 
-    @field_validator("train")
-    @classmethod
-    def _train(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in ("epochs", "seed"):
-            if key in value:
-                raise ValueError(f"set '{key}' in the search section itself, not under train")
-        TrainSettings.model_validate(value)  # the keys written are passed on, checked like the rest
-        return value
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchSettings":
+        if isinstance(self.pruner, PrunerSettings) and self.pruner.min_resource > self.epochs:
+            raise ValueError(f"pruner min_resource {self.pruner.min_resource} is more than the {self.epochs} epoch(s) of a trial: "
+                             "the pruner would never decide; lower it or raise epochs")
+        if self.pruner is not None and len(self.objectives) > 1:
+            raise ValueError("pruning (multi-fidelity) works with one objective; Optuna cannot prune multi-objective trials")
+        return self
 
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVES[o] for o in self.objectives]
+
+    @property
+    def trial_budget(self) -> int | None:
+        """The budget in force: as set; else the whole grid for ``grid`` (``None``), the proxy's choice, or 20."""
+        if self.budget is not None or self.strategy == "grid" or self.proxy is not None:
+            return self.budget
+        return 20
+
+    def trial_config(self, seed: int) -> TrainConfig:
+        """The :class:`TrainConfig` of one training seed of a candidate."""
+        return self.train.model_copy(update={"epochs": self.epochs, "seed": seed})
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> "SearchSettings":
+        """The settings a study stored (``model_dump(mode="json")``), for reports: what only served the run is left out.
+
+        Left out: the per-trial ``train.epochs``/``seed``, the storage (maybe named on a command line) and
+        sampler or pruner objects, which are stored by class name only. Raises ``ValidationError``.
+        """
+        data = dict(data)
+        if isinstance(data.get("train"), Mapping):
+            data["train"] = {k: v for k, v in data["train"].items() if k not in ("epochs", "seed")}
+        if data.get("strategy") not in STRATEGIES:
+            data.pop("strategy", None)
+        if isinstance(data.get("pruner"), str) and data["pruner"] not in PRUNERS:
+            data.pop("pruner")
+        data.pop("storage", None)
+        return cls.model_validate(data)
+
+    def merged(self, **overrides: Any) -> "SearchSettings":
+        """These settings with every override that is not ``None`` applied, checked like the YAML section.
+
+        Nested sections (``train``, ``constraints``, ``evolution``, ``proxy``, ``pruner``) given as
+        mappings update the fields they name and keep the others: ``merged(train={"lr": 1e-3})``.
+        Raises :class:`~archforge.errors.SettingError` naming the setting.
+        """
+        data = self.model_dump()
+        for key in ("strategy", "pruner"):  # an Optuna object dumps as its class name; keep the object itself
+            if not isinstance(getattr(self, key), (str, BaseModel, type(None))):
+                data[key] = getattr(self, key)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in type(self).model_fields:
+                raise _setting_error(f"unknown search setting '{key}'{did_you_mean(key, type(self).model_fields)}")
+            current = getattr(self, key)
+            if isinstance(value, Mapping) and isinstance(current, BaseModel):
+                value = {**(data[key] if key == "train" else current.model_dump()), **value}
+            data[key] = value
+        if isinstance(overrides.get("train"), TrainConfig):
+            data["train"] = overrides["train"]
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            raise _setting_error(f"{where}: {message}" if where else message) from None
+
+
+def _setting_error(message: str) -> SettingError:
+    return SettingError(message)
 
 
 def _number(value: float) -> str:
@@ -256,20 +307,27 @@ def settings_from_dict(data: Any, doc: LocatedDocument | None = None, prefix: Pa
     if not isinstance(data, dict):
         raise SpecError(f"'search' must be a mapping of settings, got {type(data).__name__}", doc.locate(prefix))
     train = data.get("train")
-    if isinstance(train, dict) and isinstance(train.get("augment"), dict):
-        try:
-            AugmentSettings.model_validate(train["augment"])
-        except ValidationError as exc:
-            raise validation_error(exc, doc, prefix + ("train", "augment"), model=AugmentSettings) from None
-    sub_models: dict[str, type[BaseModel]] = {"constraints": Constraints, "evolution": EvolutionSettings, "proxy": ProxySettings,
-                                              "pruner": PrunerSettings, "train": TrainSettings}
-    for key, model in sub_models.items():
-        if isinstance(data.get(key), dict) and not (key == "train" and ({"epochs", "seed"} & set(data[key]))):
-            try:
-                model.model_validate(data[key])
-            except ValidationError as exc:
-                raise validation_error(exc, doc, prefix + (key,), model=model) from None
+    if isinstance(train, dict):
+        for key in ("epochs", "seed"):
+            if key in train:
+                raise SpecError(f"set '{key}{'s' if key == 'seed' else ''}' in the search section itself, not under train",
+                                doc.locate(prefix + ("train", key), key=True))
+        if isinstance(train.get("augment"), dict):
+            _check(AugmentSettings, train["augment"], doc, prefix + ("train", "augment"))
+    for key, model in (("constraints", Constraints), ("evolution", EvolutionSettings), ("proxy", ProxySettings),
+                       ("pruner", PrunerSettings), ("train", TrainConfig)):
+        if isinstance(data.get(key), dict):
+            _check(model, data[key], doc, prefix + (key,))
     try:
         return SearchSettings.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, doc, prefix, model=SearchSettings) from None
+
+
+def _check(model: type[BaseModel], data: dict[str, Any], doc: LocatedDocument, path: PathT) -> None:
+    # Each nested section on its own, so that an error is located in it and an unknown key gets a suggestion.
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, doc, path, model=model) from None
+
