@@ -37,17 +37,18 @@ registered block shadows the block in archforge, while the schema still applies 
 block's args to nodes using that name: do not name defines after blocks.
 
 Search spaces (``search=True``, ``archforge schema --search``): a separate schema, the
-spec schema plus choice points and the top-level ``search:`` section, as
-:mod:`archforge.search.space` reads them. A choice point is one of::
+spec schema plus choice points and the top-level ``search:`` section. A choice point is one of::
 
     {choice: [v1, v2, ...], label: name, per_copy: true}
     {int: [low, high], step: 2, log: false, label: name, per_copy: true}
     {float: [low, high], step: 0.1, log: true, label: name, per_copy: true}
 
-(``label``, ``step``, ``log``, ``per_copy`` optional) and may stand for a param value,
-a define's param default, a node's ``block`` or ``repeat``, or any value in a node's
-args (also inside lists). In a block's args the options of a ``choice``, and the ends
-of a range, are checked against that arg's schema. The ``search:`` section is checked against
+(``label``, ``step``, ``log``, ``per_copy`` optional), each the JSON Schema of its pydantic
+model in :mod:`archforge.search.choices`, and may stand for a param value, a define's
+param default, a node's ``block`` or ``repeat``, or any value in a node's args (also
+inside lists). In a block's args the options of a ``choice``, and the ends of a range,
+are checked against that arg's schema. What is arithmetic rather than form (a step that
+divides its range, low below high, options listed twice) is left to ``archforge space``. The ``search:`` section is checked against
 :class:`archforge.search.SearchSettings` (fields with shorthand forms, such as
 ``pruner: hyperband``, also accept a string). Keeping the two schemas apart means a
 plain spec with a leftover choice point is flagged in the editor, as ``archforge
@@ -57,9 +58,13 @@ build`` would refuse it; every spec is also a valid search space.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
+from pydantic import BaseModel
+
 from archforge.registry import BlockEntry, Registry, default_registry
+from archforge.search.choices import POINT_MODELS
 from archforge.spec.schema import BLOCK_REFERENCE, FORMAT_VERSION, Spec
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -94,7 +99,7 @@ def spec_json_schema(registry: Registry | None = None, *, search: bool = False) 
         "description": "A $param reference or a ${...} expression, resolved by archforge.",
     }
     if search:
-        defs["choice_point"] = _choice_schema({})
+        defs.update(_choice_defs())
         section, section_defs = _search_section_schema()
         defs.update(section_defs)
 
@@ -166,44 +171,65 @@ def _args_schema(entry: BlockEntry, name: str, search: bool) -> tuple[dict[str, 
     return schema, defs
 
 
-#: Keys of each kind of choice point (as :mod:`archforge.search.space` reads them).
+#: Keys of each kind of choice point, kind first (the fields of :data:`archforge.search.choices.POINT_MODELS`).
 CHOICE_KINDS: dict[str, tuple[str, ...]] = {
-    "choice": ("choice", "label", "per_copy"),
-    "int": ("int", "step", "log", "label", "per_copy"),
-    "float": ("float", "step", "log", "label", "per_copy"),
+    kind: (kind, *(f.alias or name for name, f in model.model_fields.items() if (f.alias or name) != kind))
+    for kind, model in POINT_MODELS.items()
 }
-_LABEL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+
+
+def _choice_defs() -> dict[str, Any]:
+    """``choice_point`` (any of the three kinds, any values) and ``choice_point.KIND``: each model's JSON Schema."""
+    defs = {f"choice_point.{kind}": _point_schema(model) for kind, model in POINT_MODELS.items()}
+    defs["choice_point"] = {"anyOf": [{"$ref": f"#/$defs/choice_point.{kind}"} for kind in POINT_MODELS]}
+    return defs
 
 
 def _choice_schema(options: dict[str, Any]) -> dict[str, Any]:
-    """A choice point whose ``choice`` options (or ``int``/``float`` range ends) each match ``options``."""
-    common = {
-        "label": {"type": "string", "pattern": _LABEL_PATTERN, "description": "Choice points with the same label share one decision."},
-        "per_copy": {"type": "boolean", "description": "On a node with a repeat: decide separately for each copy."},
-    }
-    number = {"int": {"type": "integer"}, "float": {"type": "number"}}
-    kinds: list[dict[str, Any]] = [{
-        "type": "object",
-        "description": "A choice point: one of the listed options.",
-        "properties": {"choice": {"type": "array", "minItems": 1, "items": options}, **common},
-        "required": ["choice"],
-        "additionalProperties": False,
-    }]
-    for kind in ("int", "float"):
-        bound = {"allOf": [number[kind], options]} if options else number[kind]  # the ends must be valid values
-        kinds.append({
-            "type": "object",
-            "description": f"A choice point: {'an integer' if kind == 'int' else 'a number'} in [low, high], both ends included.",
-            "properties": {
-                kind: {"type": "array", "prefixItems": [bound, bound], "minItems": 2, "maxItems": 2},
-                "step": {**number[kind], "exclusiveMinimum": 0},
-                "log": {"type": "boolean"},
-                **common,
-            },
-            "required": [kind],
-            "additionalProperties": False,
-        })
+    """A choice point whose ``choice`` options (or ``int``/``float`` range ends) each match ``options``.
+
+    Each kind is its model's schema (``choice_point.KIND``) with ``options`` added at its value
+    positions: the items of a ``choice`` list, and the two ends of a range, which besides their
+    own integer or number type must be valid values of the place the point stands in.
+    """
+    if not options:
+        return _CHOICE_REF
+    kinds = []
+    for kind, model in POINT_MODELS.items():
+        values = _point_schema_once(model)["properties"][kind]
+        at: dict[str, Any] = {}
+        if "items" in values:
+            at["items"] = options
+        if "prefixItems" in values:
+            at["prefixItems"] = [options for _ in values["prefixItems"]]
+        kinds.append({"allOf": [{"$ref": f"#/$defs/choice_point.{kind}"}, {"properties": {kind: at}}]})
     return {"anyOf": kinds}
+
+
+def _point_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model.model_json_schema()`` without pydantic's generated titles, a fresh copy (it is nested many times)."""
+    return copy.deepcopy(_point_schema_once(model))
+
+
+@functools.cache
+def _point_schema_once(model: type[BaseModel]) -> dict[str, Any]:
+    return _untitled(model.model_json_schema())
+
+
+def _untitled(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_untitled(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("default", "examples", "const", "enum"):  # data, not schemas
+            out[key] = value
+        elif key in ("properties", "patternProperties", "$defs"):  # names of subschemas
+            out[key] = {name: _untitled(sub) for name, sub in value.items()}
+        elif key != "title":
+            out[key] = _untitled(value)
+    return out
 
 
 def _choice_if_choice() -> dict[str, Any]:
@@ -218,7 +244,7 @@ def _search_section_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``search:`` section from :class:`archforge.search.SearchSettings`, and its nested definitions."""
     open_section = {"type": "object", "description": "How to search this space; read by archforge.search."}
     try:
-        from archforge.search.space import SearchSettings
+        from archforge.search.settings import SearchSettings
     except ImportError:  # pragma: no cover - the search package is part of archforge
         return open_section, {}
     raw = SearchSettings.model_json_schema(ref_template="#/$defs/search.{model}")

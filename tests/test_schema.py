@@ -5,7 +5,6 @@ import copy
 import json
 import re
 
-import jsonschema
 import pytest
 import yaml
 from pydantic import Field
@@ -15,8 +14,11 @@ from archforge import Block, BlockArgs
 from archforge.registry import default_registry
 from archforge.schema import spec_json_schema
 from archforge.testing import registry_with
-from archforge.tools_cli import add_commands
+from archforge.cli.tools import add_commands
 from conftest import SPECS
+
+jsonschema = pytest.importorskip("jsonschema", reason="the schema tests validate with jsonschema")
+
 
 class Yaml12Loader(yaml.SafeLoader):
     """YAML as editors read it (YAML 1.2, the YAML language server's default): ``3.0e7`` is a float.
@@ -285,7 +287,7 @@ def test_malformed_search_spaces_fail(change, path, space_schema):
     lambda d: d["nodes"][0]["args"].update(channels={"int": [8, 32], "step": 8}, kernel={"choice": [3, "$k"]}),
     lambda d: d["nodes"][1].update(repeat=3, block={"choice": ["pair", "conv"], "per_copy": True}),
     lambda d: d["nodes"][3]["args"].update(dropout={"float": [0.0, 0.5], "step": 0.1}),
-    lambda d: d["search"].update(pruner="hyperband", proxy="synflow", objectives="accuracy,params"),  # shorthands
+    lambda d: d["search"].update(pruner="hyperband", proxy="synflow", objectives="accuracy"),  # shorthands
     lambda d: d["search"].update(constraints={"max_params": 2e5, "max_flops": 3.0e7}, train={"lr": 0.01}),
 ])
 def test_search_space_forms(change, space_schema):
@@ -295,11 +297,62 @@ def test_search_space_forms(change, space_schema):
     parse_space(data)
 
 
-def test_choice_point_keys_match_the_search_space_parser():
+def test_choice_points_in_the_schema_are_the_models_of_the_search_space_parser(space_schema):
     from archforge.schema import CHOICE_KINDS
-    from archforge.search import space
+    from archforge.search.choices import POINT_MODELS
 
-    assert {kind: set(keys) for kind, keys in CHOICE_KINDS.items()} == space._ALLOWED_KEYS
+    grammar = {  # the language as documented: each kind with its optional keys
+        "choice": {"choice", "label", "per_copy"},
+        "int": {"int", "step", "log", "label", "per_copy"},
+        "float": {"float", "step", "log", "label", "per_copy"},
+    }
+    assert {kind: set(keys) for kind, keys in CHOICE_KINDS.items()} == grammar
+    assert {kind: {f.alias or name for name, f in model.model_fields.items()} for kind, model in POINT_MODELS.items()} == grammar
+    assert space_schema["$defs"]["choice_point"] == {"anyOf": [{"$ref": f"#/$defs/choice_point.{kind}"} for kind in grammar]}
+    for kind, keys in grammar.items():
+        generated = space_schema["$defs"][f"choice_point.{kind}"]
+        assert (set(generated["properties"]), generated["required"], generated["additionalProperties"]) == (keys, [kind], False)
+
+
+def choice_point_problems(space_schema, point):
+    """What the space schema says about ``point`` as a choice point (its ``$defs.choice_point``)."""
+    return problems({"$defs": space_schema["$defs"], "$ref": "#/$defs/choice_point"}, point)
+
+
+@pytest.mark.parametrize("point, ok", [
+    ({"choice": [1, "a", [2, 3]]}, True),
+    ({"int": [1, 9], "step": 2, "log": False, "label": "stage.depth", "per_copy": True}, True),
+    ({"float": [1e-4, 1e-2], "log": True, "label": None}, True),
+    ({"float": [0, 1], "step": 0.25}, True),
+    ({"choice": []}, False),
+    ({"choice": 3}, False),
+    ({"choice": [1], "lable": "x"}, False),
+    ({"choice": [1], "label": "9lives"}, False),
+    ({"choice": [1], "per_copy": "yes"}, False),
+    ({"choice": [1, 2], "int": [1, 2]}, False),
+    ({"int": [1, 2.5]}, False),
+    ({"int": [1, 2, 3]}, False),
+    ({"int": [True, 3]}, False),
+    ({"int": [1, 9007199254740993]}, False),
+    ({"int": [1, 3], "step": 0}, False),
+    ({"int": [1, 3], "step": 1.5}, False),
+    ({"float": ["0", 1.0]}, False),
+    ({"float": [0.0, 1.0], "step": -0.5}, False),
+    ({"float": [0.1, 1.0], "log": "yes"}, False),
+])
+def test_the_schema_of_a_choice_point_refuses_what_its_model_refuses(point, ok, space_schema):
+    from pydantic import ValidationError
+
+    from archforge.search.choices import KINDS, POINT_MODELS
+
+    model = POINT_MODELS[next(kind for kind in KINDS if kind in point)]
+    try:
+        model.model_validate(point)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == ok
+    assert (not choice_point_problems(space_schema, point)) == ok
 
 
 def run_cli(*argv):

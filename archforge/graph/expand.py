@@ -27,6 +27,7 @@ from archforge.graph.strict import strictness_problem
 from archforge.registry import Registry
 from archforge.spec.expressions import ExpressionError, resolve_value
 from archforge.spec.load import dotted, short_value, validation_error
+from archforge.spec.node_ids import default_node_id
 from archforge.spec.schema import NodeSpec, Spec, is_block_name
 
 MAX_REPEAT = 10_000
@@ -152,7 +153,7 @@ class _Expander:
         local: dict[str, str] = dict(zip(input_names, input_handles))
         ids: list[str] = []
         for i, node_spec in enumerate(node_specs):
-            node_id = node_spec.id or f"{node_spec.block.lstrip('$').rpartition(':')[2]}_{i}"
+            node_id = node_spec.id or default_node_id(node_spec.block, i)
             if node_id in local:
                 what = "an input name" if node_id in input_names else "already used by another node"
                 raise self.error(f"duplicate id '{node_id}': {what} in this list", yaml_path + (i, "id"), display_prefix + node_id)

@@ -13,7 +13,6 @@ the wall-clock checks left are hang guards with a bound no shared CI machine com
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import importlib
 import io
@@ -40,12 +39,12 @@ from archforge.data.npz import NpzArchive
 from archforge.data.split import check_image_data
 from archforge.registry import ImageData
 from archforge.search import SearchError, parse_space
-from archforge.search.space import TrainSettings, settings_from_dict
-from archforge.search.strategies import make_strategy
+from archforge.search.settings import settings_from_dict
 
 # archforge.search is also the name of a function on the package: take the modules from sys.modules
 space_module = importlib.import_module("archforge.search.space")
-strategies_module = importlib.import_module("archforge.search.strategies")
+choices_module = importlib.import_module("archforge.search.choices")
+limits = importlib.import_module("archforge.search.limits")
 
 HEADER = "archforge: 1\nname: s\ninput: {shape: [1, 8, 8]}\n"
 HANG = 30.0  # seconds: a guard against hangs only; the cases take well under a second, the work is counted
@@ -58,7 +57,7 @@ def parse(body: str):
 @contextlib.contextmanager
 def no_listing(over: int = 0):
     """Fail if a decision with more than ``over`` values is listed, or a space's assignments are enumerated."""
-    listed = space_module.Decision.values
+    listed = choices_module.Decision.values
 
     def values(self):
         if (self.size or 0) > over:
@@ -66,7 +65,7 @@ def no_listing(over: int = 0):
         return listed(self)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(space_module.Decision, "values", values)
+        patch.setattr(choices_module.Decision, "values", values)
         patch.setattr(space_module.Space, "assignments", lambda self: pytest.fail("enumerated the assignments of a space"))
         yield
 
@@ -144,10 +143,10 @@ def test_huge_value_counts_are_written_compactly(step, count):
 
 def test_the_range_bound_says_how_to_raise_it_and_raising_it_works(monkeypatch):
     error = refused(conv_with("{int: [1, 1000001]}"))  # one value over the bound
-    assert "1,000,001 values" in error.message and "archforge.search.space.MAX_DECISION_VALUES = 1,000,000" in error.message
+    assert "1,000,001 values" in error.message and "archforge.search.limits.MAX_DECISION_VALUES = 1,000,000" in error.message
     assert "raise the bound" in error.message
     assert parse(conv_with("{int: [1, 1000000]}")).decisions["c.kernel"].size == 1_000_000  # exactly at the bound
-    monkeypatch.setattr(space_module, "MAX_DECISION_VALUES", 10)
+    monkeypatch.setattr(limits, "MAX_DECISION_VALUES", 10)
     assert parse(conv_with("{int: [1, 10]}")).size == 10
     assert "MAX_DECISION_VALUES = 10" in refused(conv_with("{int: [1, 11]}")).message
     assert "MAX_DECISION_VALUES = 10" in refused(conv_with("{choice: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}")).message
@@ -196,11 +195,11 @@ def test_per_copy_repeat_is_checked_before_unrolling():
 
 
 def test_per_copy_bounds_just_over_and_just_under(monkeypatch):
-    monkeypatch.setattr(space_module, "MAX_DECISIONS", 6)
+    monkeypatch.setattr(limits, "MAX_DECISIONS", 6)
     assert len(parse(PER_COPY.format(repeat=6)).decisions) == 6
     assert "makes 7 decisions" in refused(PER_COPY.format(repeat=7)).message
-    monkeypatch.setattr(space_module, "MAX_DECISIONS", 10_000)
-    monkeypatch.setattr(space_module, "MAX_UNROLLED_VALUES", 100)
+    monkeypatch.setattr(limits, "MAX_DECISIONS", 10_000)
+    monkeypatch.setattr(limits, "MAX_UNROLLED_VALUES", 100)
     error = refused(PER_COPY.format(repeat=20))  # 20 copies of a 9-value node
     assert "MAX_UNROLLED_VALUES = 100" in error.message
 
@@ -222,12 +221,12 @@ def test_assignments_are_multiplied_out_not_listed(monkeypatch):
 def test_enumeration_stops_at_the_work_bound(monkeypatch):
     sp = parse(conv_with("{choice: [1, 3, 5]}"))
     assert len(sp.distinct_candidates()) == 3
-    monkeypatch.setattr(space_module, "MAX_ENUMERATION_WORK", 3 * sp._template_values - 1)
+    monkeypatch.setattr(limits, "MAX_ENUMERATION_WORK", 3 * sp._template_values - 1)
     assert sp.distinct_candidates() is None
 
 
 def test_space_overview_of_hostile_but_valid_spaces_builds_a_bounded_number_of_candidates(monkeypatch):
-    from archforge.search.commands import space_overview
+    from archforge.search.overview import space_overview
 
     built = []
     concretize = space_module.Space.concretize
@@ -247,16 +246,18 @@ def test_space_overview_of_hostile_but_valid_spaces_builds_a_bounded_number_of_c
 
 
 def test_grid_strategy_refuses_a_grid_optuna_would_list(monkeypatch):
+    from archforge.search.strategies import check_strategy, make_sampler
+
     sp = parse(conv_with("{int: [1, 999999]}"))
     started = time.perf_counter()
     with no_listing(), pytest.raises(SearchError) as info:
-        make_strategy("grid", sp, sp.settings)
+        check_strategy(sp.settings, sp)  # the default strategy: grid
     assert time.perf_counter() - started < HANG
     assert "999,999 decision assignments" in str(info.value) and "MAX_GRID_SIZE = 100,000" in str(info.value)
-    monkeypatch.setattr(strategies_module, "MAX_GRID_SIZE", 999_999)
+    monkeypatch.setattr(limits, "MAX_GRID_SIZE", 999_999)
     small = parse(conv_with("{int: [1, 9]}"))
-    assert len(make_strategy("grid", small, small.settings).sampler()._all_grids) == 9
-    make_strategy("random", sp, sp.settings)  # other strategies never list the grid
+    assert len(make_sampler(small.settings, small, seed=0)._all_grids) == 9
+    make_sampler(sp.settings.merged(strategy="random"), sp, seed=0)  # other strategies never list the grid
 
 
 def test_optuna_distributions_of_checked_ranges_keep_their_grid():
@@ -285,7 +286,7 @@ def test_any_int_range_is_counted_arithmetically_or_refused_with_a_location(low,
     # accepted: then the range was sane and the count is the arithmetic one
     s = 1 if step is None else step
     assert abs(low) <= 2**53 and abs(high) <= 2**53 and s > 0 and (high - low) % s == 0
-    assert sp.decisions["c.kernel"].size == (high - low) // s + 1 <= space_module.MAX_DECISION_VALUES
+    assert sp.decisions["c.kernel"].size == (high - low) // s + 1 <= limits.MAX_DECISION_VALUES
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -299,7 +300,7 @@ def test_any_float_grid_is_counted_arithmetically_or_refused_with_a_location(low
         assert error.location is not None and error.location.line == 5
         return
     size = sp.decisions["head.dropout"].size
-    assert size <= space_module.MAX_DECISION_VALUES
+    assert size <= limits.MAX_DECISION_VALUES
     assert abs(size - (steps + 1)) <= 1  # the decimal texts of the ends can round one step either way
 
 
@@ -352,26 +353,24 @@ def test_hostile_settings_are_located_errors(reason, section, fragment):
     assert error.location.line == 6
 
 
-def test_settings_live_in_their_own_module_and_import_from_space_as_before():
-    settings_module = importlib.import_module("archforge.search.settings")
-    for name in ("SearchSettings", "TrainSettings", "Constraints", "ProxySettings", "PrunerSettings", "EvolutionSettings",
-                 "AugmentSettings", "settings_from_dict", "OBJECTIVES", "STRATEGIES", "Number"):
-        assert getattr(space_module, name) is getattr(settings_module, name), name
+def test_every_bound_of_a_space_is_read_from_limits():
+    # One place to raise a bound: the space modules keep no copy that a raised bound would miss.
+    for module in (space_module, choices_module, importlib.import_module("archforge.search.unroll")):
+        assert not [name for name in vars(module) if name.startswith("MAX_")], module.__name__
 
 
 def test_settings_bounds_name_how_to_raise_them(monkeypatch):
     body = "nodes:\n  - {id: head, block: classifier, args: {classes: 10}}\nsearch: {workers: 257}\n"
-    assert "at most 256 (the bound is archforge.search.space.MAX_WORKERS = 256; raise it" in refused(body).message
-    monkeypatch.setattr(space_module, "MAX_WORKERS", 257)
+    assert "at most 256 (the bound is archforge.search.limits.MAX_WORKERS = 256; raise it" in refused(body).message
+    monkeypatch.setattr(limits, "MAX_WORKERS", 257)
     assert parse(body).settings.workers == 257
 
 
 def test_strict_settings_still_take_what_people_write():
     s = settings_from_dict({"constraints": {"max_params": 150000, "max_flops": "3.0e7"}, "train": {"lr": "1e-3", "batch_size": 64},
-                            "val_fraction": "2e-1", "seed": 4294967295, "pruner": "sh", "objectives": "accuracy,params"})
+                            "val_fraction": "2e-1", "seed": 4294967295, "pruner": "sh", "objectives": "accuracy"})
     assert s.constraints.max_flops == 3.0e7 and s.val_fraction == 0.2 and s.seed == 2**32 - 1
-    assert s.train == {"lr": "1e-3", "batch_size": 64}  # only the keys written are passed on
-    assert TrainSettings.model_validate(s.train).lr == 0.001
+    assert (s.train.lr, s.train.batch_size) == (0.001, 64)
 
 
 @pytest.mark.parametrize("storage", ["memory", "runs/shared.db", "shared", "sqlite:///runs/x.db", "postgresql://user@db.example/nas"])
@@ -379,24 +378,15 @@ def test_storage_a_file_may_choose(storage):
     assert settings_from_dict({"storage": storage}).storage == storage
 
 
-def test_train_settings_mirror_train_config():
-    from archforge.search.evaluate import TrainConfig
-
-    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    mirrored = {name: info.default for name, info in TrainSettings.model_fields.items()}
-    assert set(mirrored) == set(fields) - {"epochs", "seed"}
-    assert all(mirrored[name] == fields[name] for name in mirrored)
-
-
 def test_merged_settings_are_as_strict_as_the_file():
-    from archforge.search import merge_settings
-    from archforge.search.space import SearchSettings
+    from archforge.errors import SettingError
+    from archforge.search.settings import SearchSettings
 
-    with pytest.raises(SearchError, match="epochs"):
-        merge_settings(SearchSettings(), {"epochs": True})
-    with pytest.raises(SearchError, match="MAX_WORKERS"):
-        merge_settings(SearchSettings(), {"workers": 10**6})
-    assert merge_settings(SearchSettings(), {"budget": 4, "constraints": {"max_params": 2e5}}).budget == 4
+    with pytest.raises(SettingError, match="epochs"):
+        SearchSettings().merged(epochs=True)
+    with pytest.raises(SettingError, match="MAX_WORKERS"):
+        SearchSettings().merged(workers=10**6)
+    assert SearchSettings().merged(budget=4, constraints={"max_params": 2e5}).budget == 4
 
 
 # --------------------------------------------------------------------------- .npz archives

@@ -13,7 +13,7 @@ import pytest
 import archforge
 from archforge import SpecError
 from archforge.search import candidate_hash, parse_space, search
-from archforge.search.space import Constraints
+from archforge.search.settings import Constraints
 
 HEADER = """\
 archforge: 1
@@ -162,6 +162,27 @@ def test_per_copy_keeps_default_ids_and_reads_repeat_from_a_param():
     archforge.validate(sp.concretize({"stage.block[0]": "batch_norm", "stage.block[1]": "batch_norm"}).spec)
 
 
+def test_unrolling_names_nodes_without_id_as_plain_expansion_does():
+    # A qualified block name (builtin:conv) gives the id of its short name, as in any plain spec.
+    sp = space("""
+        nodes:
+          - {block: builtin:conv, args: {channels: 4}}
+          - {id: stage, block: {choice: [act, batch_norm], per_copy: true}, repeat: 2, args: {}}
+          - {block: $head, args: {classes: 10}}
+        params: {head: classifier}
+    """)
+    candidate = sp.concretize({"stage.block[0]": "act", "stage.block[1]": "batch_norm"})
+    assert [n["id"] for n in candidate.data["nodes"]] == ["conv_0", "stage_0", "stage_1", "head_2"]
+    plain = archforge.parse_spec(HEADER + textwrap.dedent("""
+        params: {head: classifier}
+        nodes:
+          - {block: builtin:conv, args: {channels: 4}}
+          - {id: stage, block: batch_norm, repeat: 2}
+          - {block: $head, args: {classes: 10}}
+    """))
+    assert {name.split(".")[0] for name, _ in archforge.build(plain).named_parameters()} == {"conv_0", "stage", "head_2"}
+
+
 @pytest.mark.parametrize("body, message, line", [
     ("""
         nodes:
@@ -243,14 +264,19 @@ def test_search_section_defaults_and_shorthands():
     sp = space("""
         nodes:
           - {id: head, block: classifier, args: {classes: 10}}
-        search: {pruner: sh, proxy: synflow, constraints: {max_params: 2e5}, objectives: [accuracy, params]}
+        search: {proxy: synflow, constraints: {max_params: 2e5}, objectives: [accuracy, params]}
     """)
     s = sp.settings
-    assert s.pruner.kind == "successive_halving" and s.pruner.reduction_factor == 3
     assert s.proxy.score == "synflow" and s.proxy.keep == 0.25
     assert s.constraints.max_params == 2e5
     assert s.directions == ["maximize", "minimize"]
     assert (s.strategy, s.epochs, s.seeds, s.dataset) == ("grid", 2, 1, "mnist")
+    pruned = space("""
+        nodes:
+          - {id: head, block: classifier, args: {classes: 10}}
+        search: {pruner: sh}
+    """).settings.pruner
+    assert pruned.kind == "successive_halving" and pruned.reduction_factor == 3
 
 
 # --------------------------------------------------------------------------- candidates
@@ -336,7 +362,7 @@ def test_constraints_prune_before_any_evaluation(tmp_path):
 
 
 def test_space_command_counts_and_samples(capsys):
-    from archforge.search.commands import cmd_space
+    from archforge.cli.search_commands import cmd_space
 
     args = SimpleNamespace(spec="specs/search/placement_mnist.yaml", samples=2, check=8, seed=0, json=True)
     with warnings.catch_warnings():
@@ -346,8 +372,41 @@ def test_space_command_counts_and_samples(capsys):
     assert info["candidates"] == 8 and info["assignments"] == 8
     assert [d["name"] for d in info["decisions"]] == ["stage.block[0]", "stage.block[1]", "stage.block[2]"]
     assert info["decisions"][0]["where"][0].startswith("specs/search/placement_mnist.yaml:")
-    assert info["checked"] == 8 and info["valid"] + info["violate_constraints"] + info["fail_shape_check"] == 8
+    assert info["checked"] == 8 and info["valid"] + info["rejected_by_constraint"] + info["do_not_fit"] == 8
     assert len(info["samples"]) == 2
     for sample in info["samples"]:
         spec = archforge.Spec.from_dict(sample["spec"])
         assert candidate_hash(spec) == sample["hash"]
+
+
+PER_COPY_INDEX = """\
+archforge: 1
+name: index
+input: {shape: [1, 16, 16]}
+define:
+  wide: {params: {channels: 8, stride: 1}, nodes: [{id: c, block: conv, args: {channels: $channels, stride: $stride}}]}
+  thin: {params: {channels: 8, stride: 1}, nodes: [{id: c, block: conv, args: {channels: $channels, stride: $stride, kernel: 1}}]}
+nodes:
+  - {id: stage, block: {choice: [wide, thin], per_copy: true}, repeat: 3, args: {channels: 8, stride: "${2 if index == 0 else 1}"}}
+  - {id: head, block: classifier, args: {classes: 10}}
+"""
+
+
+def test_per_copy_copies_see_their_index_as_a_repeat_does():
+    """Unrolled copy k reads `index` = k, as copy k of the same repeat does in a plain spec (stride 2 only in the first)."""
+    import archforge
+
+    space = parse_space(PER_COPY_INDEX)
+    candidate = space.concretize({name: d.first() for name, d in space.decisions.items()})
+    assert space.check(candidate) is None
+    unrolled = [n.shape for n in archforge.summarize(candidate.spec).nodes if n.block == "conv"]
+    plain = PER_COPY_INDEX.replace("{choice: [wide, thin], per_copy: true}", "wide")
+    repeated = [n.shape for n in archforge.summarize(archforge.parse_spec(plain)).nodes if n.block == "conv"]
+    assert unrolled == repeated == [[8, 8, 8]] * 3
+
+
+def test_a_node_id_cannot_be_a_choice_point():
+    text = PER_COPY_INDEX.replace("- {id: head,", "- {id: {choice: [head, top]},")
+    with pytest.raises(SpecError, match="a node's id cannot be a choice point") as info:
+        parse_space(text, "ids.yaml")
+    assert info.value.location.line == 9
