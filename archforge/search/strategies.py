@@ -1,32 +1,35 @@
-"""Search strategies, all driven through Optuna's ask/tell interface.
+"""Strategy names → Optuna samplers, pruner settings → Optuna pruners, for a study run with ``study.optimize``.
 
 =============  =================================================================================
-``grid``       every decision assignment once (Optuna ``GridSampler``); finite spaces only
+``grid``       every decision assignment once (``GridSampler``); the study stops by itself when
+               the grid is done. Finite spaces of at most ``limits.MAX_GRID_SIZE`` assignments
 ``random``     uniform sampling (``RandomSampler``)
-``evolution``  regularized evolution (Real et al. 2019): the population is the ``population``
-               most recent evaluated trials (age-based removal); a child is the best of
-               ``sample`` random members with one decision mutated, fed to Optuna with
-               ``enqueue_trial`` (its parent and the mutated decision are stored with it)
+``evolution``  regularized evolution (Real et al. 2019), :class:`~archforge.search.evolution.EvolutionSampler`;
+               one objective
 ``tpe``        Tree-structured Parzen Estimator (``TPESampler``), one or several objectives
-``nsga2``      NSGA-II (``NSGAIISampler``) for several objectives, e.g. accuracy vs params
+``nsga2``      NSGA-II (``NSGAIISampler``), several objectives
 =============  =================================================================================
 
-Multi-fidelity runs over epochs through a pruner (:func:`make_pruner`): successive
-halving, Hyperband or the median rule, fed by ``trial.report(val_acc, epoch)``.
+From Python, ``strategy`` may be any Optuna sampler object and ``pruner`` any Optuna pruner
+object: both are used as they are. :func:`check_strategy` raises, before any study exists,
+everything :func:`make_sampler` would refuse. Nothing here changes Optuna's logging or the
+warning filters: warnings Optuna gives while a sampler is made are silenced in that one place.
 """
 
 from __future__ import annotations
 
-import random
 import warnings
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
-from archforge.search.space import PrunerSettings, SearchSettings, Space
-from archforge.search.storage import SearchError
+from archforge.errors import SearchError
+from archforge.search import limits
+from archforge.search.records import LineageAttr
+from archforge.search.settings import PrunerSettings, SearchSettings
 
-#: Grid points the grid strategy may hold: Optuna's GridSampler lists every one of them up front.
-#: Raise it by assigning ``archforge.search.strategies.MAX_GRID_SIZE``.
-MAX_GRID_SIZE = 100_000
+if TYPE_CHECKING:
+    import optuna
+
+    from archforge.search.space import Space
 
 STRATEGY_HELP = {
     "grid": "exhaustive: every candidate once",
@@ -35,217 +38,158 @@ STRATEGY_HELP = {
     "tpe": "Tree-structured Parzen Estimator",
     "nsga2": "NSGA-II, several objectives",
 }
+#: TPE's random start: a third of the budget, at least this many trials ...
+TPE_MIN_STARTUP = 3
+#: ... and at most Optuna's own default.
+TPE_MAX_STARTUP = 10
+#: Finished trials the median pruner waits for: the median of fewer is one lucky or unlucky trial (Optuna's default).
+MEDIAN_STARTUP_TRIALS = 5
 
 
-def _quiet() -> None:
+def check_strategy(settings: SearchSettings, space: Space) -> None:
+    """Raise :class:`~archforge.errors.SearchError` when ``settings.strategy`` cannot search ``space``.
+
+    Everything :func:`make_sampler` refuses is refused here, without creating a sampler or a
+    study; a sampler object passed from Python is not checked.
+    """
+    strategy = settings.strategy
+    if not isinstance(strategy, str):
+        return
+    if strategy not in _SAMPLERS:
+        from archforge.errors import did_you_mean
+
+        raise SearchError(f"unknown strategy '{strategy}'{did_you_mean(strategy, _SAMPLERS)}: use {', '.join(_SAMPLERS)}")
+    objectives = len(settings.objectives)
+    if strategy == "grid":
+        _check_grid(space)
+    elif strategy == "nsga2" and objectives < 2:
+        # Optuna would run it, as a plain genetic algorithm: on one objective NSGA-II's non-dominated
+        # sorting and crowding distance say nothing. The single-objective evolutionary search is
+        # `evolution`; an NSGAIISampler object passed from Python still runs on one objective.
+        raise SearchError("nsga2 optimises several objectives: add one, e.g. --objectives accuracy,params "
+                          "(or accuracy,latency_ms); for one objective use evolution or tpe")
+    elif strategy == "evolution":
+        if objectives != 1:
+            raise SearchError("evolution optimises one objective; use nsga2 or tpe for several")
+        if not any(d.size is None or d.size > 1 for d in space.decisions.values()):
+            raise SearchError(f"evolution mutates decisions, but {space.file} has no decision with two or more "
+                              "values: use grid")
+
+
+def make_sampler(settings: SearchSettings, space: Space, *, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of ``settings.strategy`` over ``space``, seeded with ``seed``.
+
+    ``seed`` is one worker's: give each worker its own, or parallel workers draw the same
+    candidates. The exception is the grid, whose shuffled order is how workers share it: its
+    order always comes from ``settings.seed``, whatever ``seed`` says. A sampler object given
+    as the strategy is returned as it is; every worker process then runs a pickled copy of it,
+    so all of them share its seed. Raises :class:`~archforge.errors.SearchError` as
+    :func:`check_strategy` does.
+    """
+    strategy = settings.strategy
+    if not isinstance(strategy, str):
+        return strategy
+    check_strategy(settings, space)
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # The driver records heartbeats itself (ask/tell has no heartbeat thread of Optuna's own).
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    with warnings.catch_warnings():
+        # Some options are "experimental" in some Optuna releases; that is no news to a user.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _SAMPLERS[strategy](settings, space, seed)
 
 
-class Strategy:
-    """How the next trial is asked for; subclasses choose the sampler and may enqueue trials first."""
+def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
+    """The Optuna pruner of ``settings.pruner``; the driver reports validation accuracy after epoch 1, 2, ... as steps.
 
-    name = "random"
-    #: Whether the strategy can run out of new candidates by itself (the grid).
-    finite = False
+    ``min_resource`` is the number of epochs before the first pruning decision for every
+    pruner: successive halving and Hyperband first compare at step ``min_resource``, and the
+    median rule's warm-up is ``min_resource`` steps (Optuna prunes at ``step >= n_warmup_steps``);
+    the median rule also waits for :data:`MEDIAN_STARTUP_TRIALS` finished trials. Hyperband's
+    largest budget is ``settings.epochs``. No pruner: Optuna's ``NopPruner``; a pruner object: as it is.
+    """
+    import optuna
 
-    def __init__(self, space: Space, settings: SearchSettings, *, seed: int = 0, budget: int | None = None, workers: int = 1):
-        _quiet()
-        self.space = space
-        self.settings = settings
-        self.seed = seed
-        self.budget = budget
-        self.workers = workers
-        self.rng = random.Random(seed)
-        self.check()
-
-    def check(self) -> None:
-        """Raise :class:`SearchError` when the strategy cannot search this space with these settings."""
-
-    def sampler(self) -> Any:
-        import optuna
-
-        return optuna.samplers.RandomSampler(seed=self.seed)
-
-    def ask(self, study: Any, distributions: dict[str, Any]) -> Any:
-        return study.ask(distributions)
-
-    def exhausted(self, trials: Sequence[Any]) -> tuple[bool, bool]:
-        """``(no new point left, some point still running)``; only finite strategies ever say yes."""
-        return False, False
+    pruner = settings.pruner
+    if pruner is None:
+        return optuna.pruners.NopPruner()
+    if not isinstance(pruner, PrunerSettings):
+        return pruner
+    if pruner.kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=pruner.min_resource, reduction_factor=pruner.reduction_factor)
+    if pruner.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=pruner.min_resource, max_resource=settings.epochs,
+                                              reduction_factor=pruner.reduction_factor)
+    return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=pruner.min_resource)
 
 
-class RandomStrategy(Strategy):
-    name = "random"
+def lineage(sampler: Any, trial_number: int) -> LineageAttr | None:
+    """The parent trial and the mutated decision of a trial that evolution proposed; ``None`` for any other trial or sampler."""
+    from archforge.search.evolution import EvolutionSampler
+
+    return sampler.lineage(trial_number) if isinstance(sampler, EvolutionSampler) else None
 
 
-class GridStrategy(Strategy):
-    """Every grid point once. Every worker must use the same seed (the grid order is shuffled by it)."""
-
-    name = "grid"
-    finite = True
-
-    def check(self) -> None:
-        for name, decision in self.space.decisions.items():
-            if decision.size is None:
-                raise SearchError(
-                    f"grid search needs finite decisions, but '{name}' ({decision.locations[0]}) is a continuous range: "
-                    "give it a step or use --strategy random, tpe or evolution"
-                )
-        size = self.space.size or 1
-        if size > MAX_GRID_SIZE:
-            raise SearchError(
-                f"grid search lists every one of the {size:,} decision assignments of {self.space.file}, more than "
-                f"archforge.search.strategies.MAX_GRID_SIZE = {MAX_GRID_SIZE:,}: use --strategy random, tpe or evolution, "
-                "or raise the bound"
-            )
-
-    def sampler(self) -> Any:
-        import optuna
-
-        class AskTellGridSampler(optuna.samplers.GridSampler):
-            # GridSampler.after_trial calls study.stop(), which only works inside study.optimize;
-            # with ask/tell the driver itself knows when every grid point is done.
-            def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-                return None
-
-        grid = {name: d.grid_values() for name, d in self.space.decisions.items()}
-        if not grid:  # a space without decisions: one candidate
-            grid = {"__single__": [0]}
-        return AskTellGridSampler(grid, seed=self.seed)
-
-    def ask(self, study: Any, distributions: dict[str, Any]) -> Any:
-        if not distributions:
-            from optuna.distributions import CategoricalDistribution
-
-            return study.ask({"__single__": CategoricalDistribution([0])})
-        return study.ask(distributions)
-
-    def exhausted(self, trials: Sequence[Any]) -> tuple[bool, bool]:
-        from optuna.trial import TrialState
-
-        size = self.space.size or 1
-        names = sorted(self.space.decisions) or ["__single__"]
-        done: set[tuple[Any, ...]] = set()
-        running: set[tuple[Any, ...]] = set()
-        for t in trials:
-            if not all(n in t.params for n in names):
-                continue
-            key = tuple(repr(t.params[n]) for n in names)
-            if t.state == TrialState.RUNNING:
-                running.add(key)
-            elif t.state.is_finished() and "outcome" in t.user_attrs and t.user_attrs["outcome"].get("status") != "cancelled":
-                done.add(key)
-        return len(done) >= size, len(done | running) >= size and bool(running - done)
+# --------------------------------------------------------------------------- one maker per name
 
 
-class TPEStrategy(Strategy):
-    name = "tpe"
+def _grid(settings: SearchSettings, space: Space, seed: int) -> Any:
+    import optuna
 
-    def sampler(self) -> Any:
-        import optuna
-
-        startup = 10 if self.budget is None else max(3, min(10, self.budget // 3))
-        return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=startup, multivariate=True, constant_liar=self.workers > 1)
+    # A space without decisions is a grid of one point (the product of no value lists): one trial.
+    grid = {name: decision.grid_values() for name, decision in space.decisions.items()}
+    return optuna.samplers.GridSampler(grid, seed=settings.seed)
 
 
-class NSGA2Strategy(Strategy):
-    name = "nsga2"
+def _random(settings: SearchSettings, space: Space, seed: int) -> Any:
+    import optuna
 
-    def check(self) -> None:
-        if len(self.settings.objectives) < 2:
-            raise SearchError("nsga2 optimises several objectives: add one, e.g. --objectives accuracy,params (or accuracy,latency_ms)")
-
-    def sampler(self) -> Any:
-        import optuna
-
-        population = self.settings.evolution.population
-        if self.budget is not None:
-            population = max(2, min(population, self.budget // 2 or 2))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=self.seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
-class EvolutionStrategy(Strategy):
-    """Regularized evolution over ask/tell: random until the population is full, then tournament + one mutation."""
+def _tpe(settings: SearchSettings, space: Space, seed: int) -> Any:
+    import optuna
 
-    name = "evolution"
-
-    def check(self) -> None:
-        if len(self.settings.objectives) != 1:
-            raise SearchError("evolution optimises one objective; use nsga2 or tpe for several")
-        if not any((d.size or 2) > 1 for d in self.space.decisions.values()):
-            raise SearchError("evolution needs at least one decision with two or more values")
-
-    @property
-    def population(self) -> int:
-        return self.settings.evolution.population
-
-    def members(self, trials: Sequence[Any]) -> list[Any]:
-        """Evaluated trials in order of age (trial number), most recent last."""
-        from optuna.trial import TrialState
-
-        out = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
-               and (t.user_attrs.get("outcome") or {}).get("status") == "complete"]
-        return sorted(out, key=lambda t: t.number)
-
-    def ask(self, study: Any, distributions: dict[str, Any]) -> Any:
-        from optuna.trial import TrialState
-
-        trials = study.get_trials(deepcopy=False)
-        if any(t.state == TrialState.WAITING for t in trials):
-            return study.ask(distributions)  # a queued child or retry comes first
-        members = self.members(trials)
-        if len(members) < self.population:
-            return study.ask(distributions)  # random initial population
-        population = members[-self.population:]  # regularized: the oldest have died
-        contenders = self.rng.sample(population, min(self.settings.evolution.sample, len(population)))
-        maximize = self.settings.directions[0] == "maximize"
-        parent = max(contenders, key=lambda t: t.values[0] if maximize else -t.values[0])
-        child, mutated = self.mutate(parent.params)
-        study.enqueue_trial(child, user_attrs={"parent": parent.number, "mutated": mutated})
-        return study.ask(distributions)
-
-    def mutate(self, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        space = self.space
-        mutable = [n for n, d in space.decisions.items() if d.size is None or d.size > 1]
-        name = self.rng.choice(mutable)
-        decision = space.decisions[name]
-        child = dict(params)
-        child[name] = decision.encode(decision.mutate(decision.decode(params[name]), self.rng))
-        return child, name
+    budget = settings.trial_budget or 20
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        # Random trials before the model: a third of the budget, so that a short search still
+        # spends most of its trials on the model, between TPE_MIN_STARTUP and Optuna's default.
+        n_startup_trials=max(TPE_MIN_STARTUP, min(TPE_MAX_STARTUP, budget // 3)),
+        # Decisions of an architecture interact (width with depth, a block with its kernel), which
+        # only the joint (multivariate) density sees; with several objectives Optuna's independent
+        # TPE is its tested default. Said explicitly, as releases before 4 defaulted to independent.
+        multivariate=len(settings.objectives) == 1,
+        # Workers share the study: a running trial counts as a bad one, so that parallel workers
+        # do not all propose the same point (Optuna's default since 4; off before).
+        constant_liar=True,
+    )
 
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    "grid": GridStrategy,
-    "random": RandomStrategy,
-    "evolution": EvolutionStrategy,
-    "tpe": TPEStrategy,
-    "nsga2": NSGA2Strategy,
+def _nsga2(settings: SearchSettings, space: Space, seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(population_size=settings.evolution.population, seed=seed)
+
+
+def _evolution(settings: SearchSettings, space: Space, seed: int) -> Any:
+    from archforge.search.evolution import EvolutionSampler
+
+    return EvolutionSampler(space, population=settings.evolution.population, sample=settings.evolution.sample, seed=seed)
+
+
+_SAMPLERS: dict[str, Callable[[SearchSettings, Any, int], Any]] = {
+    "grid": _grid, "random": _random, "evolution": _evolution, "tpe": _tpe, "nsga2": _nsga2,
 }
 
 
-def make_strategy(name: str, space: Space, settings: SearchSettings, *, seed: int = 0, budget: int | None = None, workers: int = 1) -> Strategy:
-    try:
-        cls = STRATEGIES[name]
-    except KeyError:
-        from archforge.errors import did_you_mean
+def _check_grid(space: Space) -> None:
+    for name, decision in space.decisions.items():
+        if decision.size is None:
+            where = f" ({decision.locations[0]})" if decision.locations else ""
+            raise SearchError(f"grid search needs finite decisions, but '{name}'{where} is a continuous range: "
+                              "give it a step, or use --strategy random, tpe or evolution")
+    size = space.size or 1
+    if size > limits.MAX_GRID_SIZE:  # GridSampler lists and shuffles every assignment up front
+        raise SearchError(f"grid search lists every one of the {size:,} decision assignments of {space.file}, more than "
+                          f"{limits.bound_text('MAX_GRID_SIZE')}: use --strategy random, tpe or evolution, or raise the bound")
 
-        raise SearchError(f"unknown strategy '{name}'{did_you_mean(name, STRATEGIES)}: use {', '.join(STRATEGIES)}") from None
-    return cls(space, settings, seed=seed, budget=budget, workers=workers)
-
-
-def make_pruner(settings: PrunerSettings | None, epochs: int) -> Any:
-    """An Optuna pruner over epochs (steps 1..epochs), or Optuna's no-op pruner."""
-    import optuna
-
-    if settings is None:
-        return optuna.pruners.NopPruner()
-    if settings.kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=settings.min_resource, reduction_factor=settings.reduction_factor)
-    if settings.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=settings.min_resource, max_resource=epochs, reduction_factor=settings.reduction_factor)
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=settings.min_resource - 1)
