@@ -6,8 +6,10 @@ train / 400 validation, batch 128) and prints one table:
 
 * data load time: cold (CSV decoded, .npz cache written to a fresh cache directory)
   and cached (.npz read), split and normalisation included;
-* per candidate: build (spec → graph → module), summarize (params/FLOPs on meta),
+* per candidate: build (spec → graph → module), summarize (params/FLOPs in one forward),
   training steps, validation, latency measurement, everything else, total;
+* per candidate, the measured forward latency (median and interquartile range of the timed
+  runs, see :mod:`archforge.search.measure`) and whether it is noisy;
 * ``not training``: the fraction of the trial's wall time outside the training steps
   (validation included), and ``harness``: the fraction outside training *and*
   validation, i.e. the driver's own overhead (target < 5 %);
@@ -16,7 +18,7 @@ train / 400 validation, batch 128) and prints one table:
 The first trial of a process pays one-time imports (``torch._dynamo``, pulled in by the
 first optimizer and FLOP counter); it is run first and reported on its own line.
 
-    python benchmarks/bench_trial.py [--threads 1] [--limit 2000] [--epochs 1] [--batch 128] [--repeats 2]
+    python benchmarks/bench_trial.py [--threads 1] [--limit 2000] [--epochs 1] [--batch 128] [--repeats 2] [--latency-repeats 20]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import archforge
 from archforge.data import load_dataset
 from archforge.data import sources
 from archforge.search.evaluate import TrainConfig, evaluate
+from archforge.search.measure import NOISY_IQR_FRACTION, Latency
 
 RESNET_TINY = Path(__file__).resolve().parents[1] / "specs" / "models" / "resnet_tiny.yaml"
 
@@ -79,12 +82,15 @@ def main() -> None:
     parser.add_argument("--widths", default="8,16,24")
     parser.add_argument("--repeats", type=int, default=2, help="trials per candidate (median reported)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--latency-repeats", type=int, default=TrainConfig().latency_repeats,
+                        help="least timed forward passes of the latency measurement (0 skips it)")
     options = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(options.threads)
 
     cold, cached, data = time_data(options.limit)
-    config = TrainConfig(epochs=options.epochs, batch_size=options.batch, threads=options.threads, device=options.device)
+    config = TrainConfig(epochs=options.epochs, batch_size=options.batch, threads=options.threads, device=options.device,
+                         latency_repeats=options.latency_repeats)
 
     start = time.perf_counter()
     evaluate(candidate(8), data, config)
@@ -114,7 +120,8 @@ def main() -> None:
     print(f"{'data load, cached (.npz + split + normalise)':<52}{cached * 1e3:>10.0f} ms")
     print(f"{'first trial in the process (one-time imports)':<52}{first * 1e3:>10.0f} ms")
     print()
-    header = f"{'candidate':<16}{'params':>8}{'MFLOPs':>8}" + "".join(f"{c + ' ms':>13}" for c in columns) + f"{'not train':>11}{'harness':>9}{'acc':>7}{'trials/h':>10}"
+    header = (f"{'candidate':<16}{'params':>8}{'MFLOPs':>8}" + "".join(f"{c + ' ms':>13}" for c in columns)
+              + f"{'not train':>11}{'harness':>9}{'acc':>7}{'trials/h':>10}{'fwd ms':>9}{'IQR ms':>8}")
     print(header)
     print("-" * len(header))
     for width, m, result in rows:
@@ -122,10 +129,14 @@ def main() -> None:
         harness = (m["total"] - m["train"] - m["validate"]) / m["total"]
         print(f"{'resnet_tiny w' + str(width):<16}{result.params:>8}{result.flops / 1e6:>8.1f}"
               + "".join(f"{m[c] * 1e3:>13.1f}" for c in columns)
-              + f"{not_training:>10.1%} {harness:>8.1%}{result.accuracy:>7.3f}{3600 / m['total']:>10.0f}")
+              + f"{not_training:>10.1%} {harness:>8.1%}{result.accuracy:>7.3f}{3600 / m['total']:>10.0f}"
+              + f"{result.latency_ms:>9.3f}{result.latency_iqr_ms:>8.3f}"
+              + (" noisy" if Latency(result.latency_ms, result.latency_iqr_ms, passes=0).noisy else ""))
     print()
     print("not train = 1 - train/total (validation counts as not training); harness = 1 - (train + validate)/total;")
     print("other = setup (data to device, optimizer) and glue; the peak-memory profiling of step 1 is inside train.")
+    print("fwd / IQR: forward latency at batch 1 of the last trial, median and interquartile range of its timed runs;")
+    print(f"noisy: IQR above {NOISY_IQR_FRACTION:.0%} of the median (another process or frequency scaling interfered).")
     print("acc: validation accuracy at this budget; a dozen steps is too few to learn (the default 3 epochs on all")
     print("4,000 MNIST training images give ~0.9 for w8): this benchmark measures cost, not quality.")
 

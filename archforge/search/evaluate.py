@@ -1,10 +1,12 @@
 """Budgeted training of one candidate network, and what it measures.
 
 :func:`evaluate` trains a spec on a :class:`~archforge.data.DataSplit` for a small
-budget and returns an :class:`EvalResult` (validation accuracy per epoch, parameters,
-FLOPs, latency, peak training memory, timings). Every way a candidate can fail (a spec
-that does not build, shapes that do not fit the data, a NaN loss, out of memory, a
-block raising in forward) becomes one :class:`TrialError` with a one-line message, so a
+budget set by a :class:`~archforge.search.training.TrainConfig` and returns an
+:class:`EvalResult` (validation accuracy per epoch, parameters, FLOPs, latency median
+and spread, peak training memory, timings); :func:`train_model` does the same and also
+returns the trained module. Every way a candidate can fail (a spec that does not build,
+shapes that do not fit the data, a NaN loss, out of memory, a block raising in forward)
+becomes one :class:`~archforge.search.failures.TrialError` with a one-line message, so a
 search can record the failure and move on.
 
 Training recipe (the usual short-schedule recipe for small image classifiers):
@@ -16,8 +18,12 @@ Training recipe (the usual short-schedule recipe for small image classifiers):
   ``on_epoch`` does not rescale the schedule, so a candidate stopped after k epochs
   was trained exactly as the first k epochs of a full run;
 * cross-entropy with label smoothing (Szegedy et al. 2016);
-* batch augmentation on the device (random shift, see :mod:`archforge.data.augment`);
+* batch augmentation on the device (random shift, ``augment``; see :func:`augment_config`);
 * bf16 autocast and channels_last on CUDA only; float32 on CPU.
+
+After training, the forward latency at ``latency_batch`` is measured by
+:func:`archforge.search.measure.measure_latency` (median and interquartile range of at
+least ``latency_repeats`` timed passes; 0 skips it and both are nan).
 
 Determinism: the seed fixes Python's, NumPy's and torch's RNGs (so the initial
 weights), the data order (a dedicated generator) and the augmentation (another one).
@@ -35,53 +41,31 @@ import gc
 import math
 import random
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 from archforge.builder import build
 from archforge.builder.network import SpecLike, as_graph
 from archforge.data.augment import AugmentConfig, BatchAugment, default_augment
 from archforge.data.split import DataSplit
-from archforge.errors import SpecError, one_line
-from archforge.graph import Graph, GraphNode
+from archforge.errors import SpecError
+from archforge.graph import Graph
 from archforge.registry import Registry
-from archforge.search.measure import PeakMemory, measure_latency, training_state_bytes
+from archforge.search.failures import TrialError, describe_failure, format_traceback
+from archforge.search.measure import Latency, PeakMemory, flops_and_output, measure_latency, training_state_bytes
+from archforge.search.training import AugmentSettings, TrainConfig
+
+__all__ = ["EvalResult", "OnEpoch", "TrainConfig", "TrialError", "augment_config", "evaluate", "lr_at", "seed_everything",
+           "train_model"]
 
 OnEpoch = Callable[[int, float], bool]
 
-
-@dataclass
-class TrainConfig:
-    """How one candidate is trained and measured.
-
-    ``augment``: ``True`` for :func:`~archforge.data.default_augment` of the input
-    size, ``False`` for none, or an explicit :class:`~archforge.data.AugmentConfig`
-    (or a mapping of its fields, as ``dataclasses.asdict`` leaves it).
-    ``threads``: ``torch.set_num_threads`` for the trial (restored afterwards).
-    ``latency_repeats``: 0 skips the latency measurement (``latency_ms`` is then nan).
-    """
-
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 0.5
-    label_smoothing: float = 0.1
-    augment: bool | AugmentConfig = True
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool = True  # used only on CUDA (bf16 autocast)
-    threads: int | None = None
-    latency_batch: int = 1
-    latency_repeats: int = 20
+_NOT_MEASURED = Latency(median_ms=math.nan, iqr_ms=math.nan, passes=0)
 
 
 @dataclass
@@ -95,32 +79,14 @@ class EvalResult:
     stopped_early: bool
     params: int
     flops: int  # per sample (archforge.summarize(...).flops)
-    latency_ms: float  # median forward latency at latency_batch on config.device, eval mode, no_grad
+    latency_ms: float  # median forward latency at latency_batch on config.device (archforge.search.measure); nan if skipped
     peak_memory_mb: float  # peak memory of one training step, see archforge.search.measure
     train_time_s: float  # wall time of the training steps (validation excluded)
+    latency_iqr_ms: float = math.nan  # interquartile range of the latency's timed runs; nan if skipped
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class TrialError(Exception):
-    """A candidate that could not be trained or measured; ``str(error)`` is one readable line.
-
-    ``kind`` is ``"spec"`` (does not validate or build), ``"shape"`` (does not fit the
-    data), ``"nan"`` (non-finite loss), ``"oom"`` (out of memory) or ``"error"`` (an
-    exception while running it); ``epoch``/``step`` say when, where it applies.
-    ``details`` holds the formatted traceback of the original exception, for logs (the
-    exception objects themselves are not kept, so a failed trial frees its memory).
-    """
-
-    def __init__(self, message: str, *, kind: str = "error", epoch: int | None = None, step: int | None = None, details: str = ""):
-        self.message = one_line(message)
-        self.kind = kind
-        self.epoch = epoch
-        self.step = step
-        self.details = details
-        super().__init__(self.message)
 
 
 def evaluate(
@@ -138,14 +104,30 @@ def evaluate(
     (``stopped_early``). Exceptions raised by ``on_epoch`` itself (e.g. a pruning
     signal) propagate unchanged. Any failure of the candidate raises :class:`TrialError`.
     """
+    return _run(spec, data, config, on_epoch, registry, keep_model=False)[1]
+
+
+def train_model(spec: SpecLike, data: DataSplit, config: TrainConfig, *, on_epoch: OnEpoch | None = None,
+                registry: Registry | None = None) -> tuple[nn.Module, EvalResult]:
+    """:func:`evaluate`, returning the trained module too (on ``config.device``, in train mode) with its result."""
+    model, result = _run(spec, data, config, on_epoch, registry, keep_model=True)
+    assert model is not None
+    return model, result
+
+
+def _run(spec: SpecLike, data: DataSplit, config: TrainConfig, on_epoch: OnEpoch | None, registry: Registry | None,
+         *, keep_model: bool) -> tuple[nn.Module | None, EvalResult]:
+    """One trial with the thread count set and restored, and its memory given back whether it fails or not."""
     previous_threads = torch.get_num_threads()
     trial = _Trial(spec, data, config, registry)
     failure: TrialError | None = None
     result: EvalResult | None = None
+    model: nn.Module | None = None
     try:
         if config.threads:
             torch.set_num_threads(config.threads)
         result = trial.run(on_epoch)
+        model = trial.model if keep_model else None
     except TrialError as exc:
         failure = exc
     finally:
@@ -165,7 +147,7 @@ def evaluate(
     if failure is not None:
         raise failure
     assert result is not None
-    return result
+    return model, result
 
 
 def seed_everything(seed: int) -> None:
@@ -183,9 +165,13 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text or "can't allocate memory" in text
+def augment_config(setting: bool | AugmentSettings, input_shape: tuple[int, ...]) -> AugmentConfig:
+    """The batch augmentation ``train.augment`` asks for: ``True`` the default for the image size, ``False`` none."""
+    if setting is True:
+        return default_augment(input_shape)
+    if setting is False:
+        return AugmentConfig(crop_padding=0, hflip=False)
+    return AugmentConfig(crop_padding=setting.crop_padding, hflip=setting.hflip)
 
 
 class _Trial:
@@ -239,13 +225,13 @@ class _Trial:
         self.timings["validate"] = validate_time
 
         self.epoch, self.phase = None, "while measuring latency"
-        latency = math.nan
+        latency = _NOT_MEASURED
         if self.config.latency_repeats > 0:
             latency = self._timed("latency", self._guard, self._latency)
         self.timings["total"] = time.perf_counter() - start
         return EvalResult(
             accuracy=history[-1], epochs=len(history), history=history, stopped_early=stopped,
-            params=params, flops=flops, latency_ms=latency,
+            params=params, flops=flops, latency_ms=latency.median_ms, latency_iqr_ms=latency.iqr_ms,
             peak_memory_mb=self.peak_memory_mb, train_time_s=train_time, timings=dict(self.timings),
         )
 
@@ -289,7 +275,7 @@ class _Trial:
         x = torch.zeros((1, *self.data.input_shape), device=self.device)
         model.eval()
         try:
-            flops, output = _flops_and_output(model, x)
+            flops, output = flops_and_output(model, x)
         finally:
             model.train()
         if not isinstance(output, torch.Tensor) or tuple(output.shape) != (1, self.data.num_classes):
@@ -314,13 +300,8 @@ class _Trial:
         self.warmup_steps = min(int(round(config.warmup_epochs * self.steps_per_epoch)), self.total_steps)
         self.global_step = 0
         self.order = torch.Generator().manual_seed(config.seed)
-        augment: Any = config.augment
-        if augment is True:
-            augment = default_augment(data.input_shape)
-        elif isinstance(augment, Mapping):  # an AugmentConfig that went through dataclasses.asdict / JSON
-            augment = AugmentConfig(**augment)
-        self.augment = BatchAugment(augment, data.mean, data.std, device=device, seed=config.seed + 1) \
-            if isinstance(augment, AugmentConfig) and augment.enabled else None
+        augment = augment_config(config.augment, data.input_shape)
+        self.augment = BatchAugment(augment, data.mean, data.std, device=device, seed=config.seed + 1) if augment.enabled else None
 
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
@@ -401,7 +382,7 @@ class _Trial:
         model.train()
         return int(correct) / len(self.val_y)
 
-    def _latency(self) -> float:
+    def _latency(self) -> Latency:
         c = self.config
         # The model is warm from validation; two passes at the latency batch size set up its kernels.
         return measure_latency(self.model, self.data.input_shape, device=self.device, batch=c.latency_batch,
@@ -417,51 +398,9 @@ class _Trial:
         except TrialError:
             raise
         except SpecError as exc:
-            failure = TrialError(str(exc), kind="spec", details=_format(exc))
+            failure = TrialError(str(exc), kind="spec", details=format_traceback(exc))
         except Exception as exc:
-            failure = self._describe(exc)
+            failure = describe_failure(exc, where=self.phase, batch_size=self.config.batch_size, device=self.device,
+                                       epoch=self.epoch, step=self.step, model=self.model, graph=self.graph)
         raise failure  # outside the except block: the original exception is not chained (nor kept alive)
 
-    def _describe(self, exc: Exception) -> TrialError:
-        where = self.phase
-        details = _format(exc)
-        if is_out_of_memory(exc):
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return TrialError(f"out of memory {where} (batch {self.config.batch_size} on {self.device}): {first_line[:200]}",
-                              kind="oom", epoch=self.epoch, step=self.step, details=details)
-        node = _failing_node(exc, self.model, self.graph)
-        culprit = f"block '{node.block}' (node '{node.path}') raised" if node is not None else "the network raised"
-        return TrialError(f"{culprit} {type(exc).__name__}: {exc} ({where})", kind="error", epoch=self.epoch, step=self.step, details=details)
-
-
-def _flops_and_output(model: nn.Module, x: torch.Tensor) -> tuple[int, Any]:
-    """FLOPs of one forward, counted as :func:`archforge.builder.count_flops` counts them, and its output."""
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        output = model(x)
-    return int(counter.get_total_flops()), output
-
-
-def _format(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-
-
-def _failing_node(exc: BaseException, model: nn.Module | None, graph: Graph | None) -> GraphNode | None:
-    """The innermost graph node on the exception's stack: a frame of its module, or a frame with a ``node`` local."""
-    if graph is None:
-        return None
-    nodes = {node.name: node for node in graph.live_nodes()}
-    modules = {id(m): name for name, m in model.named_modules() if name} if model is not None else {}
-    found: GraphNode | None = None
-    tb = exc.__traceback__
-    while tb is not None:
-        local = tb.tb_frame.f_locals
-        owner = local.get("self")
-        name = modules.get(id(owner)) if owner is not None else None
-        while name and name not in nodes:
-            name = name.rpartition(".")[0]
-        if name:
-            found = nodes[name]
-        elif isinstance(local.get("node"), GraphNode):
-            found = local["node"]
-        tb = tb.tb_next
-    return found

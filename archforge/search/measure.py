@@ -1,9 +1,20 @@
-"""What a candidate costs to run: forward latency and the peak memory of a training step.
+"""What a candidate costs to run: forward latency, FLOPs and the peak memory of a training step.
 
-Latency
-    Median wall time of ``repeats`` forward passes at a fixed batch, after ``warmup``
-    untimed ones, in eval mode under ``no_grad``, on the requested device (CUDA is
-    synchronised around each pass, so the time covers the kernels, not their launch).
+Latency (:func:`measure_latency`, a :class:`Latency`)
+    Timed with :class:`torch.utils.benchmark.Timer` and its ``blocked_autorange``: after
+    ``warmup`` untimed forward passes, the Timer picks a block size (passes per timed
+    run) large enough that the clock's own cost is negligible, then times blocks until
+    ``min_run_time`` seconds are spent. Each block gives one per-pass time; the result
+    is the median of those and their interquartile range (IQR), so one preempted pass
+    moves neither. Passes run in eval mode under ``no_grad`` at a fixed batch, with the
+    caller's torch thread count (the Timer's default is one thread), on the requested
+    device; on CUDA the clock synchronises that device, so a time covers the kernels,
+    not their launch (a synchronisation costs microseconds, so CUDA blocks hold many
+    passes and there are fewer of them). ``repeats`` is the least number of timed
+    passes: ``min_run_time`` is at least ``repeats`` times the warm-up's fastest pass
+    and at least :data:`MIN_RUN_TIME_S`, and more blocks are timed if the passes ran
+    slower than that. :attr:`Latency.noisy` says the spread is too large to
+    trust the median (another process took the CPU, the clock frequency changed).
 
 Peak memory of a training step, in MB (10⁶ bytes)
     ``state + max over the step of (bytes allocated - bytes allocated at its start)``,
@@ -30,19 +41,82 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
-import time
+import timeit
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.benchmark import Timer
+from torch.utils.benchmark import timer as accelerator_clock
+from torch.utils.flop_counter import FlopCounterMode
 
 MB = 1e6
 
+#: Least seconds of timed forward passes in one latency measurement. A small candidate's
+#: batch-1 pass takes 0.1–5 ms on a CPU, so this is dozens of timed blocks: a scheduler
+#: hiccup of a few milliseconds is one outlier among them, not the median. It is short next
+#: to a trial's training (seconds at the least).
+MIN_RUN_TIME_S = 0.1
 
-def _sync(device: torch.device) -> None:
+#: IQR / median above which a latency is :attr:`Latency.noisy`. 0.25 is the ratio at which
+#: ``torch.utils.benchmark.Measurement`` warns of "significant environmental influence"
+#: (another process, frequency scaling). Its milder 0.1 warning trips for most batch-1
+#: measurements on a shared CPU, where block-to-block jitter of 10–20 % is ordinary while
+#: the median over dozens of blocks stays put, so it would flag nearly every trial.
+NOISY_IQR_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One forward-latency measurement: the median and interquartile range of ``times_ms``,
+    the per-pass time of each timed block (run), ``passes`` forward passes in all."""
+
+    median_ms: float
+    iqr_ms: float
+    passes: int
+    times_ms: tuple[float, ...] = field(default=(), repr=False)
+
+    @property
+    def runs(self) -> int:
+        """Timed blocks the median and IQR are taken over."""
+        return len(self.times_ms)
+
+    @property
+    def noisy(self) -> bool:
+        """The spread is large next to the median (IQR above :data:`NOISY_IQR_FRACTION` of it): compare with care."""
+        return self.iqr_ms > NOISY_IQR_FRACTION * self.median_ms
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted values, interpolating linearly between neighbours (as numpy and torch.quantile do)."""
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def latency_from_times(times_s: Sequence[float], passes: int) -> Latency:
+    """The :class:`Latency` of per-pass times in seconds (one per timed block, ``passes`` passes behind them all)."""
+    if not times_s:
+        raise ValueError("a latency needs at least one timed run")
+    ordered = [t * 1e3 for t in sorted(times_s)]
+    iqr = quantile(ordered, 0.75) - quantile(ordered, 0.25)
+    return Latency(median_ms=quantile(ordered, 0.5), iqr_ms=iqr, passes=passes, times_ms=tuple(t * 1e3 for t in times_s))
+
+
+def _clock(device: torch.device) -> Callable[[], float]:
+    """The Timer's clock: wall time, read after the device's queued work is done."""
+    if device.type == "cpu":
+        return timeit.default_timer  # torch's default would synchronise (and so start) an unrelated GPU
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        def cuda_clock() -> float:
+            torch.cuda.synchronize(device)  # this device, not only the current one
+            return timeit.default_timer()
+
+        return cuda_clock
+    return accelerator_clock
 
 
 def example_input(input_shape: Sequence[int], batch: int, device: torch.device | str, *, channels_last: bool = False, seed: int = 0) -> torch.Tensor:
@@ -63,11 +137,14 @@ def measure_latency(
     repeats: int = 20,
     warmup: int = 5,
     amp: bool = False,
-) -> float:
-    """Median forward latency in milliseconds of ``model`` on ``device`` at ``batch``.
+    min_run_time: float | None = None,
+) -> Latency:
+    """Forward latency of ``model`` on ``device`` at ``batch``: at least ``repeats`` timed passes; see the module docstring.
 
-    The model must already be on ``device``; it is put in eval mode for the measurement
-    and restored afterwards. ``amp`` runs under bf16 autocast (CUDA only).
+    ``warmup`` untimed passes come first (at least one: its time sizes the measurement);
+    ``min_run_time`` defaults to :data:`MIN_RUN_TIME_S`. The model must already be on
+    ``device``; it is put in eval mode for the measurement and restored afterwards.
+    ``amp`` runs under bf16 autocast (CUDA only). Torch's thread count is left as found.
     """
     device = torch.device(device)
     if repeats < 1:
@@ -77,22 +154,38 @@ def measure_latency(
         raise ValueError(f"the model's parameters are on {on_device[0]}, not on {device}")
     channels_last = device.type == "cuda" and len(input_shape) == 3
     x = example_input(input_shape, batch, device, channels_last=channels_last)
+    clock = _clock(device)
+    timer = Timer("model(x)", globals={"model": model, "x": x}, timer=clock, num_threads=torch.get_num_threads())
+    floor = MIN_RUN_TIME_S if min_run_time is None else min_run_time
     was_training = model.training
     model.eval()
     times: list[float] = []
+    passes = 0
     try:
+        # The Timer runs the statement in this thread, so grad mode and autocast set here hold for it.
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            for _ in range(warmup):
+            warm: list[float] = []
+            for _ in range(max(1, warmup)):
+                start = clock()
                 model(x)
-            _sync(device)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(x)
-                _sync(device)
-                times.append(time.perf_counter() - start)
+                warm.append(clock() - start)
+            # The fastest warm-up pass: a preempted one must not stretch the measurement; the loop tops up.
+            budget = max(floor, repeats * min(warm))
+            while passes < repeats:  # a second round only when the passes ran slower than the fastest warm-up
+                measurement = timer.blocked_autorange(min_run_time=budget)
+                times += measurement.times
+                passes += measurement.number_per_run * len(measurement.raw_times)
+                budget = (repeats - passes) * measurement.median
     finally:
         model.train(was_training)
-    return statistics.median(times) * 1e3
+    return latency_from_times(times, passes)
+
+
+def flops_and_output(model: nn.Module, x: torch.Tensor) -> tuple[int, Any]:
+    """FLOPs of one forward of ``model`` on ``x`` under ``no_grad``, counted as :func:`archforge.builder.count_flops` counts them, and its output."""
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        output = model(x)
+    return int(counter.get_total_flops()), output
 
 
 def tensor_bytes(tensors: Iterable[Any]) -> int:

@@ -1,4 +1,4 @@
-"""Budgeted training of a candidate: accuracy, determinism, early stopping, failures, measurements."""
+"""Budgeted training of a candidate: accuracy, determinism, early stopping, failures, measurements, the trained module."""
 
 import math
 
@@ -9,8 +9,9 @@ from torch import nn
 import archforge
 from archforge import Block
 from archforge.data import load_dataset
-from archforge.search.evaluate import EvalResult, TrainConfig, TrialError, evaluate, lr_at
-from archforge.search.measure import measure_latency, measure_peak_memory
+from archforge.data.augment import AugmentConfig, default_augment
+from archforge.search import training
+from archforge.search.evaluate import EvalResult, TrainConfig, TrialError, augment_config, evaluate, lr_at, train_model
 from archforge.testing import registry_with
 
 TINY = """
@@ -71,7 +72,7 @@ def test_params_and_flops_equal_summarize(tiny, trained):
 
 
 def test_latency_and_memory_are_measured(trained):
-    assert 0 < trained.latency_ms < 1000
+    assert 0 < trained.latency_ms < 1000 and 0 <= trained.latency_iqr_ms < 1000 and trained.timings["latency"] > 0
     assert trained.peak_memory_mb > trained.params * 4 / 1e6  # at least the weights
 
 
@@ -194,29 +195,6 @@ def test_schedule_warms_up_then_decays():
     assert lrs[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
 
 
-def test_measure_latency_runs_on_the_requested_device():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    seen = []
-    model.register_forward_pre_hook(lambda module, inputs: seen.append((inputs[0].device.type, module.training)))
-    model.train()
-    latency = measure_latency(model, (1, 8, 8), device="cpu", repeats=3, warmup=1)
-    assert latency > 0 and seen == [("cpu", False)] * 4 and model.training
-    with pytest.raises(ValueError, match="not on meta"):
-        measure_latency(model, (1, 8, 8), device="meta")
-
-
-def test_peak_memory_counts_activations_honestly():
-    model = nn.Sequential(nn.Linear(100, 1000), nn.ReLU(), nn.Linear(1000, 10))
-    weights = sum(p.numel() for p in model.parameters()) * 4
-    batch = 256
-    hidden = batch * 1000 * 4  # one (256, 1000) float32 activation
-    peak = measure_peak_memory(model, (100,), device="cpu", batch=batch, num_classes=10) * 1e6
-    # weights + input + at least the linear output and the ReLU output alive together
-    assert peak >= weights + batch * 100 * 4 + 2 * hidden
-    # ... but not more than weights, grads, two Adam moments, input and a handful of activations
-    assert peak <= 4 * weights + batch * 100 * 4 + 5 * hidden
-
-
 def test_a_failed_trial_releases_its_model(small):
     import weakref
 
@@ -240,4 +218,27 @@ def test_augmentation_is_applied_and_configurable(tiny, small):
     assert plain.history != shifted.history
     as_dict = evaluate(tiny, small, TrainConfig(**{**base, "augment": {"crop_padding": 1, "hflip": False}}))
     assert as_dict.history == shifted.history  # default for 8×8 is a 1-pixel shift, no flip
-    assert math.isnan(shifted.latency_ms)  # latency_repeats=0 skips the measurement
+    assert math.isnan(shifted.latency_ms) and math.isnan(shifted.latency_iqr_ms)  # latency_repeats=0 skips the measurement
+    assert "latency" not in shifted.timings
+
+
+def test_augment_setting_becomes_the_batch_augmentation():
+    assert augment_config(True, (3, 32, 32)) == default_augment((3, 32, 32)) == AugmentConfig(crop_padding=4, hflip=False)
+    assert not augment_config(False, (1, 8, 8)).enabled
+    explicit = training.AugmentSettings(crop_padding=3, hflip=True)
+    assert augment_config(explicit, (1, 8, 8)) == AugmentConfig(crop_padding=3, hflip=True)
+
+
+def test_train_config_is_the_search_settings_model():
+    assert TrainConfig is training.TrainConfig
+
+
+def test_train_model_returns_the_module_it_measured(tiny, small):
+    config = TrainConfig(**{**FAST, "epochs": 1, "latency_repeats": 0})
+    model, result = train_model(tiny, small, config)
+    model.eval()
+    with torch.no_grad():
+        predicted = model(small.val_x).argmax(dim=1)
+    assert result.accuracy == int((predicted == small.val_y).sum()) / len(small.val_y)
+    again = evaluate(tiny, small, config)
+    assert again.history == result.history and again.params == result.params == sum(p.numel() for p in model.parameters())
