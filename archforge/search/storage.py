@@ -1,64 +1,44 @@
 """Where a search keeps its trials: an Optuna storage, by default one SQLite file per run.
 
-``runs/<name>/study.db`` holds the study; every trial carries, as user attributes, the
-concrete spec it evaluated (``candidate``), the worker that ran it (``worker``), one
-result per training seed as soon as that seed finishes (``seed_<s>``) and, once it is
-done, its ``outcome`` (status, metrics, error, epochs run). The study itself carries the
-space text and the settings (``archforge``), so a run can be resumed and reported from
-the storage alone, e.g. from a PostgreSQL database shared by many machines.
+``runs/<name>/study.db`` holds the study (what each trial stores: :mod:`archforge.search.records`).
+SQLite through Optuna's ``RDBStorage`` is the store for one machine, chosen over Optuna's journal
+file for heartbeats (a dead worker's trial is failed and retried by Optuna's retry callback; the
+journal has none) and robustness: a killed writer can leave the journal's lock file behind
+(every writer then stalls 30 s) and a torn last record makes it unreadable. The journal is
+2-3× faster per trial (``benchmarks/bench_storage.py``), but 60-80 ms of store time per trial
+is noise next to training. Any other Optuna storage URL
+(``postgresql://...``) serves workers on many machines; ``optuna.load_study`` and
+optuna-dashboard open both.
 
-A trial that is ``FAIL`` without an ``outcome`` was left behind by a dead worker
-(``kill -9``, a lost machine): it is *stale*, and its candidate is retried.
-
-Faults. Only a file that already is an Optuna store (or a new one) is ever opened as
-one; a storage failure (read-only or full disk, I/O error) is one-line
-:class:`SearchError` saying that the trials recorded so far are kept and how to resume;
-what is read back is checked, and a tampered trial is reported as ``unreadable``.
+Faults. Only a file that already is an Optuna store (or a new one) is ever opened as one; a
+storage failure (read-only or full disk, I/O error) is a one-line :class:`SearchError` saying
+that the trials recorded so far are kept and how to resume.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import errno
-import math
 import os
-import re
-import socket
 import sqlite3
-import time
-import uuid
+import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
-from archforge.errors import SpecError
+from archforge.errors import SearchError, SpecError
+from archforge.search import limits
+from archforge.search.locks import store_lock
 
 RUNS_DIR = "runs"
 STUDY_FILE = "study.db"
-META_KEY = "archforge"
-PROXY_KEY = "archforge_proxy"
-#: Seconds between heartbeats of a running trial, and after which a silent one is stale.
-HEARTBEAT_INTERVAL = 30
-GRACE_PERIOD = 120
-
-COUNTED = ("complete", "failed", "pruned")
-#: Longest run name (it is a folder name).
-MAX_NAME = 100
-#: Longest text read back from a stored trial (an error message, a decision value) before it is unreadable.
-MAX_TEXT = 10_000
+#: Seconds between heartbeats of a running trial, and after which a silent one is stale (failed and retried).
+HEARTBEAT_INTERVAL = 10
+GRACE_PERIOD = 60
+#: Times a candidate whose worker died is retried.
+MAX_RETRY = 3
+_RETRY_ARGUMENT = ""
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_HASH = re.compile(r"^[0-9a-f]{12}$")
-
-
-class SearchError(SpecError):
-    """A search that cannot run as asked (settings, storage, an incompatible run to resume)."""
-
-    def format(self) -> str:
-        return super().format() if self.location is not None else f"error: {self.message}"
-
-
-# --------------------------------------------------------------------------- storage
 
 
 @dataclass
@@ -81,8 +61,8 @@ def check_run_name(name: Any) -> str:
     bad = next((c for c in ("/", "\\", "\0") if c in name), None)
     if bad is not None or set(name) <= {"."} or name != name.strip() or any(ord(c) < 32 for c in name):
         raise SearchError(f"run name {name!r} is not one folder name inside the runs folder: use letters, digits, '_', '-' or '.' (--name)")
-    if len(name) > MAX_NAME:
-        raise SearchError(f"run name of {len(name)} characters is too long: at most {MAX_NAME} (--name)")
+    if len(name) > limits.MAX_NAME:
+        raise SearchError(f"run name of {len(name)} characters is too long: at most {limits.MAX_NAME} (--name)")
     return name
 
 
@@ -121,7 +101,7 @@ def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = 
         url = f"sqlite:///{path}"
     db = sqlite_path(url)
     run_dir = db.parent if db is not None else runs / name
-    with store_lock(url):
+    with store_lock(db):
         if db is not None:
             # Under the lock: a store another search is creating right now is briefly empty or half-made.
             check_store_file(db)
@@ -190,66 +170,6 @@ def check_store_file(path: Path) -> None:
         raise SearchError(f"{what}: it is another SQLite database (tables {shown}); give another --storage or --name")
 
 
-@contextmanager
-def store_lock(url: str) -> Iterator[None]:
-    """Serialise opening and creating a SQLite store: concurrent schema creation fails in SQLAlchemy/Alembic."""
-    path = sqlite_path(url)
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): Optuna's own retries only
-        fcntl = None  # type: ignore[assignment]
-    if path is None or fcntl is None or not path.parent.is_dir():
-        yield
-        return
-    try:
-        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise SearchError(f"cannot create {path}.lock next to the store: {exc.strerror or exc}; "
-                          "give a folder you can write (--storage, --runs)") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def claim_store(url: str) -> tuple[int | None, bool]:
-    """Mark this process as a user of the SQLite store ``url``; whether no other process on this machine uses it.
-
-    Each driver and worker holds a shared lock on ``<db>.alive`` while it runs; a trial left
-    ``RUNNING`` with no worker recorded can then be failed at once when nobody else holds it.
-    Returns the descriptor to keep open (``None`` when this cannot be told: not SQLite, no flock).
-    """
-    path = sqlite_path(url)
-    try:
-        import fcntl
-    except ImportError:
-        return None, False
-    if path is None or not path.parent.is_dir():
-        return None, False
-    try:
-        fd = os.open(f"{path}.alive", os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        return None, False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        alone = True
-    except OSError:
-        alone = False
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd, alone
-
-
-def sole_user(claim: int) -> bool:
-    """Whether the process holding ``claim`` (from :func:`claim_store`) is now the only user of the store."""
-    import fcntl
-
-    try:
-        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    fcntl.flock(claim, fcntl.LOCK_SH)
-    return True
 
 
 _FAULTS = (
@@ -313,12 +233,17 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 120}}
+    global _RETRY_ARGUMENT
+    _RETRY_ARGUMENT = _RETRY_ARGUMENT or _retry_argument()
     try:
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_INTERVAL if heartbeat else None,
-            grace_period=GRACE_PERIOD if heartbeat else None,
-        )
+        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_INTERVAL if heartbeat else None,
+                grace_period=GRACE_PERIOD if heartbeat else None,
+                **{_RETRY_ARGUMENT: retry_callback() if heartbeat else None},
+            )
     except ImportError as exc:
         raise SearchError(f"storage {url}: {exc} (install the database driver)") from None
     except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server, ...
@@ -329,6 +254,35 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     if url.startswith("sqlite"):
         _sqlite_pragmas(storage)
     return storage
+
+
+def _retry_argument() -> str:
+    # Optuna 4.9 renamed RDBStorage's failed_trial_callback; the older name serves the releases before.
+    import inspect
+
+    import optuna
+
+    parameters = inspect.signature(optuna.storages.RDBStorage).parameters
+    return "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in parameters else "failed_trial_callback"
+
+
+def stale_trial_callback(storage: Any) -> Any:
+    """The retry callback ``storage`` was opened with (``None`` for a storage without heartbeats)."""
+    for name in ("get_heartbeat_stale_trial_callback", "get_failed_trial_callback"):
+        if hasattr(storage, name):
+            return getattr(storage, name)()
+    return None
+
+
+def retry_callback() -> Any:
+    """Optuna's callback that queues a stale trial's parameters (and attributes) again, up to :data:`MAX_RETRY` times."""
+    import optuna
+
+    # Optuna 4.9 renamed it; the older name serves the releases before.
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return retry(max_retry=MAX_RETRY)
 
 
 def _sqlite_pragmas(storage: Any) -> None:
@@ -349,272 +303,6 @@ def study_names(storage: Any) -> list[str]:
     import optuna
 
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-
-
-# --------------------------------------------------------------------------- workers and liveness
-
-
-#: Worker sessions running in this process; a trial of this process from another session was left behind.
-LIVE_SESSIONS: set[str] = set()
-
-
-def worker_info(index: int = 0) -> dict[str, Any]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid), "index": index, "session": uuid.uuid4().hex[:12]}
-
-
-def _process_start(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return fields[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def worker_alive(info: Any) -> bool | None:
-    """Whether the worker process is alive; ``None`` when it ran on another host (ask the heartbeat)."""
-    if not isinstance(info, dict):
-        return None
-    if info.get("host") != socket.gethostname():
-        return None
-    try:
-        pid = int(info.get("pid", -1))
-    except (TypeError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    if pid == os.getpid() and info.get("session") is not None:  # e.g. a search() that failed earlier in this process
-        return info.get("session") in LIVE_SESSIONS
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if _process_state(pid) in ("Z", "X"):
-        return False
-    start = info.get("start")
-    return start is None or _process_start(pid) in (None, start)
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass
-class TrialRecord:
-    """One stored trial, as the report and the search result show it."""
-
-    number: int
-    state: str
-    status: str
-    hash: str | None = None
-    decisions: dict[str, Any] = field(default_factory=dict)
-    spec: dict[str, Any] | None = None
-    accuracy: float | None = None
-    accuracy_std: float | None = None
-    accuracies: list[float] = field(default_factory=list)
-    params: int | None = None
-    flops: int | None = None
-    latency_ms: float | None = None
-    peak_memory_mb: float | None = None
-    train_time_s: float | None = None
-    epochs_run: int = 0
-    epochs_full: int = 0
-    error: str | None = None
-    duplicate_of: int | None = None
-    retry_of: int | None = None
-    parent: int | None = None
-    mutated: str | None = None
-    proxy_score: float | None = None
-    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)
-    values: list[float] | None = None
-    driver_time_s: float | None = None
-    eval_time_s: float | None = None
-    started: str | None = None
-    finished: str | None = None
-    worker: dict[str, Any] | None = None
-
-    @property
-    def counted(self) -> bool:
-        """An evaluation of its own (not a reuse, rejection, stale or cancelled trial)."""
-        return self.status in COUNTED and self.duplicate_of is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def record_of(trial: Any) -> TrialRecord:
-    """A :class:`TrialRecord` from an Optuna ``FrozenTrial``; status ``unreadable`` when its attributes were tampered with."""
-    from optuna.trial import TrialState
-
-    problem = unreadable(trial)
-    if problem is not None:
-        return TrialRecord(number=trial.number, state=trial.state.name, status="unreadable", error=problem,
-                           started=_iso(trial.datetime_start), finished=_iso(trial.datetime_complete))
-    attrs = trial.user_attrs
-    outcome = attrs.get("outcome") or {}
-    candidate = attrs.get("candidate") or {}
-    if outcome:
-        status = outcome.get("status", "complete")
-    elif trial.state == TrialState.RUNNING:
-        status = "running"
-    elif trial.state == TrialState.WAITING:
-        status = "waiting"
-    else:
-        status = "stale"
-    seeds = {k[len("seed_"):]: v for k, v in attrs.items() if k.startswith("seed_") and isinstance(v, dict)}
-    proxy = attrs.get("proxy") or {}
-    return TrialRecord(
-        number=trial.number,
-        state=trial.state.name,
-        status=status,
-        hash=candidate.get("hash"),
-        decisions=candidate.get("decisions") or {},
-        spec=candidate.get("spec"),
-        accuracy=_num(outcome.get("accuracy")),
-        accuracy_std=_num(outcome.get("accuracy_std")),
-        accuracies=[a for a in outcome.get("accuracies", []) if a is not None],
-        params=outcome.get("params", candidate.get("params")),
-        flops=outcome.get("flops", candidate.get("flops")),
-        latency_ms=_num(outcome.get("latency_ms")),
-        peak_memory_mb=_num(outcome.get("peak_memory_mb")),
-        train_time_s=_num(outcome.get("train_time_s")),
-        epochs_run=int(outcome.get("epochs_run", 0) or 0) if outcome else sum(int(s.get("epochs_run", 0) or 0) for s in seeds.values()),
-        epochs_full=int(outcome.get("epochs_full", 0) or 0),
-        error=outcome.get("error"),
-        duplicate_of=outcome.get("duplicate_of"),
-        retry_of=attrs.get("retry_of"),
-        parent=attrs.get("parent"),
-        mutated=attrs.get("mutated"),
-        proxy_score=_num(proxy.get("score")),
-        seeds=seeds,
-        values=list(trial.values) if trial.values is not None else None,
-        driver_time_s=_num(outcome.get("driver_time_s")),
-        eval_time_s=_num(outcome.get("eval_time_s")),
-        started=_iso(trial.datetime_start),
-        finished=_iso(trial.datetime_complete),
-        worker=attrs.get("worker"),
-    )
-
-
-_STATUSES = ("complete", "failed", "pruned", "rejected", "cancelled")
-_FLOATS = ("accuracy", "accuracy_std", "latency_ms", "peak_memory_mb", "train_time_s", "driver_time_s", "eval_time_s")
-
-
-def unreadable(trial: Any) -> str | None:
-    """Why the archforge attributes of a stored trial cannot be trusted, or ``None`` when they can.
-
-    Checks the types and ranges of what archforge wrote (a store can be edited by hand or by
-    another program): the candidate hash against its spec, the status, the metrics (finite
-    numbers, whole counts), the trial links, and the length of every text.
-    """
-    attrs = trial.user_attrs
-    try:
-        candidate = attrs.get("candidate")
-        if candidate is not None:
-            if not isinstance(candidate, dict):
-                return "its candidate is not a mapping"
-            key, spec = candidate.get("hash"), candidate.get("spec")
-            if not isinstance(key, str) or not _HASH.match(key):
-                return f"its candidate hash {_short(key)} is not 12 hex digits"
-            if not isinstance(spec, dict):
-                return "its candidate spec is missing or not a mapping"
-            from archforge.search.space import candidate_hash
-
-            if candidate_hash(spec) != key:
-                return f"its candidate hash {key} does not match its spec ({candidate_hash(spec)})"
-            if not isinstance(candidate.get("decisions", {}), dict):
-                return "its decisions are not a mapping"
-            if _too_long(candidate.get("decisions", {})):
-                return f"a decision value is longer than {MAX_TEXT:,} characters"
-        outcome = attrs.get("outcome")
-        if outcome is not None:
-            if not isinstance(outcome, dict):
-                return "its outcome is not a mapping"
-            if outcome.get("status", "complete") not in _STATUSES:
-                return f"its status {_short(outcome.get('status'))} is none of {', '.join(_STATUSES)}"
-            if outcome.get("status") in ("complete", "failed", "pruned") and candidate is None:
-                return "it has an outcome but no candidate"
-            for name in _FLOATS:
-                value = outcome.get(name)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-                    return f"its {name} {_short(value)} is not a finite number"
-            if outcome.get("status", "complete") == "complete" and outcome.get("accuracy") is None:
-                return "it is complete but has no accuracy"
-            accuracies = outcome.get("accuracies", [])
-            if not isinstance(accuracies, list) or not all(a is None or (isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)) for a in accuracies):
-                return "its accuracies are not a list of finite numbers"
-            for name in ("params", "flops", "epochs_run", "epochs_full", "duplicate_of"):
-                if not _count(outcome.get(name)):
-                    return f"its {name} {_short(outcome.get(name))} is not a whole number"
-            if outcome.get("error") is not None and not isinstance(outcome.get("error"), str):
-                return "its error is not a text"
-            if _too_long(outcome):
-                return f"a text in its outcome is longer than {MAX_TEXT:,} characters"
-        for name in ("retry_of", "parent"):
-            if not _count(attrs.get(name)):
-                return f"its {name} {_short(attrs.get(name))} is not a trial number"
-        if attrs.get("mutated") is not None and not (isinstance(attrs["mutated"], str) and len(attrs["mutated"]) <= MAX_TEXT):
-            return "its mutation is not a short text"
-        proxy = attrs.get("proxy")
-        if proxy is not None and (not isinstance(proxy, dict) or (proxy.get("score") is not None and _num(proxy.get("score")) is None)):
-            return "its proxy score is not a number"
-        for name, value in attrs.items():
-            if name.startswith("seed_") and isinstance(value, dict) and not _count(value.get("epochs_run")):
-                return f"its {name}.epochs_run {_short(value.get('epochs_run'))} is not a whole number"
-        if attrs.get("worker") is not None and not isinstance(attrs["worker"], dict):
-            return "its worker is not a mapping"
-    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
-        return f"its attributes cannot be read ({type(exc).__name__})"
-    return None
-
-
-def _count(value: Any) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63)
-
-
-def _too_long(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, str):
-        return len(value) > MAX_TEXT
-    if depth > 20:
-        return True
-    if isinstance(value, dict):
-        return any(_too_long(k, depth + 1) or _too_long(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_too_long(v, depth + 1) for v in value)
-    return False
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
-def _iso(value: _dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") if value is not None else None
-
-
-def records(study: Any) -> list[TrialRecord]:
-    return [record_of(t) for t in study.get_trials(deepcopy=False)]
 
 
 # --------------------------------------------------------------------------- opening runs
@@ -648,16 +336,3 @@ def load_run_study(source: str | os.PathLike[str], study_name: str | None = None
 
         raise SearchError(f"no study '{study_name}' in {source}{did_you_mean(study_name, names)}")
     return optuna.load_study(study_name=study_name, storage=storage)
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def iter_finished(trials: Iterable[Any]) -> Iterable[Any]:
-    return (t for t in trials if t.state.is_finished())

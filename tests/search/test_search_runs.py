@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -70,7 +69,7 @@ import sys, types
 sys.path.insert(0, {here!r})
 from archforge.search import search
 data = types.SimpleNamespace(input_shape=(1, 8, 8), num_classes=10, name="fake")
-search({space!r}, dataset=data, evaluator="test_runner:slow_evaluate", storage={db!r}, strategy="grid", budget=5,
+search({space!r}, dataset=data, evaluator="test_search_runs:slow_evaluate", storage={db!r}, strategy="grid", budget=5,
        progress=False, workers={workers})
 """
 
@@ -115,11 +114,61 @@ def test_resume_after_kill_9_loses_and_repeats_nothing(tmp_path):
     counted = [r for r in run.records if r.counted]
     assert len(counted) == 5 and all(r.status == "complete" for r in counted)
     assert {r.hash for r in counted} == set(ends)
-    stale = [r for r in run.records if r.status == "stale"]
-    assert len(stale) == 1 and stale[0].hash == interrupted
-    retry = [r for r in run.records if r.retry_of == stale[0].number]
+    left = [r for r in run.records if r.status == "interrupted"]
+    assert len(left) == 1 and left[0].hash == interrupted and left[0].state == "FAIL"
+    retry = [r for r in run.records if r.retry_of == left[0].number]
     assert len(retry) == 1 and retry[0].status == "complete" and retry[0].hash == interrupted
-    assert run.compute["stale"] == 1
+    assert run.compute["interrupted"] == 1
+
+
+KILLED_AFTER = """\
+import importlib, os, signal, sys, types
+sys.path.insert(0, {here!r})
+from archforge.search import search
+records = importlib.import_module("archforge.search.records")
+write = records.write
+
+def write_then_die(trial, value):
+    write(trial, value)
+    if {key!r} == records.key_of(value):
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 right after this attribute is stored
+
+records.write = write_then_die
+data = types.SimpleNamespace(input_shape=(1, 8, 8), num_classes=10, name="fake")
+search({space!r}, dataset=data, evaluator="test_search_runs:slow_evaluate", storage={db!r}, strategy="grid", seeds=2, progress=False)
+"""
+
+
+def test_kill_9_after_each_stored_attribute_loses_and_repeats_nothing(tmp_path):
+    """Killed after the candidate, after its first seed, after its outcome, then resumed: each seed of each candidate trained once."""
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(SPACE)
+    db = tmp_path / "study.db"
+    log = tmp_path / "log.jsonl"
+    env = {**os.environ, "ARCHFORGE_TEST_LOG": str(log), "ARCHFORGE_TEST_EPOCH_S": "0"}
+    for key in ("candidate", "seed_0", "outcome", None):
+        script = KILLED_AFTER.format(here=str(HERE), key=key, space=str(space_file), db=str(db))
+        done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        assert done.returncode == (-signal.SIGKILL if key else 0), done.stderr
+
+    trained = [(e["hash"], e["seed"]) for e in events(log) if e["event"] == "end"]
+    assert len(trained) == len(set(trained)) == 6 * 2  # every seed of every candidate, once
+    assert len([e for e in events(log) if e["event"] == "start"]) == 12  # and nothing started twice either
+    records = load_run(db).records
+    first, second, third = records[:3]  # the first candidate, killed three times
+    assert first.hash == second.hash == third.hash
+    assert (first.state, first.status, first.seeds) == ("FAIL", "interrupted", {})  # killed before training
+    assert (second.state, second.status, second.retry_of, list(second.seeds)) == ("FAIL", "interrupted", 0, [0])
+    # killed after its outcome was stored but before Optuna was told: the resume tells Optuna what it found, and
+    # nothing is retried (retry_of is Optuna's record: the first trial of the candidate's chain of retries)
+    assert (third.state, third.status, third.retry_of, sorted(third.seeds)) == ("COMPLETE", "complete", 0, [0, 1])
+    assert third.values == [third.accuracy]
+    assert third.seeds[0] == second.seeds[0] and third.epochs_run == 2  # seed 0 reused, only seed 1 trained
+    assert [r.number for r in records if r.retry_of == 0] == [1, 2]  # the complete one is not retried
+    counted = [r for r in records if r.counted]
+    assert len(counted) == 6 and {r.status for r in counted} == {"complete"} and len({r.hash for r in counted}) == 6
+    run = load_run(db)
+    assert run.compute["epochs_run"] == 6 * 2 * 2 and run.compute["interrupted"] == 2
 
 
 FAIL_SPACE = SPACE.replace("{width: {choice: [4, 8, 16]}, kernel: {choice: [1, 3]}}", "{width: {choice: [4, 8, 16]}, kernel: {choice: [1, 3]}}")
@@ -139,7 +188,7 @@ def flaky_evaluate(spec, data, config, on_epoch=None):
     return slow_evaluate(spec, data, config, on_epoch)
 
 
-def test_failures_are_recorded_and_the_search_goes_on(tmp_path, capsys):
+def test_failures_are_recorded_and_the_search_goes_on(tmp_path):
     result = search(parse_space(FAIL_SPACE, "f.yaml"), dataset=DATA, evaluator=flaky_evaluate, storage=tmp_path / "f.db",
                     runs_dir=tmp_path, progress=False)
     by_width = {(r.decisions["width"], r.decisions["kernel"]): r for r in result.trials if r.counted}
@@ -149,8 +198,14 @@ def test_failures_are_recorded_and_the_search_goes_on(tmp_path, capsys):
     assert by_width[16, 1].status == "failed" and "NaN" in by_width[16, 1].error
     assert all(by_width[w, 3].status == "complete" for w in (4, 8, 16))
     assert [row["status"] for row in result.table] == ["complete"] * 3 + ["failed"] * 3
-    result.print()
-    out = capsys.readouterr().out
+    assert sorted(row["error"] for row in result.failed) == sorted(by_width[w, 1].error for w in (4, 8, 16))
+    from rich.console import Console
+
+    from archforge.cli.search_commands import print_run
+
+    console = Console(record=True, width=200)
+    print_run(result.run, console)
+    out = console.export_text()
     assert "3 failed:" in out and "out of memory" in out
     files = result.report(tmp_path / "report")
     csv_text = files["csv"].read_text()
@@ -203,7 +258,7 @@ def test_multi_fidelity_prunes_and_the_compute_saved_adds_up(tmp_path, monkeypat
     assert statuses == sorted(statuses, key=lambda s: s != "complete")
     from archforge.search.report import compute_text
 
-    assert f"{ran} epochs run of the 81" in compute_text(c, result.run.settings)
+    assert f"{ran} epochs run of the 81" in compute_text(c)
 
 
 def test_two_worker_processes_share_one_study(tmp_path):
@@ -219,7 +274,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
     assert len(ends) == len(set(ends)) == 6
     assert len({e["pid"] for e in events(log)}) == 2  # both workers trained
     run = load_run(db)
-    assert {r.worker["index"] for r in run.records if r.counted} == {0, 1}
+    assert {r.worker.index for r in run.records if r.counted} == {0, 1}
     assert len([r for r in run.records if r.counted]) == 6
 
 

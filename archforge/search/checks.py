@@ -1,0 +1,114 @@
+"""Everything a search refuses, checked before anything is stored: ``archforge space`` runs the same checks.
+
+:func:`prepare` loads what a run needs (the data, the evaluator) and checks the run as a whole:
+the settings against the space (the strategy can search it, the pruner fits), the dataset
+(its name, and its input shape against the space's), the evaluator (importable, and by name
+when worker processes need it), the executor. Each problem is one :class:`SearchError` or
+located :class:`SpecError`; the study is created only after all of them passed, so a command
+that fails here leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pickle
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from archforge.errors import SearchError, SpecError
+from archforge.search.settings import SearchSettings
+from archforge.search.space import Space
+
+Evaluator = Callable[..., Any]
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` loaded: the data split and the evaluator callable."""
+
+    data: Any
+    evaluate: Evaluator
+
+
+def prepare(space: Space, settings: SearchSettings, *, dataset: Any = None, evaluator: Evaluator | str | None = None,
+            persistent: bool = True) -> Prepared:
+    """Check the run ``space`` × ``settings`` as ``search`` would run it, and load its data and evaluator.
+
+    ``dataset``: a ``DataSplit`` object replacing ``settings.dataset``; ``persistent``: the
+    storage outlives the process (several workers need it).
+    """
+    from archforge.search.strategies import check_strategy
+
+    check_strategy(settings, space)
+    if settings.workers > 1 and not persistent:
+        raise SearchError("several workers share a study through a persistent storage: drop storage='memory'")
+    if settings.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise SearchError("executor 'ray' needs the optional 'ray' package: pip install 'ray'")
+    if settings.workers > 1 and evaluator is not None and not isinstance(evaluator, str):
+        try:
+            pickle.dumps(evaluator)
+        except Exception:
+            raise SearchError("workers > 1 need an evaluator importable by name: a module-level function or 'module:function'") from None
+    evaluate = resolve_evaluator(evaluator)
+    data = load_data(dataset if dataset is not None else settings.dataset, settings)
+    check_input_shape(space, data)
+    return Prepared(data, evaluate)
+
+
+def check_run(space: Space, settings: SearchSettings) -> None:
+    """What ``archforge space`` checks: :func:`prepare` with the space's own dataset and the default evaluator."""
+    prepare(space, settings)
+
+
+def resolve_evaluator(evaluator: Evaluator | str | None) -> Evaluator:
+    """The callable that trains a candidate: the given one, ``"module:function"``, or archforge's ``evaluate``."""
+    if evaluator is None:
+        from archforge.search.evaluate import evaluate
+
+        return evaluate
+    if isinstance(evaluator, str):
+        module, _, attr = evaluator.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise SearchError(f"cannot import evaluator '{evaluator}' (expected 'module:function'): {exc}") from None
+        if not callable(obj):
+            raise SearchError(f"evaluator '{evaluator}' is a {type(obj).__name__}, not a function")
+        return obj
+    if not callable(evaluator):
+        raise SearchError(f"evaluator must be a function or 'module:function', got {type(evaluator).__name__}")
+    return evaluator
+
+
+def load_data(dataset: Any, settings: SearchSettings) -> Any:
+    """A ``DataSplit``: loaded by name through :func:`archforge.data.load_dataset` (limit, val_fraction), or the object given."""
+    if not isinstance(dataset, str):
+        return dataset
+    from archforge.data import load_dataset
+
+    try:
+        return load_dataset(dataset, val_fraction=settings.val_fraction, seed=0, limit=settings.limit)
+    except SpecError:
+        raise
+    except (KeyError, ValueError, OSError) as exc:
+        raise SearchError(f"cannot load dataset '{dataset}': {exc}") from None
+
+
+def dataset_name(dataset: Any) -> str:
+    return dataset if isinstance(dataset, str) else str(getattr(dataset, "name", type(dataset).__name__))
+
+
+def check_input_shape(space: Space, data: Any) -> None:
+    """The space's ``input.shape`` is the dataset's (a located error otherwise)."""
+    shape = getattr(data, "input_shape", None)
+    declared = (space.template.get("input") or {}).get("shape")
+    if shape is None or not isinstance(declared, list) or not all(isinstance(v, int) for v in declared):
+        return
+    if tuple(declared) != tuple(shape):
+        raise SpecError(
+            f"the space's input shape {list(declared)} does not match dataset '{dataset_name(data)}' ({list(shape)})",
+            space.document.locate(("input", "shape")),
+        )

@@ -1,0 +1,365 @@
+"""One worker's search loop: Optuna's ``study.optimize`` calling :class:`Objective` on each trial.
+
+For each trial the objective
+
+1. takes the decision values Optuna's sampler proposes and concretises the candidate spec;
+2. reuses what the store already knows about the candidate (:mod:`archforge.search.cache`):
+   a seed once trained is never trained again, a rejection is never rechecked;
+3. rejects the candidate before any training when the shape checker or a constraint
+   (``max_params``, ``max_flops``, ...) refuses it (state ``PRUNED``, with the reason);
+4. trains each missing seed with the evaluator, reporting validation accuracy per epoch to the
+   pruner (first seed only), storing each finished seed at once;
+5. stores the :class:`~archforge.search.records.Outcome` and returns the objective values.
+
+Optuna does the rest: heartbeats while a trial runs, failing and retrying the trials of dead
+workers (``RetryFailedTrialCallback``), the trial state on an exception or Ctrl-C. An evaluator
+that raises (a crashing block, NaN, out of memory, even ``sys.exit``) fails its trial only.
+:class:`StopRule` ends the loop when the budget is spent, the space is exhausted, or the
+sampler keeps proposing candidates already known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from archforge.errors import SpecError, SpecWarning
+from archforge.search import cache, records
+from archforge.search.progress import Display
+from archforge.search.records import COUNTED, CandidateAttr, Outcome, ProgressAttr, SeedResult, TrialRecord, WorkerAttr, finite
+from archforge.search.settings import SearchSettings
+from archforge.search.space import Candidate, Space
+
+#: Consecutive trials that brought nothing new (reused or rejected) after which a worker gives up.
+MAX_IDLE = 200
+
+
+@dataclass
+class RunPlan:
+    """Everything a worker needs to join a run; picklable, since workers are separate processes."""
+
+    space_text: str
+    space_file: str
+    settings: SearchSettings
+    storage_url: str
+    study_name: str
+    config_key: str
+    dataset: Any
+    evaluator: Any = None
+    budget: int | None = None
+    threads: int | None = None
+
+
+class TrialFailed(Exception):
+    """The trial's outcome is stored; Optuna marks it ``FAIL`` (passed to ``study.optimize(catch=...)``)."""
+
+
+class Objective:
+    """Evaluate one trial of ``study.optimize``; see the module docstring."""
+
+    def __init__(self, plan: RunPlan, space: Space, data: Any, evaluate: Callable[..., Any], *,
+                 lineage: Callable[[int], Any] = lambda number: None, display: Display | None = None, index: int = 0):
+        self.plan = plan
+        self.settings = plan.settings
+        self.space = space
+        self.data = data
+        self.evaluate = evaluate
+        self.lineage = lineage
+        self.display = display or Display()
+        self.worker = WorkerAttr(host=socket.gethostname(), pid=os.getpid(), index=index)
+        self.seeds = list(range(self.settings.seeds))
+        self.eval_s = 0.0
+        self._summaries: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, trial: Any) -> float | list[float]:
+        started = time.perf_counter()
+        records.write(trial, self.worker)
+        values = self.space.decode({name: suggest(trial, name, d) for name, d in self.space.distributions().items()})
+        try:
+            candidate = self.space.concretize(values)
+        except (SpecError, KeyError, ValueError) as exc:
+            return self.finish(trial, Outcome(status="rejected", error=_message(exc)), started)
+        records.write(trial, CandidateAttr(hash=candidate.hash, decisions=_jsonable(values), spec=candidate.data,
+                                           config=self.plan.config_key))
+        parent = self.lineage(trial.number)
+        if parent is not None:
+            records.write(trial, parent)
+
+        found = cache.lookup(trial.study, candidate.hash, self.plan.config_key, trial.number, self.seeds)
+        if found.rejected is not None:
+            error, source = found.rejected
+            return self.finish(trial, Outcome(status="rejected", error=error, duplicate_of=source), started)
+        if found.complete(self.seeds):
+            reused = {s: found.seeds[s][0] for s in self.seeds if s in found.seeds}
+            outcome = self.aggregate(candidate, reused, fresh=set())
+            return self.finish(trial, outcome.model_copy(update={"duplicate_of": found.source(self.seeds)}), started)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpecWarning)
+            reason = self.space.check(candidate, self.settings.constraints)
+        if reason is not None:
+            return self.finish(trial, Outcome(status="rejected", error=reason, params=candidate.params, flops=candidate.flops), started)
+
+        missing = [s for s in self.seeds if s not in found.seeds]
+        progress = ProgressAttr(total=self.settings.epochs * len(missing))
+        records.write(trial, progress)  # from here on the trial counts as being evaluated
+        if budget_spent(records.read_trials(trial.study), self.plan.budget, trial.number):
+            return self.finish(trial, Outcome(status="cancelled", error="budget reached by other workers"), started)
+
+        self.display.trial_started(trial.number, candidate.label(), progress.total)
+        results: dict[int, SeedResult] = {}
+        eval_s = 0.0
+        for seed in self.seeds:
+            if seed in found.seeds:
+                results[seed] = found.seeds[seed][0]
+            else:
+                seed_started = time.perf_counter()
+                results[seed] = self.train(trial, candidate, seed, progress, prune=seed == self.seeds[0])
+                eval_s += time.perf_counter() - seed_started
+                records.write(trial, results[seed])
+            if results[seed].status != "ok":
+                break
+        self.eval_s += eval_s
+        fresh = {s for s in results if s not in found.seeds}
+        outcome = self.aggregate(candidate, results, fresh).model_copy(update={"eval_time_s": round(eval_s, 4)})
+        return self.finish(trial, outcome, started, eval_s=eval_s)
+
+    def train(self, trial: Any, candidate: Candidate, seed: int, progress: ProgressAttr, *, prune: bool) -> SeedResult:
+        """Train one seed; never raises but for Ctrl-C (an error becomes a failed result)."""
+        config = self.settings.trial_config(seed)
+        if self.plan.threads:
+            config = config.model_copy(update={"threads": self.plan.threads})
+        history: list[float | None] = []
+        pruned = False
+
+        def on_epoch(epoch: int, accuracy: float) -> bool:
+            nonlocal pruned
+            history.append(finite(accuracy))
+            progress.done += 1
+            self.display.epoch(seed, len(history), finite(accuracy))
+            records.write(trial, progress)
+            # Never prune after the last epoch: a trial that ran them all is complete, and ranked.
+            if prune and history[-1] is not None and len(history) < self.settings.epochs:
+                trial.report(history[-1], len(history))
+                pruned = trial.should_prune()
+            return pruned
+
+        started = time.perf_counter()
+        try:
+            result = self.evaluate(candidate.spec, self.data, config, on_epoch=on_epoch)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - TrialError, NaN, OOM, a crashing block, sys.exit: fail this trial only
+            error = _error_text(exc)
+            if isinstance(exc, SystemExit):
+                error = f"the evaluator called sys.exit({exc.code!r})"
+                self.display.message(f"#{trial.number}: {error}; the trial is failed and the search goes on")
+            return SeedResult(seed=seed, status="failed", error=error[:2000], epochs_run=len(history), history=history,
+                              eval_time_s=round(time.perf_counter() - started, 4))
+        return seed_result(seed, result, history, pruned=pruned, eval_s=time.perf_counter() - started)
+
+    def aggregate(self, candidate: Candidate, results: Mapping[int, SeedResult], fresh: set[int]) -> Outcome:
+        """One outcome from the seeds: mean ± std of accuracy, the first failure or pruning, mean costs."""
+        seeds = [results[s] for s in sorted(results)]
+        failed = next((r for r in seeds if r.status == "failed"), None)
+        pruned = next((r for r in seeds if r.status == "pruned"), None)
+        accuracies = [r.accuracy for r in seeds if r.accuracy is not None]
+        outcome: dict[str, Any] = {
+            "status": "failed" if failed else "pruned" if pruned else "complete",
+            "accuracies": accuracies,
+            "epochs_run": sum(results[s].epochs_run for s in fresh),
+            "epochs_full": self.settings.epochs * self.settings.seeds,
+            "error": failed.error if failed else None,
+        }
+        if failed is None:
+            outcome["accuracy"] = pruned.accuracy if pruned else statistics.fmean(accuracies) if accuracies else None
+            outcome["accuracy_std"] = statistics.stdev(accuracies) if len(accuracies) > 1 and not pruned else None
+        for name in ("params", "flops"):
+            outcome[name] = next((getattr(r, name) for r in seeds if getattr(r, name) is not None), getattr(candidate, name))
+        for name in ("latency_ms", "latency_iqr_ms", "peak_memory_mb", "train_time_s"):
+            measured = [getattr(r, name) for r in seeds if getattr(r, name) is not None]
+            outcome[name] = statistics.median(measured) if measured else None
+        return Outcome(**outcome)
+
+    def finish(self, trial: Any, outcome: Outcome, started: float, *, eval_s: float = 0.0) -> float | list[float]:
+        """Store the outcome; return the objective values, or raise so that Optuna records the state."""
+        import optuna
+
+        values = None
+        if outcome.status == "complete":
+            outcome = self._with_summary(trial, outcome)
+            missing = next((o for o in self.settings.objectives if getattr(outcome, o) is None), None)
+            if missing is not None:
+                outcome = outcome.model_copy(update={"status": "failed", "error": f"the evaluator gave no '{missing}' for objective '{missing}'"})
+            else:
+                values = [float(getattr(outcome, o)) for o in self.settings.objectives]
+        outcome = outcome.model_copy(update={"driver_time_s": round(time.perf_counter() - started - eval_s, 4)})
+        records.write(trial, outcome)
+        if values is not None:
+            return values[0] if len(values) == 1 else values
+        if outcome.status in ("rejected", "pruned"):
+            raise optuna.TrialPruned(outcome.error or outcome.status)
+        raise TrialFailed(outcome.error or outcome.status)
+
+    def _with_summary(self, trial: Any, outcome: Outcome) -> Outcome:
+        # params and FLOPs for cost objectives and tie-breaking, when a custom evaluator did not give them.
+        if outcome.params is not None and outcome.flops is not None:
+            return outcome
+        from archforge.builder import summarize
+        from archforge.spec import Spec
+
+        candidate = CandidateAttr.model_validate(trial.user_attrs["candidate"])
+        if candidate.hash not in self._summaries:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", SpecWarning)
+                    summary = summarize(Spec.from_dict(candidate.spec))
+            except Exception:  # a candidate the evaluator trained but the summary cannot size: no cost figures
+                return outcome
+            self._summaries[candidate.hash] = (summary.params, summary.flops)
+        params, flops = self._summaries[candidate.hash]
+        return outcome.model_copy(update={"params": outcome.params if outcome.params is not None else params,
+                                          "flops": outcome.flops if outcome.flops is not None else flops})
+
+
+def suggest(trial: Any, name: str, distribution: Any) -> Any:
+    """``trial.suggest_*`` for an Optuna distribution (the public way to draw, or replay, a parameter)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    raise TypeError(f"decision {name}: no suggest method for {type(distribution).__name__}")
+
+
+def seed_result(seed: int, result: Any, history: list[float | None], *, pruned: bool, eval_s: float) -> SeedResult:
+    """A :class:`SeedResult` from what an evaluator returned (an ``EvalResult``, a mapping or any object with its fields)."""
+    def field(name: str) -> Any:
+        return result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
+
+    accuracy = finite(field("accuracy"))
+    epochs = field("epochs")
+    timings = field("timings")
+    status, error = ("pruned" if pruned else "ok"), None
+    if accuracy is None or not 0.0 <= accuracy <= 1.0:
+        given = field("accuracy")
+        problem = "no accuracy" if given is None else f"accuracy {given!r} is NaN" if finite(given) is None else f"accuracy {given!r} is not in [0, 1]"
+        status, error, accuracy = "failed", f"the evaluator gave {problem}", None
+    return SeedResult(
+        seed=seed, status=status, error=error, accuracy=accuracy,
+        epochs_run=_count(epochs) if _count(epochs) is not None else len(history),
+        history=[finite(a) for a in (field("history") if isinstance(field("history"), (list, tuple)) and field("history") else history)],
+        stopped_early=bool(field("stopped_early")) or pruned,
+        params=_count(field("params")), flops=_count(field("flops")),
+        latency_ms=finite(field("latency_ms")), latency_iqr_ms=finite(field("latency_iqr_ms")),
+        peak_memory_mb=finite(field("peak_memory_mb")), train_time_s=finite(field("train_time_s")),
+        eval_time_s=round(eval_s, 4),
+        timings={str(k): finite(v) for k, v in timings.items()} if isinstance(timings, Mapping) else {},
+    )
+
+
+def budget_spent(trials: Sequence[TrialRecord], budget: int | None, me: int | None = None) -> bool:
+    """The one budget rule: evaluations finished, plus those being evaluated ahead of trial ``me``, reach ``budget``."""
+    if budget is None:
+        return False
+    spent = sum(r.counted for r in trials)
+    spent += sum(1 for r in trials if r.status == "running" and me is not None and r.number < me
+                 and r.progress is not None and r.progress.total > 0)
+    return spent >= budget
+
+
+class StopRule:
+    """``study.optimize`` callback: stop when the budget is spent, every distinct candidate is known, or nothing new comes."""
+
+    def __init__(self, budget: int | None, distinct: int | None, display: Display | None = None):
+        self.budget = budget
+        self.distinct = distinct
+        self.display = display or Display()
+        self.idle = 0
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        from archforge.search.study import fail_abandoned, retry_interrupted
+
+        if fail_abandoned(study, alone=False):  # a worker that died before its first heartbeat: its candidate is retried
+            retry_interrupted(study, None)
+        trials = records.read_trials(study)
+        mine = TrialRecord.of(trial)
+        self.idle = 0 if mine.counted else self.idle + 1
+        self.display.trial_finished(mine, sum(r.counted for r in trials))
+        known = {r.hash for r in trials if r.hash is not None and r.status in (*COUNTED, "rejected")}
+        if budget_spent(trials, self.budget):
+            study.stop()
+        elif self.distinct and len(known) >= self.distinct:
+            study.stop()
+        elif self.idle >= MAX_IDLE:
+            self.display.message(f"stopping: the last {MAX_IDLE} trials found no new candidate")
+            study.stop()
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and 0 <= number < 2**63 else None
+
+
+def _message(exc: BaseException) -> str:
+    return exc.format() if isinstance(exc, SpecError) else str(exc)
+
+
+def _error_text(exc: BaseException) -> str:
+    name = type(exc).__name__
+    message = str(exc).strip().replace("\n", " ")
+    if name == "TrialError":
+        return message or name
+    if isinstance(exc, MemoryError) or "out of memory" in message.lower():
+        return f"out of memory: {message}" if message else "out of memory"
+    return f"{name}: {message}" if message else name
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(dict(values), default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+class _PerTrialChatter(logging.Filter):
+    """Drops Optuna's per-trial log lines ("Trial 3 failed ...") and INFO lines while archforge reports the trials itself."""
+
+    _TRIAL = re.compile(r"^Trial \d+ (finished|failed|pruned)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO and not self._TRIAL.match(record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial INFO lines and archforge's recorded failures left out of the log, for this block only."""
+    # On Optuna's handlers: a logger's own filters do not see the records of its child loggers.
+    handlers = list(logging.getLogger("optuna").handlers)
+    chatter = _PerTrialChatter()
+    for handler in handlers:
+        handler.addFilter(chatter)
+    try:
+        with warnings.catch_warnings():
+            import optuna
+
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(chatter)

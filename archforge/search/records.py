@@ -1,0 +1,413 @@
+"""What archforge stores on an Optuna trial and study, as typed records: the one place that writes or reads them.
+
+A trial carries, as user attributes (keys in :data:`KEYS`):
+
+- ``candidate`` (:class:`CandidateAttr`): the concrete spec it evaluates, its hash, decisions and
+  the training-settings key; written before any training;
+- ``worker`` (:class:`WorkerAttr`): which process runs it; ``progress`` (:class:`ProgressAttr`):
+  epochs done, for progress bars of other processes;
+- ``seed_<s>`` (:class:`SeedResult`): one per training seed, written as soon as that seed
+  finishes, so a killed worker loses at most one seed;
+- ``outcome`` (:class:`Outcome`): status, aggregated metrics, error; written once, when done;
+- ``proxy`` (:class:`ProxyAttr`) and ``lineage`` (:class:`LineageAttr`): why it was queued.
+
+The study carries the run (:class:`RunMeta`: space text, settings, training-settings key) under
+``archforge`` and the proxy phase (:class:`ProxyPhase`) under ``archforge_proxy``. Which trial a
+retried one replaces is Optuna's own record (``RetryFailedTrialCallback.retried_trial_number``).
+
+Reading goes through :meth:`TrialRecord.of`, which validates every attribute: a store edited by
+hand or by another program yields status ``unreadable`` with the reason, never a crash. CSV and
+JSON columns are the fields of :class:`TrialRecord`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from archforge.search import limits
+
+#: Optuna user-attribute keys of a trial.
+KEYS = ("candidate", "worker", "progress", "outcome", "proxy", "lineage")
+SEED_PREFIX = "seed_"
+#: Study user-attribute keys.
+RUN_KEY = "archforge"
+PROXY_KEY = "archforge_proxy"
+WORKER_STATS_PREFIX = "archforge_worker:"
+
+#: Statuses of a finished trial that are an evaluation of their own (they count against the budget).
+COUNTED = ("complete", "failed", "pruned")
+Status = Literal["complete", "failed", "pruned", "rejected", "cancelled"]
+#: Statuses a record may have besides an outcome's: still running, queued, left by a dead worker, tampered with.
+ReadStatus = Literal["complete", "failed", "pruned", "rejected", "cancelled", "running", "waiting", "interrupted", "unreadable"]
+
+
+def _short_text(value: str) -> str:
+    if len(value) > limits.MAX_TEXT:
+        raise ValueError(f"a text longer than {limits.MAX_TEXT:,} characters")
+    return value
+
+
+def _texts_short(value: Any, depth: int = 0) -> Any:
+    if depth > 20:
+        raise ValueError("nested more than 20 levels")
+    if isinstance(value, str):
+        _short_text(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _texts_short(k, depth + 1)
+            _texts_short(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _texts_short(v, depth + 1)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_short_text)]
+Count = Annotated[int, Field(ge=0, lt=2**63)]
+#: A finite float; ``None`` for a metric that was not measured.
+Metric = float | None
+
+
+class _Attr(BaseModel):
+    # Strict about types (a string is not a number), tolerant of keys added by later versions.
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+
+class CandidateAttr(_Attr):
+    """The concrete candidate a trial evaluates."""
+
+    hash: str = Field(pattern=r"^[0-9a-f]{12}$", description="archforge.search.space.candidate_hash of spec.")
+    decisions: Annotated[dict[str, Any], AfterValidator(_texts_short)] = Field(default_factory=dict)
+    spec: dict[str, Any]
+    config: str = Field("", description="Key of the training settings: results with the same key are comparable.")
+
+    @field_validator("spec")
+    @classmethod
+    def _matches_hash(cls, spec: dict[str, Any], info: Any) -> dict[str, Any]:
+        from archforge.search.space import candidate_hash
+
+        key = info.data.get("hash")
+        if key is not None and candidate_hash(spec) != key:
+            raise ValueError(f"the hash {key} does not match the spec ({candidate_hash(spec)})")
+        return spec
+
+
+class WorkerAttr(_Attr):
+    """The process that runs a trial."""
+
+    host: Text
+    pid: Count
+    index: Count = 0
+
+
+class ProgressAttr(_Attr):
+    done: Count = 0
+    total: Count = 0
+
+
+class SeedResult(_Attr):
+    """One training seed of a candidate."""
+
+    seed: Count
+    status: Literal["ok", "failed", "pruned"]
+    accuracy: Metric = None
+    epochs_run: Count = 0
+    history: list[Metric] = Field(default_factory=list, description="Validation accuracy after each epoch.")
+    stopped_early: bool = False
+    params: Count | None = None
+    flops: Count | None = None
+    latency_ms: Metric = None
+    latency_iqr_ms: Metric = None
+    peak_memory_mb: Metric = None
+    train_time_s: Metric = None
+    eval_time_s: Metric = None
+    timings: dict[str, Metric] = Field(default_factory=dict)
+    error: Text | None = None
+
+
+class Outcome(_Attr):
+    """What a finished trial found: its status, the metrics aggregated over seeds, or why it failed."""
+
+    status: Status
+    accuracy: Metric = Field(None, description="Mean validation accuracy over the seeds.")
+    accuracy_std: Metric = Field(None, description="Sample standard deviation over the seeds (None for one seed).")
+    accuracies: list[float] = Field(default_factory=list, description="One per seed that finished.")
+    params: Count | None = None
+    flops: Count | None = None
+    latency_ms: Metric = None
+    latency_iqr_ms: Metric = None
+    peak_memory_mb: Metric = None
+    train_time_s: Metric = None
+    epochs_run: Count = 0
+    epochs_full: Count = 0
+    error: Text | None = None
+    duplicate_of: Count | None = Field(None, description="The trial whose results this one reuses (never trained twice).")
+    driver_time_s: Metric = None
+    eval_time_s: Metric = None
+
+    @field_validator("accuracy")
+    @classmethod
+    def _in_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"accuracy {value} is not in [0, 1]")
+        return value
+
+
+class ProxyAttr(_Attr):
+    """A trial queued by the zero-cost proxy phase."""
+
+    name: Text
+    score: Metric = None
+    rank: Count = 0
+
+
+class LineageAttr(_Attr):
+    """A trial proposed by evolution: the parent trial and the decision that was mutated."""
+
+    parent: Count
+    mutated: Text
+
+
+_ATTR_MODELS: dict[str, type[_Attr]] = {
+    "candidate": CandidateAttr, "worker": WorkerAttr, "progress": ProgressAttr, "outcome": Outcome,
+    "proxy": ProxyAttr, "lineage": LineageAttr,
+}
+
+
+def dump(value: _Attr) -> dict[str, Any]:
+    """The JSON form stored in Optuna (finite floats; ``None`` for missing metrics)."""
+    return value.model_dump(mode="json")
+
+
+def write(trial: Any, value: _Attr) -> None:
+    """Store ``value`` on an Optuna ``Trial`` under its key (``seed_<s>`` for a :class:`SeedResult`)."""
+    trial.set_user_attr(key_of(value), dump(value))
+
+
+def key_of(value: _Attr) -> str:
+    if isinstance(value, SeedResult):
+        return f"{SEED_PREFIX}{value.seed}"
+    for key, model in _ATTR_MODELS.items():
+        if type(value) is model:
+            return key
+    raise TypeError(f"{type(value).__name__} is not a trial attribute")
+
+
+def attrs(*values: _Attr) -> dict[str, Any]:
+    """User attributes for ``study.enqueue_trial(..., user_attrs=attrs(ProxyAttr(...)))``."""
+    return {key_of(v): dump(v) for v in values}
+
+
+class RunMeta(_Attr):
+    """The run a study holds: enough to resume it, and to report it, from the store alone."""
+
+    version: int = 1
+    space: str
+    space_file: str
+    space_fingerprint: str
+    space_name: str
+    settings: dict[str, Any]
+    config_key: str
+    dataset: str
+    decisions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ProxyPhase(_Attr):
+    """The zero-cost proxy phase of a run (done once)."""
+
+    score: str
+    scored: Count
+    rejected: Count
+    kept: Count
+    discarded: Count
+    scores: dict[str, Metric] = Field(default_factory=dict, description="Candidate hash → score.")
+    time_s: float = 0.0
+
+
+class WorkerStats(_Attr):
+    """Where one worker session's time went: driver overhead is ``wall_s - eval_s - wait_s``."""
+
+    index: Count = 0
+    trials: Count = 0
+    evaluated: Count = 0
+    wall_s: float = Field(0.0, ge=0)
+    eval_s: float = Field(0.0, ge=0)
+    wait_s: float = Field(0.0, ge=0)
+
+
+def write_worker_stats(study: Any, session: str, stats: WorkerStats) -> None:
+    """Store a worker session's time on the study, under its own key (``session``: host, pid, index, start)."""
+    study.set_user_attr(f"{WORKER_STATS_PREFIX}{session}", dump(stats))
+
+
+def read_worker_stats(study: Any) -> list[WorkerStats]:
+    """Every worker session's time stored on the study; entries that cannot be read are left out."""
+    stats = []
+    for key, value in sorted(study.user_attrs.items()):
+        if key.startswith(WORKER_STATS_PREFIX):
+            try:
+                stats.append(WorkerStats.model_validate(value))
+            except ValidationError:
+                continue
+    return stats
+
+
+def read_study_attr(study: Any, model: type[_Attr], key: str) -> Any:
+    """A study attribute as ``model``, ``None`` when absent; a ``ValueError`` naming it when it cannot be read."""
+    raw = study.user_attrs.get(key)
+    if raw is None:
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"the study's '{key}' attribute cannot be read: {first_error(exc)}") from None
+
+
+# --------------------------------------------------------------------------- the read view
+
+
+class TrialRecord(BaseModel):
+    """One stored trial as the report, the CSV/JSON export and the search result show it."""
+
+    number: int
+    state: str = Field(description="Optuna's state: COMPLETE, PRUNED, FAIL, RUNNING, WAITING.")
+    status: ReadStatus
+    hash: str | None = None
+    config: str | None = Field(None, description="Training-settings key of the run that evaluated it.")
+    decisions: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+    accuracy: float | None = None
+    accuracy_std: float | None = None
+    accuracies: list[float] = Field(default_factory=list)
+    params: int | None = None
+    flops: int | None = None
+    latency_ms: float | None = None
+    latency_iqr_ms: float | None = None
+    peak_memory_mb: float | None = None
+    train_time_s: float | None = None
+    epochs_run: int = 0
+    epochs_full: int = 0
+    error: str | None = None
+    duplicate_of: int | None = None
+    retry_of: int | None = None
+    parent: int | None = None
+    mutated: str | None = None
+    proxy_score: float | None = None
+    seeds: dict[int, SeedResult] = Field(default_factory=dict)
+    values: list[float] | None = None
+    driver_time_s: float | None = None
+    eval_time_s: float | None = None
+    started: str | None = None
+    finished: str | None = None
+    worker: WorkerAttr | None = None
+    progress: ProgressAttr | None = None
+
+    @property
+    def counted(self) -> bool:
+        """An evaluation of its own (not a reuse, rejection, interrupted or cancelled trial): it counts against the budget."""
+        return self.status in COUNTED and self.duplicate_of is None
+
+    @classmethod
+    def of(cls, trial: Any) -> "TrialRecord":
+        """The record of an Optuna ``FrozenTrial``; status ``unreadable`` when an attribute fails validation."""
+        base = {"number": trial.number, "state": trial.state.name, "started": _iso(trial.datetime_start),
+                "finished": _iso(trial.datetime_complete), "retry_of": retried_trial_number(trial)}
+        try:
+            parsed = parse_attrs(trial.user_attrs)
+        except (ValueError, RecursionError) as exc:
+            return cls(**base, status="unreadable", error=str(exc) if isinstance(exc, ValueError) else "its attributes are nested too deep")
+        outcome: Outcome | None = parsed.get("outcome")
+        candidate: CandidateAttr | None = parsed.get("candidate")
+        seeds: dict[int, SeedResult] = parsed.get("seeds", {})
+        if outcome is not None and outcome.status in COUNTED and candidate is None:
+            return cls(**base, status="unreadable", error="it has an outcome but no candidate")
+        if outcome is not None and outcome.status == "complete" and outcome.accuracy is None:
+            return cls(**base, status="unreadable", error="it is complete but has no accuracy")
+        status = outcome.status if outcome is not None else {"RUNNING": "running", "WAITING": "waiting"}.get(trial.state.name, "interrupted")
+        proxy: ProxyAttr | None = parsed.get("proxy")
+        lineage: LineageAttr | None = parsed.get("lineage")
+        metrics = outcome.model_dump(exclude={"status"}) if outcome is not None else {}
+        if outcome is None:
+            metrics["epochs_run"] = sum(s.epochs_run for s in seeds.values())
+        values = [float(v) for v in trial.values] if trial.values is not None else None
+        return cls(
+            **base, **metrics, status=status, values=values, seeds=seeds, worker=parsed.get("worker"), progress=parsed.get("progress"),
+            hash=candidate.hash if candidate else None, config=candidate.config if candidate else None, decisions=candidate.decisions if candidate else {},
+            spec=candidate.spec if candidate else None,
+            parent=lineage.parent if lineage else None, mutated=lineage.mutated if lineage else None,
+            proxy_score=proxy.score if proxy else None,
+        )
+
+    def row(self) -> dict[str, Any]:
+        """The flat row of CSV/JSON exports (decisions as ``decision.<name>`` columns, no spec or per-seed detail)."""
+        row = self.model_dump(mode="json", exclude={"decisions", "spec", "seeds", "worker", "progress", "values"})
+        row.update({f"decision.{k}": v for k, v in self.decisions.items()})
+        return row
+
+
+def parse_attrs(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """Validate archforge's user attributes of a trial: ``{key: model}`` plus ``seeds``; ``ValueError`` says what is wrong."""
+    parsed: dict[str, Any] = {}
+    for key, model in _ATTR_MODELS.items():
+        if key in user_attrs:
+            try:
+                parsed[key] = model.model_validate(user_attrs[key])
+            except ValidationError as exc:
+                raise ValueError(f"its {key} cannot be read: {first_error(exc)}") from None
+    seeds: dict[int, SeedResult] = {}
+    for key, value in user_attrs.items():
+        if key.startswith(SEED_PREFIX):
+            try:
+                result = SeedResult.model_validate(value)
+            except ValidationError as exc:
+                raise ValueError(f"its {key} cannot be read: {first_error(exc)}") from None
+            if key != f"{SEED_PREFIX}{result.seed}":
+                raise ValueError(f"its {key} holds the result of seed {result.seed}")
+            seeds[result.seed] = result
+    parsed["seeds"] = seeds
+    return parsed
+
+
+def retried_trial_number(trial: Any) -> int | None:
+    """The trial a retried one replaces (Optuna's ``RetryFailedTrialCallback`` record), else ``None``."""
+    import warnings
+
+    import optuna
+
+    # Optuna 4.9 renamed the callback; the older name serves the releases before it. Both are "experimental".
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        number = retry.retried_trial_number(trial)
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
+
+
+def read_trials(study: Any) -> list[TrialRecord]:
+    return [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)]
+
+
+def first_error(exc: ValidationError) -> str:
+    """The first error of ``exc`` in one line: ``where: what`` (without pydantic's "Value error, ")."""
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _iso(value: _dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, else ``None`` (NaN, infinity, not a number)."""
+    if isinstance(value, (bool, str, bytes)):  # "0.5" is a text, not a measurement
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

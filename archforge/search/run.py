@@ -1,0 +1,169 @@
+"""``archforge.search``: run (or resume) a search of a space, and return its ranked result.
+
+The path of ``archforge search SPACE`` to one stored trial, one job per file:
+``cli/search_commands.py`` (the command; its flags → overrides in ``cli/search_flags.py``) → ``search/run.py`` (settings, checks, study) →
+``search/executors.py`` (workers) → ``search/driver.py`` (``study.optimize`` and the objective) →
+``search/space.py`` (the concrete candidate) → ``search/cache.py`` (what is known already) →
+``search/evaluate.py`` (training) → ``search/records.py`` (what is stored).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from archforge.search import executors, records
+from archforge.search.checks import dataset_name, prepare
+from archforge.search.driver import RunPlan, quiet_optuna
+from archforge.search.locks import claim_store, sole_user, store_lock
+from archforge.search.progress import Display, LineDisplay, RichDisplay
+from archforge.search.result import SearchResult
+from archforge.search.settings import SearchSettings
+from archforge.search.space import Space, load_space
+from archforge.search.storage import resolve_storage, sqlite_path, storage_errors
+from archforge.search.study import fail_abandoned, open_study, retry_interrupted, run_meta
+
+
+def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storage: Any = None, evaluator: Any = None,
+           runs_dir: str | os.PathLike[str] = "runs", progress: bool | str | None = None, console: Any = None,
+           **overrides: Any) -> SearchResult:
+    """Search ``space`` (a :class:`Space` or the path of one) and return the ranked result.
+
+    Every keyword in ``overrides`` is a field of :class:`~archforge.search.settings.SearchSettings`
+    (``strategy``, ``budget``, ``epochs``, ``seeds``, ``objectives``, ``constraints``, ``pruner``,
+    ``proxy``, ``train``, ``workers``, ``executor``, ``seed``, ``name``, ``limit``, ...) and replaces
+    the space's ``search:`` section for this call (``None`` keeps it; nested mappings such as
+    ``train={"lr": 1e-3}`` update the fields they name). ``strategy`` may be any Optuna sampler
+    object and ``pruner`` any Optuna pruner object.
+
+    Args:
+        dataset: a dataset name (a settings override) or a ``DataSplit`` object to search on.
+        storage: ``None`` (the space's ``search.storage``, else ``<runs_dir>/<name>/study.db``), a
+            ``.db`` path, an Optuna storage URL (``postgresql://...``), ``"memory"`` or an Optuna storage.
+        evaluator: ``evaluator(spec, data, config, on_epoch=...) -> EvalResult``: a function or
+            ``"module:function"``; default :func:`archforge.search.evaluate.evaluate`.
+        progress: rich progress bars on stderr (default: when stderr is a terminal); ``"lines"``: one
+            line per finished trial; ``False``: silent.
+
+    With ``workers`` > 1, worker processes re-import the calling script: call ``search`` inside
+    ``if __name__ == "__main__":``. Running the same search again resumes it; Ctrl-C marks the
+    trials being trained, and raises ``KeyboardInterrupt`` after saying how to resume.
+    """
+    _refuse_inside_spawned_import()
+    space = load_space(space)
+    if isinstance(dataset, str):
+        overrides["dataset"], dataset = dataset, None
+    settings = space.settings.merged(**overrides)
+    from_space = storage is None and settings.storage is not None
+    ref, storage_obj = resolve_storage(storage if storage is not None else settings.storage, settings.name or space.name,
+                                       runs_dir, from_spec=from_space)
+    db = sqlite_path(ref.url)
+    claim, alone = claim_store(db)  # held while this search runs
+    try:
+        with storage_errors(ref.url), executors.ctrl_c_reported_once(), quiet_optuna():
+            study = _run(space, settings, ref, storage_obj, alone, dataset=dataset, evaluator=evaluator,
+                         progress=progress, console=console)
+    except KeyboardInterrupt:
+        # Our workers are gone; a trial one of them had asked for but not yet failed is ours to fail
+        # (so that the resume retries it) when no other process uses the store.
+        if claim is not None and sole_user(claim):
+            import optuna
+
+            with quiet_optuna():
+                study = optuna.load_study(study_name=ref.study_name, storage=storage_obj)
+                fail_abandoned(study)
+                retry_interrupted(study, storage_obj)
+        raise
+    finally:
+        if claim is not None:
+            os.close(claim)
+    from archforge.search.report import RunData
+
+    return SearchResult(RunData.from_study(study, ref.run_dir), ref, study)
+
+
+def _run(space: Space, settings: SearchSettings, ref: Any, storage: Any, alone: bool, *, dataset: Any, evaluator: Any,
+         progress: bool | str | None, console: Any) -> Any:
+    prepared = prepare(space, settings, dataset=dataset, evaluator=evaluator, persistent=ref.persistent)
+    name = dataset_name(dataset if dataset is not None else settings.dataset)
+    meta = run_meta(space, settings, name)
+    with store_lock(sqlite_path(ref.url)):  # two searches starting at once: one creates, the other finds the study
+        study = open_study(storage, ref.study_name, meta, settings.directions, where=ref.url)
+    if ref.run_dir is not None and ref.persistent:
+        from archforge.files import write_text
+
+        write_text(ref.run_dir / "space.yaml", space.text, overwrite=True)
+    display = _display(progress, console, settings)
+    resumed = _resume(study, storage, alone)
+    if resumed:
+        display.message(resumed)
+
+    budget = settings.trial_budget
+    if settings.proxy is not None:
+        from archforge.search.prefilter import proxy_phase
+
+        phase = proxy_phase(study, space, settings, prepared.data, budget)
+        display.message(f"proxy {phase.score}: scored {phase.scored} candidates ({phase.rejected} rejected) in "
+                        f"{phase.time_s:.1f}s; training the best {phase.kept}")
+        budget = phase.kept if budget is None else min(budget, phase.kept)
+    plan = RunPlan(space_text=space.text, space_file=space.file, settings=settings, storage_url=ref.url,
+                   study_name=ref.study_name, config_key=meta.config_key, dataset=dataset if dataset is not None else settings.dataset,
+                   evaluator=evaluator, budget=budget, threads=executors.default_threads(settings.workers))
+    total = budget if budget is not None else _distinct(space)
+    counted = sum(r.counted for r in records.read_trials(study))
+    try:
+        with display.running(total, counted, epochs_bar=settings.workers == 1):
+            executors.run_workers(plan, study, display, workers=settings.workers, executor=settings.executor,
+                                  space=space, data=prepared.data, storage=storage)
+    except KeyboardInterrupt:
+        done = sum(r.counted for r in records.read_trials(study))
+        text = f"interrupted: {done} done; run the same command again to resume"
+        if type(display) is Display:  # silent: still say why the search stopped
+            print(text, file=sys.stderr)
+        else:
+            display.message(text)
+        raise
+    return study
+
+
+def _refuse_inside_spawned_import() -> None:
+    """A worker process re-importing a script that calls ``search`` unguarded: say so in one line and end it.
+
+    Worker processes are started with ``spawn``, which imports the caller's main module again
+    (as ``__mp_main__``); without the guard that import would start a search of its own.
+    """
+    import traceback
+
+    spawning = [f for f in traceback.extract_stack() if f.name == "_fixup_main_from_path" and "multiprocessing" in f.filename]
+    if spawning:
+        script = sys.modules.get("__mp_main__")
+        print(f"error: {getattr(script, '__file__', 'the main script')} calls archforge.search when it is imported, and the "
+              "search's worker processes import it again: put the call under 'if __name__ == \"__main__\":'", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _resume(study: Any, storage: Any, alone: bool) -> str | None:
+    """Fail what dead processes left running (when nobody else uses the store); what resuming found, in words."""
+    fail_abandoned(study, alone=alone)
+    retry_interrupted(study, storage)
+    trials = records.read_trials(study)
+    done = sum(r.counted for r in trials)
+    retries = sum(r.status == "waiting" and r.retry_of is not None for r in trials)
+    if not done and not retries:
+        return None
+    return f"resuming: {done} done" + (f", {retries} interrupted → retried" if retries else "")
+
+
+def _distinct(space: Space) -> int | None:
+    candidates = space.distinct_candidates()
+    return len(candidates) if candidates is not None else None
+
+
+def _display(progress: bool | str | None, console: Any, settings: SearchSettings) -> Display:
+    show = sys.stderr.isatty() if progress is None else progress
+    if show == "lines":
+        return LineDisplay(console)
+    if show:
+        return RichDisplay(console)
+    return Display()
