@@ -15,7 +15,7 @@ import pytest
 import archforge
 from archforge.diagram import FAMILY_COLOURS, layered_layout, path_prefixes, render, to_dot, to_mermaid
 from archforge.graph import INPUT
-from archforge.tools_cli import add_commands
+from archforge.cli.tools import add_commands
 from conftest import SPECS
 
 RESNET_TINY = SPECS / "models" / "resnet_tiny.yaml"

@@ -27,7 +27,8 @@ from torch import nn
 import archforge
 from archforge import Block, CheckpointError, SpecError
 from archforge.builder import load_checkpoint, save_checkpoint
-from archforge.cli import _human, fraction, int_range, main, positive_number
+from archforge.cli import main
+from archforge.cli.common import fraction, human, int_range, positive_number
 from archforge.files import atomic_output, write_text
 from archforge.spec.load import MAX_SPEC_BYTES
 from archforge.testing import registry_with
@@ -390,6 +391,14 @@ USAGE_ERRORS = [
     (["search", "s.yaml", "--workers", "0"], "no workers"),
     (["search", "s.yaml", "--workers", "100000"], "a fork bomb"),
     (["search", "s.yaml", "--top", "-1"], "negative ranking rows"),
+    (["search", "s.yaml", "--train", "batchsize=64"], "a misspelled training setting"),
+    (["search", "s.yaml", "--train", "epochs=3"], "the search's epochs set under train"),
+    (["search", "s.yaml", "--train", "lr"], "a training setting without a value"),
+    (["search", "s.yaml", "--train", "lr=["], "a value that is not YAML"),
+    (["search", "s.yaml", "--evolution", "size=3"], "an unknown evolution setting"),
+    (["search", "s.yaml", "--executor", "dask"], "an unknown executor"),
+    (["search", "s.yaml", "--val-fraction", "0"], "a validation share of nothing"),
+    (["search", "s.yaml", "--pruner", "asha"], "an unknown pruner"),
     (["report", "run", "--top", "-1"], "negative ranking rows"),
     (["build", "s.yaml", "-o", "m.pt", "--max-params", "-1"], "negative parameter bound"),
     (["build", "s.yaml", "-o", "m.pt", "--max-params", "1.5"], "a fractional parameter bound"),
@@ -407,6 +416,8 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, monkeypatch, capsys, argv
     code, out, err = cli(capsys, *argv)
     assert code == 2
     assert "Traceback" not in err and err.strip()
+    if argv:  # one line: a command's usage spans many, --help shows it
+        assert err.count("\n") == 1 and ": error: " in err, err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -440,7 +451,7 @@ def test_a_bad_space_exits_1(tmp_path, capsys):
 
 
 def test_an_unexpected_exception_is_one_line_and_debug_shows_it(tiny, capsys, monkeypatch):
-    import archforge.cli as cli_module
+    import archforge.cli.spec_commands as cli_module
 
     def broken(args):
         raise KeyError("internal")
@@ -453,7 +464,7 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_it(tiny, capsys, mo
 
 
 def test_a_plugin_calling_sys_exit_does_not_end_the_command_silently(tiny, capsys, monkeypatch):
-    import archforge.cli as cli_module
+    import archforge.cli.spec_commands as cli_module
 
     def exits(args):
         raise SystemExit(0)
@@ -464,7 +475,7 @@ def test_a_plugin_calling_sys_exit_does_not_end_the_command_silently(tiny, capsy
 
 
 def test_an_os_error_names_its_file(tiny, capsys, monkeypatch):
-    import archforge.cli as cli_module
+    import archforge.cli.spec_commands as cli_module
 
     def denied(args):
         raise PermissionError(errno.EACCES, "Permission denied", "/some/where.db")
@@ -535,7 +546,7 @@ def test_flag_parsers_never_raise_anything_but_a_usage_error(text):
 
 @given(n=st.integers(min_value=1000, max_value=10**40))
 def test_human_numbers_are_within_half_a_percent(n):
-    text = _human(n)
+    text = human(n)
     scale = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}[text[-1]]
     shown = float(text[:-1].replace(",", "")) * scale
     assert abs(shown - n) <= 0.005 * n
@@ -730,7 +741,7 @@ def test_describe_exception_is_one_bounded_line_and_never_raises():
 
 
 def test_a_generator_exit_in_a_command_is_one_line(tiny, capsys, monkeypatch):
-    import archforge.cli as cli_module
+    import archforge.cli.spec_commands as cli_module
 
     def closes(args):
         raise GeneratorExit

@@ -1,6 +1,6 @@
 """``archforge schema`` and ``archforge graph``: the editor schema and architecture diagrams.
 
-Wired into :mod:`archforge.cli` with :func:`add_commands`::
+Registered by :func:`archforge.cli.parser` with :func:`add_commands`::
 
     archforge schema [-o spec.schema.json] [--search]
     archforge graph SPEC -o arch.svg|arch.png|arch.dot|arch.mmd [--engine auto|graphviz|matplotlib]
@@ -19,14 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# cli imports this module only inside parser(), so importing cli here makes no cycle.
-from archforge.cli import EXIT_ERROR, EXIT_USAGE, FORCE_HINT, _error, non_negative_int
-
-
-def _fail(message: str, status: int = EXIT_ERROR) -> int:
-    """Print ``error: message`` the way every command does and return the exit status."""
-    _error(message)
-    return status
+from archforge.cli.common import FORCE_HINT, fail, non_negative_int, usage_error
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -62,7 +55,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in SUFFIXES:
         shown = f"'{output.suffix}'" if output.suffix else "no suffix"
-        return _fail(f"cannot write a diagram to '{output}': unsupported format {shown}; use one of {', '.join(SUFFIXES)}", EXIT_USAGE)
+        return usage_error("archforge graph", f"cannot write a diagram to '{output}': unsupported format {shown}; use one of {', '.join(SUFFIXES)}")
     check_target(output, overwrite=args.force, hint=FORCE_HINT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpecWarning)
@@ -74,7 +67,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
         with atomic_output(output, overwrite=args.force, hint=FORCE_HINT) as temp:
             render(graph, temp, engine=args.engine, max_nodes=args.max_nodes)
     except RuntimeError as exc:
-        return _fail(f"cannot draw '{output}': {exc}")
+        return fail(f"cannot draw '{output}': {exc}")
     print(f"wrote {output}: {graph.name}, {len(graph.live_nodes())} nodes")
     return 0
 

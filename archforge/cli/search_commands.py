@@ -1,0 +1,263 @@
+"""``archforge space``, ``search`` and ``report``: look at a search space, search it, report a run.
+
+``space`` checks everything ``search`` would check before storing anything (the settings,
+the strategy against the space, the dataset, the evaluator: :func:`archforge.search.checks.check_run`),
+then a sample of candidates; it exits 1 when any of that fails or when every checked
+candidate is refused. Flags of ``search`` are overrides of the space's ``search:`` section
+(:mod:`archforge.cli.search_flags`). Problems with a space are :class:`~archforge.SpecError`
+diagnostics (``file:line:col: message``, exit status 1); a flag with a bad value is a
+usage error (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from archforge.cli.common import (
+    fail, int_range, non_negative_int, quiet_optuna, seed_int, stderr_console, stdout_console, usage_error,
+)
+from archforge.cli.search_flags import add_search_flags, search_overrides
+from archforge.cli.tables import print_ranking
+from archforge.errors import SettingError
+
+#: Bounds of the flags whose cost grows with their value: printed specs and checked candidates (each a full validation).
+MAX_SAMPLES = 1_000
+MAX_CHECK = 10_000
+#: Problems of ``archforge space`` printed (each stands for every candidate refused for the same reason).
+SHOWN_PROBLEMS = 5
+
+
+# --------------------------------------------------------------------------- space
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    from archforge.search.checks import check_run
+    from archforge.search.overview import space_overview
+    from archforge.search.space import load_space
+
+    space = load_space(args.spec)
+    check_run(space, space.settings)
+    info = space_overview(space, samples=args.samples, check=args.check, seed=args.seed)
+    if args.json:
+        json.dump(info, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        _print_space(space, info)
+    if info["checked"] and not info["valid"]:
+        return fail(f"none of the {info['checked']} checked candidates of '{space.name}' can be trained: "
+                    f"{_refusal_counts(info)}; a search would train nothing")
+    return 0
+
+
+def _refusal_counts(info: dict[str, Any]) -> str:
+    return f"{info['do_not_fit']} do not fit, {info['rejected_by_constraint']} rejected by constraint"
+
+
+def _print_space(space: Any, info: dict[str, Any]) -> None:
+    from archforge.spec import Spec
+
+    console = stdout_console()
+    console.print(f"{space.file}: search space '{space.name}': {_count_text(info)}", markup=False)
+    table = Table(title=f"{len(info['decisions'])} decisions", title_justify="left")
+    for column in ("decision", "options", "values", "where"):
+        table.add_column(column, justify="right" if column == "values" else "left", overflow="fold")
+    for d in space.decisions.values():
+        where = ", ".join(str(loc) for loc in d.locations[:3]) + (f" (+{len(d.locations) - 3})" if len(d.locations) > 3 else "")
+        if d.copy_of is not None:
+            where += f" (copy {d.copy_of[1]} of {d.copy_of[0]})"
+        table.add_row(d.name, d.describe(), str(d.size) if d.size is not None else "∞", where)
+    console.print(table)
+    console.print(_settings_text(space.settings), markup=False)
+    bounds = ", ".join(f"{k} {v:,.0f}" for k, v in info["constraints"].items()) or "no constraints"
+    console.print(f"checked {info['checked']} candidate(s) ({bounds}): {info['valid']} valid, {_refusal_counts(info)}", markup=False)
+    for problem in info["problems"][:SHOWN_PROBLEMS]:
+        example = f"e.g. {problem['candidates'][0]}" if problem["count"] > 1 else problem["candidates"][0]
+        console.print(f"  {_problem_count(problem['count'], problem['kind'])} ({example}): {problem['reason']}", markup=False)
+    if len(info["problems"]) > SHOWN_PROBLEMS:
+        console.print(f"  and {len(info['problems']) - SHOWN_PROBLEMS} more reasons (archforge space --json lists them)", markup=False)
+    for i, sample in enumerate(info["samples"]):
+        label = ", ".join(f"{k}={v}" for k, v in sample["decisions"].items()) or "no decisions"
+        console.print(f"--- # sample {i + 1}: candidate {sample['hash']}: {label}", markup=False)
+        console.print(Spec.from_dict(sample["spec"]).to_yaml().rstrip(), markup=False)
+
+
+def _problem_count(count: int, kind: str) -> str:
+    """``1 candidate does not fit``, ``3 candidates do not fit``, ``2 candidates rejected by constraint``."""
+    if count == 1:
+        kind = kind.replace("do not", "does not")
+    return f"{count} candidate{'s' if count != 1 else ''} {kind}"
+
+
+def _count_text(info: dict[str, Any]) -> str:
+    if info["candidates"] is not None:
+        text = f"{info['candidates']:,} candidate{'s' if info['candidates'] != 1 else ''}"
+        if info["assignments"] != info["candidates"]:
+            text += f" ({info['assignments']:,} decision assignments, some giving the same spec)"
+        return text
+    if info["continuous"]:
+        ranges = info["continuous"]
+        return f"infinite: {', '.join(ranges)} {'is a continuous range' if len(ranges) == 1 else 'are continuous ranges'}"
+    return f"{info['assignments']:,} decision assignments (too many to count distinct specs)"
+
+
+def _settings_text(s: Any) -> str:
+    budget = s.trial_budget if s.trial_budget is not None else ("all" if s.strategy == "grid" else "the proxy's choice")
+    strategy = s.strategy if isinstance(s.strategy, str) else type(s.strategy).__name__
+    text = (f"search: {strategy} over {s.dataset}, budget {budget}, {s.epochs} epoch(s) × {s.seeds} seed(s), "
+            f"objectives {', '.join(s.objectives)}")
+    if s.pruner is not None:
+        text += f", pruner {getattr(s.pruner, 'kind', type(s.pruner).__name__)}"
+    if s.proxy is not None:
+        text += f", proxy {s.proxy.score}"
+    if s.workers > 1:
+        text += f", {s.workers} {s.executor} workers"
+    return text
+
+
+# --------------------------------------------------------------------------- search
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import archforge
+    from archforge.search.space import load_space
+
+    space = load_space(args.spec)
+    try:
+        overrides = search_overrides(args, space.settings)
+        space.settings.merged(**overrides)  # the space's own settings are valid: what fails here is a flag
+    except SettingError as exc:
+        return usage_error("archforge search", str(exc))
+    progress: bool | str = "lines" if args.no_progress or not sys.stderr.isatty() else True
+    with quiet_optuna():
+        result = archforge.search(space, **overrides, evaluator=args.evaluator, runs_dir=args.runs, progress=progress)
+    console = stdout_console()
+    print_run(result.run, console, top=args.top or None)
+    if args.report:
+        files = result.report()
+        console.print("report: " + ", ".join(str(p) for p in files.values()), markup=False)
+    elif result.storage and result.storage != "memory":
+        where = result.run_dir if result.run_dir is not None and result.storage.startswith("sqlite") else result.storage
+        console.print(f"stored in {result.storage}; plots and files: archforge report {where}", markup=False)
+    if result.best is None:
+        return fail(f"no candidate of '{space.name}' completed training; the reasons are above and in archforge report")
+    return 0
+
+
+# --------------------------------------------------------------------------- report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from archforge.search.report import load_run, write_report
+
+    with quiet_optuna():
+        run = load_run(args.run, args.study)
+        out = Path(args.out) if args.out else (Path(run.run_dir) / "report" if run.run_dir is not None else Path("report") / run.name)
+        files = write_report(run, out, weights=args.weights)
+    if args.json:
+        summary = {
+            "run": run.name, "objectives": run.objectives, "compute": run.compute,
+            "best": {k: v for k, v in (run.best or {}).items() if k != "spec"} or None,
+            "ranking": [{k: v for k, v in row.items() if k != "spec"} for row in run.table], "notes": run.notes,
+            "unreadable": [{"trial": r.number, "reason": r.error} for r in run.unreadable],
+            "files": {k: str(v) for k, v in files.items()},
+        }
+        for r in run.unreadable[:10]:
+            stderr_console().print(f"warning: trial #{r.number} is unreadable and left out: {r.error}", markup=False)
+        json.dump(summary, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    console = stdout_console()
+    print_run(run, console, top=args.top or None)
+    console.print("wrote " + ", ".join(str(p) for p in files.values()), markup=False)
+    return 0
+
+
+def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
+    """The ranking of a run, its failures, the compute saved and the winner."""
+    from archforge.search.report import compute_text
+
+    unreadable = run.unreadable
+    for r in unreadable[:10]:
+        console.print(f"warning: trial #{r.number} is unreadable and left out: {r.error}", markup=False)
+    if len(unreadable) > 10:
+        console.print(f"warning: {len(unreadable) - 10} more unreadable trials left out (see trials.csv)", markup=False)
+    if not run.table:
+        console.print(f"{run.name}: no candidate evaluated yet", markup=False)
+        return
+    rows = run.table if top is None else [r for r in run.table if r["status"] != "failed"][:top]
+    print_ranking(console, rows, objectives=run.objectives, names=run.decision_names,
+                  title=f"{run.name}: {len(run.table)} candidates evaluated", notes=run.notes)
+    failed = run.failed
+    if failed:
+        console.print(f"{len(failed)} failed:", markup=False)
+        for row in failed[:10]:
+            console.print(f"  #{row['trial']} {row['hash']}: {row['error']}", markup=False)
+    rejected = run.rejected
+    if rejected:
+        console.print(f"{len({r.hash for r in rejected})} rejected before training, e.g. #{rejected[0].number} {rejected[0].hash}: "
+                      f"{rejected[0].error}", markup=False)
+    console.print(compute_text(run.compute_summary), markup=False)
+    best = run.best
+    if best is not None:
+        acc = f"{best['accuracy']:.4f}" if best["accuracy"] is not None else "—"
+        if best.get("accuracy_std") is not None and best["n_seeds"] > 1:
+            acc += f" ± {best['accuracy_std']:.4f} over {best['n_seeds']} seeds"
+        decisions = ", ".join(f"{k}={v}" for k, v in best["decisions"].items()) or "(no decisions)"
+        params = f" · params {best['params']:,}" if best.get("params") is not None else ""
+        console.print(f"best: #{best['trial']} {best['hash']} accuracy {acc}{params} · {decisions}", markup=False)
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``space``, ``search`` and ``report`` to the CLI's ``add_subparsers()`` object."""
+    s = subparsers.add_parser("space", help="decisions, number of candidates and sampled candidates of a search space",
+                              description="Show a search space: how many candidates, each decision with its options and "
+                                          "where it is in the file, a few sampled concrete specs; check everything a search "
+                                          "checks before it starts, and how many of a sample of candidates do not fit or are "
+                                          "rejected by a constraint. Exit status 1 when the search could not run or would "
+                                          "train nothing.")
+    s.add_argument("spec", help="a search space (a spec with choice points)")
+    s.add_argument("-n", "--samples", type=int_range(0, MAX_SAMPLES), default=2, metavar="N", help="concrete specs to print (default 2)")
+    s.add_argument("--check", type=int_range(0, MAX_CHECK), default=32, metavar="N",
+                   help="candidates to check against shapes and constraints (default 32)")
+    s.add_argument("--seed", type=seed_int, default=0, help="seed of the sampling")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_space)
+
+    s = subparsers.add_parser("search", help="search a space; running it again resumes the run",
+                              description="Search a space with the settings of its search: section, overridden by flags "
+                                          "(each flag is the setting of the same name). Results go to runs/<name>/study.db "
+                                          "(or --storage); the same command again resumes the run without repeating or "
+                                          "losing a completed trial.")
+    s.add_argument("spec", help="a search space (a spec with choice points)")
+    add_search_flags(s)
+    g = s.add_argument_group("beside the search: section")
+    g.add_argument("--runs", default="runs", metavar="DIR", help="folder of the runs (default runs/)")
+    g.add_argument("--evaluator", metavar="MODULE:FUNCTION", help="a custom evaluator(spec, data, config, on_epoch=...)")
+    g = s.add_argument_group("output")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars: one line per finished trial")
+    g.add_argument("--top", type=non_negative_int, default=10, metavar="N", help="rows of the final ranking (default 10; 0 for all)")
+    g.add_argument("--report", action="store_true", help="also write the report files into <run>/report")
+    s.set_defaults(func=cmd_search)
+
+    s = subparsers.add_parser("report", help="ranking, CSV/JSON, Pareto and placement plots and best.yaml of a search run",
+                              description="Report a search run: the ranked table, trials.csv, trials.json, pareto.png, "
+                                          "placement.png and best.yaml (with --weights also best.pt, the best candidate retrained).")
+    s.add_argument("run", help="a run folder (runs/<name>), its study.db, or a storage URL")
+    s.add_argument("--study", help="study name (when the storage holds several)")
+    s.add_argument("-o", "--out", metavar="DIR", help="output folder (default <run>/report)")
+    s.add_argument("--top", type=non_negative_int, default=20, metavar="N", help="rows of the ranking (default 20; 0 for all)")
+    s.add_argument("--weights", action="store_true", help="retrain the best candidate and save it as best.pt")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    s.set_defaults(func=cmd_report)
+
+
+__all__ = ["add_commands", "cmd_report", "cmd_search", "cmd_space", "print_run"]

@@ -1,0 +1,129 @@
+"""The flags of ``archforge search``: each one a setting of the ``search:`` section, turned into overrides.
+
+A flag is named after the :class:`~archforge.search.settings.SearchSettings` field it sets
+(``--val-fraction`` sets ``val_fraction``); nested sections have a flag per field
+(``--max-params``, ``--proxy-sample``) or take ``KEY=VALUE`` pairs (``--train lr=0.01
+--train batch_size=64``, ``--evolution population=16``). :func:`search_overrides` turns
+the flags given into the keyword arguments of :func:`archforge.search`, which are the
+overrides of :meth:`SearchSettings.merged`: the command line, the Python API and the YAML
+section build one and the same settings object. A nested section given on the command
+line is passed whole (the space's values, then the flags'), so that it means the same
+whether the receiver replaces or updates that section.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from archforge.cli.common import fraction, int_range, key_value, positive_int, positive_number, seed_int
+from archforge.errors import SettingError, did_you_mean
+from archforge.search import limits
+
+#: Flags that set the field of the same name.
+SCALAR_FIELDS = ("dataset", "limit", "val_fraction", "strategy", "budget", "epochs", "seeds", "objectives", "pruner",
+                 "workers", "executor", "seed", "name", "storage")
+CONSTRAINT_FIELDS = ("max_params", "min_params", "max_flops", "min_flops")
+#: Shorthand flags of ``--train KEY=VALUE``.
+TRAIN_SHORTHANDS = ("batch_size", "lr", "device")
+
+
+def add_search_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per search setting to the ``search`` command's parser."""
+    from archforge.search.settings import OBJECTIVES, PRUNERS, STRATEGIES, EvolutionSettings
+    from archforge.search.training import TrainConfig
+
+    g = parser.add_argument_group("what to search (the search: section's keys of the same name)")
+    g.add_argument("--strategy", choices=list(STRATEGIES), help="how candidates are chosen")
+    g.add_argument("--budget", type=positive_int, metavar="N", help="candidates to evaluate (default: the whole grid, else 20)")
+    g.add_argument("--objectives", metavar="LIST", help=f"comma-separated, from: {', '.join(OBJECTIVES)}")
+    for name in CONSTRAINT_FIELDS:
+        bound, what = name.split("_")
+        g.add_argument(f"--{name.replace('_', '-')}", type=positive_number, metavar="N",
+                       help=f"constraints.{name}: reject candidates with {'more' if bound == 'max' else 'fewer'} {what}, before training")
+    g.add_argument("--pruner", choices=[*PRUNERS, "sh", "none"], help="multi-fidelity over epochs (none: switch the space's off)")
+    g.add_argument("--proxy", choices=["synflow", "naswot", "none"], help="zero-cost pre-filter: score candidates, train the best")
+    g.add_argument("--proxy-sample", type=positive_int, metavar="N", help="proxy.sample: candidates the proxy scores (default 64)")
+    g.add_argument("--proxy-keep", type=fraction, metavar="F", help="proxy.keep: fraction of them that is trained (default 0.25)")
+    g.add_argument("--evolution", type=section_pair("evolution", EvolutionSettings), action="append", metavar="KEY=VALUE",
+                   help="a key of evolution: population or sample (repeatable)")
+    g.add_argument("--seed", type=seed_int, help="seed of the samplers")
+
+    g = parser.add_argument_group("training")
+    g.add_argument("--dataset", help="mnist, digits, a plugin's dataset, an .npz or an image folder")
+    g.add_argument("--limit", type=positive_int, metavar="N", help="use at most N images (train + validation)")
+    g.add_argument("--val-fraction", type=fraction, metavar="F", help="share of the images held out for validation")
+    g.add_argument("--epochs", type=positive_int, help="epochs per candidate")
+    g.add_argument("--seeds", type=positive_int, metavar="N", help="train each candidate with N seeds (mean ± std)")
+    g.add_argument("--train", type=section_pair("train", TrainConfig, exclude=("epochs", "seed")), action="append", metavar="KEY=VALUE",
+                   help="a key of train: (repeatable), e.g. --train lr=0.01 --train batch_size=64 --train augment=false")
+    g.add_argument("--batch-size", type=positive_int, metavar="N", help="the same as --train batch_size=N")
+    g.add_argument("--lr", type=positive_number, help="the same as --train lr=LR")
+    g.add_argument("--device", help="the same as --train device=DEVICE: cpu, cuda, cuda:1, mps")
+
+    g = parser.add_argument_group("where and how")
+    g.add_argument("--name", help="run name (default: the space's name)")
+    g.add_argument("--storage", metavar="URL", help="an Optuna storage URL (e.g. postgresql://...) or a .db file")
+    g.add_argument("--workers", type=int_range(1, limits.MAX_WORKERS), metavar="N", help="worker processes sharing the study (default 1)")
+    g.add_argument("--executor", choices=["local", "ray"], help="run workers as local processes or Ray tasks")
+
+
+def search_overrides(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    """The flags given, as keyword arguments of :func:`archforge.search` (``settings``: the space's own).
+
+    Raises :class:`SettingError` for flags that contradict each other or the space.
+    """
+    overrides: dict[str, Any] = {name: getattr(args, name) for name in SCALAR_FIELDS if getattr(args, name) is not None}
+    constraints = {name: getattr(args, name) for name in CONSTRAINT_FIELDS if getattr(args, name) is not None}
+    if constraints:
+        overrides["constraints"] = {**settings.constraints.model_dump(exclude_none=True), **constraints}
+    proxy = _proxy(args, settings)
+    if proxy is not None:
+        overrides["proxy"] = proxy
+    train = dict(args.train or [])  # a key given twice: the last one wins, as with any repeated flag
+    for name in TRAIN_SHORTHANDS:
+        value = getattr(args, name)
+        if value is not None:
+            if name in train and train[name] != value:
+                raise SettingError(f"--{name.replace('_', '-')} {value} and --train {name}={train[name]} disagree: give one")
+            train[name] = value
+    if train:
+        overrides["train"] = {**settings.train.model_dump(exclude={"epochs", "seed"}), **train}
+    evolution = dict(args.evolution or [])
+    if evolution:
+        overrides["evolution"] = {**settings.evolution.model_dump(), **evolution}
+    return overrides
+
+
+def _proxy(args: argparse.Namespace, settings: Any) -> Any:
+    parts = {key: value for key, value in (("sample", args.proxy_sample), ("keep", args.proxy_keep)) if value is not None}
+    if args.proxy == "none":
+        if parts:
+            raise SettingError("--proxy none switches the proxy off: --proxy-sample and --proxy-keep have nothing to set")
+        return "none"
+    if args.proxy is None and not parts:
+        return None
+    if args.proxy is None and settings.proxy is None:
+        raise SettingError("--proxy-sample and --proxy-keep set the proxy of the space, which has none: add --proxy synflow or naswot")
+    base = settings.proxy.model_dump() if settings.proxy is not None and args.proxy in (None, settings.proxy.score) else {}
+    return {**base, **({"score": args.proxy} if args.proxy is not None else {}), **parts}
+
+
+def section_pair(section: str, model: Any, exclude: tuple[str, ...] = ()) -> Callable[[str], tuple[str, Any]]:
+    """An argparse ``type=``: ``KEY=VALUE`` where KEY is a field of ``model`` (a usage error with a suggestion otherwise)."""
+    known = [name for name in model.model_fields if name not in exclude]
+
+    def parse(text: str) -> tuple[str, Any]:
+        key, value = key_value(text)
+        if key in exclude:
+            alternative = "--seeds" if key == "seed" else f"--{key}"
+            raise argparse.ArgumentTypeError(f"a search sets each trial's {key}: use {alternative}")
+        if key not in known:
+            raise argparse.ArgumentTypeError(f"unknown {section} setting '{key}'{did_you_mean(key, known)}; the keys are {', '.join(known)}")
+        return key, value
+
+    parse.__name__ = f"{section} setting"
+    return parse
+
+
+__all__ = ["CONSTRAINT_FIELDS", "SCALAR_FIELDS", "add_search_flags", "search_overrides", "section_pair"]

@@ -1,0 +1,242 @@
+"""Ranking tables that fit the terminal: metrics in full, decisions folded, abbreviated or moved to a second line.
+
+The rows are the ranked rows of a search run (one mapping per candidate: ``rank``,
+``trial``, ``hash``, ``status``, the metrics, ``decisions``). No cell is ever cut: the
+table takes the first of these layouts that fits the console's width, each tried first
+with headers on one line, then with headers wrapped at their spaces (``latency`` over ``ms``):
+
+1. one column per decision, per-copy decisions folded: ``stage.block[0]``, ``[1]``, ``[2]``
+   are one column ``stage.block`` holding ``conv_unit/attention_unit/conv_unit``;
+2. the same with every text value abbreviated to its shortest prefix no other value
+   shares (``c/a/c``), one abbreviation per value in the whole table, spelled out in a
+   legend line under it (``c=conv_unit a=attention_unit``);
+3. one candidate per two lines: the metrics, then its decisions (abbreviated as in 2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+_INDEXED = re.compile(r"^(?P<base>.+)\[(?P<index>[0-9]+)\]$")
+#: Wide enough to measure any table's natural width.
+_UNBOUNDED = 1_000_000
+
+
+@dataclass
+class Column:
+    """One column of a ranking: its header, how it is aligned, one cell per row.
+
+    ``role``: ``key`` (rank, trial) and ``metric`` columns make the first line of the
+    two-line layout; ``label`` columns (hash, Pareto mark) go to the second, with the decisions.
+    """
+
+    header: str
+    cells: list[str]
+    justify: str = "left"
+    role: str = "metric"
+
+
+@dataclass
+class Ranking:
+    """A ranking laid out for one width: what to print, and the abbreviations it uses."""
+
+    renderable: RenderableType
+    layout: str  # "columns", "abbreviated" or "two-line"
+    legend: dict[str, str] = field(default_factory=dict)  # abbreviation → value
+
+    def legend_line(self) -> str | None:
+        return " ".join(f"{short}={value}" for short, value in self.legend.items()) or None
+
+
+# --------------------------------------------------------------------------- cells
+
+#: Metrics besides accuracy: row key, header, format; ``always`` ones are shown whenever a row has them.
+_METRICS = (
+    ("params", "params", ",", True),
+    ("flops", "FLOPs", ",", False),
+    ("latency_ms", "latency ms", ".2f", True),
+    ("peak_memory_mb", "memory MB", ".1f", False),
+    ("train_time_s", "train s", ".1f", False),
+)
+
+
+def _number(value: Any, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _accuracy(row: Mapping[str, Any]) -> str:
+    text = _number(row.get("accuracy"), ".4f")
+    if row.get("accuracy_std") is not None and (row.get("n_seeds") or 0) > 1:
+        text += f" ± {row['accuracy_std']:.4f}"
+    return text
+
+
+def metric_columns(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[Column]:
+    """Rank (or the status of an unranked candidate), trial, hash and every metric the run has, in full."""
+    columns = [
+        Column("#", [str(row.get("rank") or row.get("status") or "") for row in rows], "right", "key"),
+        Column("trial", [str(row.get("trial", "")) for row in rows], "right", "key"),
+        Column("hash", [str(row.get("hash") or "") for row in rows], role="label"),
+        Column("accuracy", [_accuracy(row) for row in rows], "right"),
+    ]
+    for key, header, fmt, always in _METRICS:
+        if key in objectives or (always and any(row.get(key) is not None for row in rows)):
+            columns.append(Column(header, [_number(row.get(key), fmt) for row in rows], "right"))
+    if any(row.get("epochs_full") is not None for row in rows):
+        columns.append(Column("epochs", [f"{row.get('epochs_run', 0)}/{row.get('epochs_full')}" for row in rows], "right"))
+    if len(objectives) > 1:
+        columns.append(Column("pareto", ["★" if row.get("pareto") else "" for row in rows], role="label"))
+    return columns
+
+
+def fold(names: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Decision names grouped into columns: ``x[0]``, ``x[1]``... become one column ``x`` (in index order)."""
+    names = list(names)
+    indexed: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        match = _INDEXED.match(name)
+        if match:
+            indexed.setdefault(match["base"], []).append((int(match["index"]), name))
+    columns: list[tuple[str, list[str]]] = []
+    placed: set[str] = set()
+    for name in names:
+        match = _INDEXED.match(name)
+        if match and len(indexed[match["base"]]) > 1:
+            if match["base"] not in placed:
+                placed.add(match["base"])
+                columns.append((match["base"], [n for _, n in sorted(indexed[match["base"]])]))
+        else:
+            columns.append((name, [name]))
+    return columns
+
+
+def value_text(value: Any) -> str:
+    """A decision value in full, as short as it can be written."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, ".4g")
+    if isinstance(value, (int, str)):
+        return str(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def abbreviations(values: Iterable[str]) -> dict[str, str]:
+    """Each text value → its shortest prefix that no other value starts with (the value itself when none)."""
+    distinct = list(dict.fromkeys(values))
+    out = {}
+    for value in distinct:
+        others = [v for v in distinct if v != value]
+        out[value] = next((value[:k] for k in range(1, len(value)) if not any(o.startswith(value[:k]) for o in others)), value)
+    return out
+
+
+def decision_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str], short: Mapping[str, str] | None = None) -> list[Column]:
+    """The decisions of ``rows``, folded; text values replaced by their abbreviation when ``short`` is given."""
+    def text(row: Mapping[str, Any], name: str) -> str:
+        decisions = row.get("decisions") or {}
+        if name not in decisions:
+            return "—"
+        value = decisions[name]
+        return short.get(value, value) if short is not None and isinstance(value, str) else value_text(value)
+
+    return [Column(header, ["/".join(text(row, n) for n in members) for row in rows], role="label") for header, members in fold(names)]
+
+
+def decision_names(rows: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None) -> list[str]:
+    """``names`` when given, else every decision the rows hold in first-seen order."""
+    if names:
+        return list(names)
+    return list(dict.fromkeys(name for row in rows for name in (row.get("decisions") or {})))
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def _table(columns: Sequence[Column], title: str | None, *, narrow_headers: bool = False) -> Table:
+    """A table of ``columns``; ``narrow_headers``: each column as wide as its widest cell or header word (headers wrap)."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for column in columns:
+        width = max(cell_len(cell) for cell in [*column.cells, *column.header.split()]) if narrow_headers else None
+        table.add_column(column.header, justify=column.justify, overflow="fold", width=width)  # type: ignore[arg-type]
+    for cells in zip(*(c.cells for c in columns)):
+        table.add_row(*cells)
+    return table
+
+
+def _natural_width(console: Console, renderable: RenderableType) -> int:
+    return Measurement.get(console, console.options.update_width(_UNBOUNDED), renderable).maximum
+
+
+def _two_lines(columns: Sequence[Column], title: str | None) -> Table:
+    """Per candidate, a line of its rank, trial and metrics (aligned), then an indented line of its labels and decisions."""
+    first = [c for c in columns if c.role != "label"]
+    second = [c for c in columns if c.role == "label"]
+    widths = [max(cell_len(c.header), *(cell_len(cell) for cell in c.cells)) for c in first]
+
+    def pad(cell: str, width: int, right: bool) -> str:
+        space = " " * (width - cell_len(cell))
+        return space + cell if right else cell + space
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(pad(cell, w, c.justify == "right") for c, cell, w in zip(first, cells, widths)).rstrip()
+
+    def labels(i: int) -> str:
+        return "    " + "  ".join(c.cells[i] if c.header in ("hash", "pareto") else f"{c.header}={c.cells[i]}" for c in second if c.cells[i])
+
+    grid = Table.grid()
+    grid.add_column(overflow="fold")
+    if title:
+        grid.add_row(Text(title, style="italic"))
+    grid.add_row(Text(line([c.header for c in first]), style="bold"))
+    grid.add_row(Text("    " + "  ".join(c.header for c in second), style="dim"))
+    for i in range(len(columns[0].cells)):
+        grid.add_row(line([c.cells[i] for c in first]))
+        grid.add_row(labels(i))
+    return grid
+
+
+def ranking_table(rows: Sequence[Mapping[str, Any]], *, objectives: Sequence[str], width: int,
+                  names: Sequence[str] | None = None, title: str | None = None, console: Console | None = None) -> Ranking:
+    """The ranking of ``rows`` laid out for ``width`` columns (see the module docstring for the layouts)."""
+    console = console or Console(width=width)
+    names = decision_names(rows, names)
+    metrics = metric_columns(rows, objectives)
+    texts = [v for row in rows for v in (row.get("decisions") or {}).values() if isinstance(v, str)]
+    short = abbreviations(texts)
+    legend = {abbr: value for value, abbr in short.items() if abbr != value}
+    full, compact = metrics + decision_columns(rows, names), metrics + decision_columns(rows, names, short)
+    for columns, layout in ((full, "columns"), (compact, "abbreviated")):
+        for narrow in (False, True):
+            table = _table(columns, title, narrow_headers=narrow)
+            if _natural_width(console, table) <= width:
+                return Ranking(table, layout, legend if layout == "abbreviated" else {})
+    return Ranking(_two_lines(compact, title), "two-line", legend)
+
+
+def print_ranking(console: Console, rows: Sequence[Mapping[str, Any]], *, objectives: Sequence[str],
+                  names: Sequence[str] | None = None, title: str | None = None, notes: Sequence[str] = ()) -> Ranking:
+    """Print the ranking of ``rows`` at the console's width, its legend and the ranking's notes under it."""
+    ranking = ranking_table(rows, objectives=objectives, width=console.width, names=names, title=title, console=console)
+    lines: list[RenderableType] = [ranking.renderable]
+    legend = ranking.legend_line()
+    if legend:
+        lines.append(Text(legend, style="dim"))
+    lines.extend(Text(f"note: {note}") for note in notes)
+    console.print(Group(*lines))
+    return ranking
+
+
+__all__ = ["Column", "Ranking", "abbreviations", "decision_columns", "fold", "metric_columns", "print_ranking", "ranking_table", "value_text"]
