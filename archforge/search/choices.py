@@ -1,4 +1,4 @@
-"""Choice points, the grammar of a search space, and :class:`Decision`, one named choice they make.
+"""Choice points, the grammar of a search space (the named choice each one makes: :mod:`archforge.search.decision`).
 
 Anywhere a value or a block name stands in a spec, a *choice point* may stand instead::
 
@@ -25,14 +25,13 @@ import copy
 import decimal
 import json
 import math
-import random
 import re
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from archforge.errors import Location, SpecError, did_you_mean
+from archforge.errors import SpecError, did_you_mean
 from archforge.search import limits
 from archforge.spec.load import validation_error
 from archforge.spec.located_yaml import LocatedDocument
@@ -108,7 +107,7 @@ class ChoiceOptions(_Point):
                 raise _refuse("a choice option cannot contain another choice point: give the inner one its own place (e.g. a param)", (i,))
             bad = _non_finite(option, (i,))
             if bad is not None:
-                raise _refuse(f"option {value_label(option)} holds {_plain(bad[1])}: NaN and infinity cannot be a decision's value; "
+                raise _refuse(f"option {value_label(option)} holds {plain_number(bad[1])}: NaN and infinity cannot be a decision's value; "
                               "use a finite number", bad[0])
             text = canonical_json(option)
             if text in seen:
@@ -131,15 +130,15 @@ class _Range(_Point):
             raise _refuse(f"'{kind}' needs a range [low, high] of two {'integers' if kind == 'int' else 'numbers'}")
         for i, end in enumerate(bounds):
             if isinstance(end, float) and not math.isfinite(end):
-                raise _refuse(f"the range of '{kind}' has a {_plain(end)} end: both ends must be finite numbers", (i,))
+                raise _refuse(f"the range of '{kind}' has a {plain_number(end)} end: both ends must be finite numbers", (i,))
             if abs(end) > limits.MAX_RANGE_END:
-                raise _refuse(f"range end {_plain(end)} is beyond ±2**53, where numbers stop being exact as floats "
+                raise _refuse(f"range end {plain_number(end)} is beyond ±2**53, where numbers stop being exact as floats "
                               "(Optuna stores every value as one): use smaller numbers", (i,))
         low, high = bounds
         if low > high or (kind == "float" and low == high):
-            raise _refuse(f"empty {kind} range [{_plain(low)}, {_plain(high)}]: low must be below high")
+            raise _refuse(f"empty {kind} range [{plain_number(low)}, {plain_number(high)}]: low must be below high")
         if info.data.get("log") and low <= 0:
-            raise _refuse(f"a log range needs a positive low end, got {_plain(low)}")
+            raise _refuse(f"a log range needs a positive low end, got {plain_number(low)}")
         return (low, high) if kind == "int" else (float(low), float(high))
 
     @field_validator("step", mode="before", check_fields=False)
@@ -152,7 +151,7 @@ class _Range(_Point):
         if isinstance(step, bool) or not isinstance(step, number) or (isinstance(step, float) and not math.isfinite(step)) or step <= 0:
             raise _refuse(f"'step' must be a positive {'integer' if kind == 'int' else 'finite number'}")
         if step > limits.MAX_RANGE_END:
-            raise _refuse(f"step {_plain(step)} is beyond 2**53, where numbers stop being exact as floats: use a smaller step")
+            raise _refuse(f"step {plain_number(step)} is beyond 2**53, where numbers stop being exact as floats: use a smaller step")
         if info.data.get("log") and (kind == "float" or step != 1):
             raise _refuse("a log range cannot have a step")
         return step if kind == "int" else float(step)
@@ -174,8 +173,8 @@ class _Range(_Point):
                 size = int(ratio) + 1 if math.isfinite(ratio) else math.inf
             else:
                 if step < max(abs(low), abs(high)) * 1e-12:  # low + k * step would round onto the same floats
-                    raise _refuse(f"step {_plain(step)} is finer than floats resolve at range ends of "
-                                  f"{_plain(max(abs(low), abs(high)))}: use a larger step", ("step",))
+                    raise _refuse(f"step {plain_number(step)} is finer than floats resolve at range ends of "
+                                  f"{plain_number(max(abs(low), abs(high)))}: use a larger step", ("step",))
                 # Optuna checks the same divisibility on the decimal texts (and would shift high otherwise).
                 quotient, remainder = divmod(decimal.Decimal(str(high)) - decimal.Decimal(str(low)), decimal.Decimal(str(step)))
                 if remainder != 0:
@@ -184,8 +183,8 @@ class _Range(_Point):
         else:
             size = None
         if size is not None and size > limits.MAX_DECISION_VALUES:
-            shown_step = f" step {_plain(step)}" if step not in (None, 1) else ""
-            raise _refuse(f"'{kind}' range [{_plain(low)}, {_plain(high)}]{shown_step} has {_count_text(size)} values, "
+            shown_step = f" step {plain_number(step)}" if step not in (None, 1) else ""
+            raise _refuse(f"'{kind}' range [{plain_number(low)}, {plain_number(high)}]{shown_step} has {_count_text(size)} values, "
                           f"more than {limits.bound_text('MAX_DECISION_VALUES')}: use a larger step or a smaller range, "
                           "or raise the bound", (kind,))
         return self
@@ -245,174 +244,6 @@ def _located(exc: ValidationError, document: LocatedDocument, path: PathT, model
     return validation_error(exc, document, path, model=model)
 
 
-class Decision(BaseModel):
-    """One independent choice of a space (an Optuna parameter of the same name)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    kind: Literal["choice", "int", "float"]
-    options: list[Any] | None = None
-    low: int | float | None = None
-    high: int | float | None = None
-    step: int | float | None = None
-    log: bool = False
-    label: str | None = None
-    locations: list[Location] = Field(default_factory=list)
-    copy_of: tuple[str, int] | None = Field(None, description="(node, copy index) of a per-copy decision.")
-
-    @classmethod
-    def of(cls, point: ChoicePoint, name: str, location: Location) -> "Decision":
-        """The decision a checked choice point makes."""
-        if isinstance(point, ChoiceOptions):
-            return cls(name=name, kind="choice", options=point.options, label=point.label, locations=[location])
-        low, high = point.bounds
-        step = (point.step or 1) if point.kind == "int" else point.step
-        return cls(name=name, kind=point.kind, low=low, high=high, step=step, log=point.log, label=point.label, locations=[location])
-
-    # -- domain ---------------------------------------------------------------
-    @property
-    def size(self) -> int | None:
-        """Number of values; ``None`` for a continuous range (computed, never enumerated)."""
-        if self.kind == "choice":
-            return len(self.options or [])
-        if self.kind == "int":
-            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
-        if self.step is None:
-            return None
-        return int(round((self.high - self.low) / self.step)) + 1
-
-    def value_at(self, k: int) -> Any:
-        """The ``k``-th value of a finite decision, without listing the others."""
-        if self.kind == "choice":
-            return (self.options or [])[k]
-        if self.kind == "int":
-            return int(self.low) + k * int(self.step or 1)
-        return self._round(self.low + k * self.step)
-
-    def first(self) -> Any:
-        """The first value (the low end of a continuous range)."""
-        return self.value_at(0) if self.size is not None else self.low
-
-    def index(self, value: Any) -> int | None:
-        """Position of ``value`` among the values of a finite decision, or ``None``."""
-        size = self.size
-        if size is None:
-            return None
-        if self.kind == "choice":
-            text = canonical_json(value)
-            return next((i for i, option in enumerate(self.options or []) if canonical_json(option) == text), None)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return None
-        k = int(round((value - self.low) / (self.step or 1)))
-        return k if 0 <= k < size and canonical_json(self.value_at(k)) == canonical_json(value) else None
-
-    def values(self) -> list[Any]:
-        """Every value of a finite decision, in order."""
-        size = self.size
-        if size is None:
-            raise ValueError(f"decision '{self.name}' is a continuous range")
-        return [self.value_at(k) for k in range(size)]
-
-    def _round(self, value: float) -> float:
-        if self.step is None:
-            return float(value)
-        return round(float(value), max(0, -math.floor(math.log10(self.step)) + 6))
-
-    # -- Optuna ---------------------------------------------------------------
-    @property
-    def encoded(self) -> bool:
-        """Whether the options go to Optuna as JSON strings (lists, mappings, mixed types)."""
-        if self.kind != "choice":
-            return False
-        kinds = {_scalar_kind(o) for o in self.options or []}
-        return len(kinds) != 1 or None in kinds
-
-    def distribution(self) -> Any:
-        """The Optuna distribution of this decision."""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        if self.kind == "choice":
-            return CategoricalDistribution([self.encode(o) for o in self.options or []])
-        if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
-
-    def encode(self, value: Any) -> Any:
-        """``value`` as Optuna stores it."""
-        return canonical_json(value) if self.kind == "choice" and self.encoded else value
-
-    def decode(self, value: Any) -> Any:
-        """The decision value Optuna stored as ``value``."""
-        if self.kind == "choice":
-            if self.encoded:
-                for option in self.options or []:
-                    if canonical_json(option) == value:
-                        return copy.deepcopy(option)
-                raise ValueError(f"{value!r} is not an option of decision '{self.name}'")
-            return value
-        if self.kind == "int":
-            return int(value)
-        return self._round(value)
-
-    def grid_values(self) -> list[Any]:
-        """Every value as Optuna stores it (for its grid sampler)."""
-        return [self.encode(v) for v in self.values()]
-
-    # -- sampling -------------------------------------------------------------
-    def sample(self, rng: random.Random) -> Any:
-        """A value drawn uniformly (log-uniformly for a log range)."""
-        size = self.size
-        if size is not None:  # the same draw as rng.choice(self.values()), without the list
-            return self.value_at(rng.randrange(size))
-        if self.log:
-            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-        return float(rng.uniform(self.low, self.high))
-
-    def mutate(self, value: Any, rng: random.Random) -> Any:
-        """A value different from ``value`` (the value itself when there is no other)."""
-        size = self.size
-        if size is None:
-            for _ in range(20):
-                other = self.sample(rng)
-                if other != value:
-                    return other
-            return value
-        current = self.index(value)
-        others = size - (current is not None)
-        if others == 0:
-            return value
-        k = rng.randrange(others)  # the same draw as rng.choice(values without value)
-        if current is not None and k >= current:
-            k += 1
-        return self.value_at(k)
-
-    # -- text -----------------------------------------------------------------
-    def describe(self) -> str:
-        """The domain in a few words: ``4, 8, 16`` or ``float 0.0001..0.01 log``."""
-        if self.kind == "choice":
-            return ", ".join(value_label(o) for o in self.options or [])
-        text = f"{self.kind} {_plain(self.low)}..{_plain(self.high)}"
-        if self.step is not None and self.step != 1:
-            text += f" step {_plain(self.step)}"
-        if self.log:
-            text += " log"
-        return text
-
-    def same_domain(self, other: "Decision") -> bool:
-        """Whether ``other`` offers exactly the same values."""
-        return (self.kind, canonical_json(self.options), self.low, self.high, self.step, self.log) == (
-            other.kind, canonical_json(other.options), other.low, other.high, other.step, other.log)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON: the domain, its size and where the decision is written."""
-        return {
-            "name": self.name, "kind": self.kind, "options": self.options, "low": self.low, "high": self.high,
-            "step": self.step, "log": self.log, "label": self.label, "size": self.size,
-            "where": [str(loc) for loc in self.locations],
-        }
-
-
 def canonical_json(value: Any) -> str:
     """The one JSON text of ``value``: sorted keys, no spaces (what candidate hashes and encoded options use)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -444,17 +275,7 @@ def _non_finite(value: Any, path: PathT) -> tuple[PathT, float] | None:
     return None
 
 
-def _scalar_kind(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    return None
-
-
-def _plain(value: Any) -> str:
+def plain_number(value: Any) -> str:
     """A number as messages write it: ``3`` for 3.0, ``0.0001`` for 1e-4."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))

@@ -34,7 +34,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from archforge.errors import SpecError
 from archforge.search import limits
-from archforge.search.choices import Decision, canonical_json, is_choice_point, read_choice_point, value_label
+from archforge.search.choices import canonical_json, is_choice_point, read_choice_point, value_label
+from archforge.search.decision import Decision
 from archforge.search.settings import Constraints, settings_from_dict
 from archforge.search.unroll import (
     PerCopy, Slot, UnrolledDocument, Unroller, count_values, fill_default_ids, map_tree, may_be_per_copy,

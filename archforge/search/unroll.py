@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 from archforge.errors import Location, SpecError
 from archforge.search import limits
 from archforge.graph.expand import REPEAT_INDEX
-from archforge.search.choices import Decision
+from archforge.search.decision import Decision
 from archforge.spec.located_yaml import LocatedDocument
 from archforge.spec.node_ids import default_node_id
 

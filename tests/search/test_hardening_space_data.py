@@ -44,6 +44,7 @@ from archforge.search.settings import settings_from_dict
 # archforge.search is also the name of a function on the package: take the modules from sys.modules
 space_module = importlib.import_module("archforge.search.space")
 choices_module = importlib.import_module("archforge.search.choices")
+decision_module = importlib.import_module("archforge.search.decision")
 limits = importlib.import_module("archforge.search.limits")
 
 HEADER = "archforge: 1\nname: s\ninput: {shape: [1, 8, 8]}\n"
@@ -57,7 +58,7 @@ def parse(body: str):
 @contextlib.contextmanager
 def no_listing(over: int = 0):
     """Fail if a decision with more than ``over`` values is listed, or a space's assignments are enumerated."""
-    listed = choices_module.Decision.values
+    listed = decision_module.Decision.values
 
     def values(self):
         if (self.size or 0) > over:
@@ -65,7 +66,7 @@ def no_listing(over: int = 0):
         return listed(self)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(choices_module.Decision, "values", values)
+        patch.setattr(decision_module.Decision, "values", values)
         patch.setattr(space_module.Space, "assignments", lambda self: pytest.fail("enumerated the assignments of a space"))
         yield
 
@@ -355,7 +356,7 @@ def test_hostile_settings_are_located_errors(reason, section, fragment):
 
 def test_every_bound_of_a_space_is_read_from_limits():
     # One place to raise a bound: the space modules keep no copy that a raised bound would miss.
-    for module in (space_module, choices_module, importlib.import_module("archforge.search.unroll")):
+    for module in (space_module, choices_module, decision_module, importlib.import_module("archforge.search.unroll")):
         assert not [name for name in vars(module) if name.startswith("MAX_")], module.__name__
 
 
