@@ -180,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
     """The ranking of a run, its failures, the compute saved and the winner."""
-    from archforge.search.report import compute_text
+    from archforge.search.compute import compute_text
 
     unreadable = run.unreadable
     for r in unreadable[:10]:

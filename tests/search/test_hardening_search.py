@@ -30,6 +30,7 @@ from archforge.search import SearchError, candidate_hash, load_run, parse_space,
 storage_mod = importlib.import_module("archforge.search.storage")
 limits = importlib.import_module("archforge.search.limits")
 report_mod = importlib.import_module("archforge.search.report")
+compute_mod = importlib.import_module("archforge.search.compute")
 
 HERE = Path(__file__).resolve().parent
 DATA = SimpleNamespace(input_shape=(1, 8, 8), num_classes=10, name="fake")
@@ -475,7 +476,7 @@ def test_any_stored_attributes_give_a_record_or_unreadable_never_a_crash(tmp_pat
         record = TrialRecord.of(trial)
         assert record.status in ("unreadable", "complete", "failed", "pruned", "rejected", "cancelled")
         run = report_mod.RunData("x", meta, [record])
-        report_mod.compute_summary(run.records, run.settings, None)
+        compute_mod.compute_summary(run.records, run.settings, None)
         print_run(run, Console(file=open(os.devnull, "w"), width=120))
         report_mod.write_csv(run, tmp_path / "t.csv")
         report_mod.write_json(run, tmp_path / "t.json")

@@ -22,7 +22,8 @@ from archforge.errors import SearchError
 from archforge.search import candidate_hash, load_run, parse_space, records, search
 from archforge.search.plots import placement_matrix
 from archforge.search.records import Outcome, RunMeta, TrialRecord
-from archforge.search.report import RunData, compute_text, settings_of, write_report
+from archforge.search.compute import compute_text
+from archforge.search.report import RunData, settings_of, write_report
 from archforge.search.settings import SearchSettings
 
 SPACE = """\

@@ -256,7 +256,7 @@ def test_multi_fidelity_prunes_and_the_compute_saved_adds_up(tmp_path, monkeypat
     # pruned candidates rank below every complete one
     statuses = [row["status"] for row in result.table]
     assert statuses == sorted(statuses, key=lambda s: s != "complete")
-    from archforge.search.report import compute_text
+    from archforge.search.compute import compute_text
 
     assert f"{ran} epochs run of the 81" in compute_text(c)
 

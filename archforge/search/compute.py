@@ -1,0 +1,80 @@
+"""What a run cost and saved: epochs run against full training, reuses, interruptions, the workers' overhead."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pydantic import BaseModel
+
+from archforge.search.records import ProxyPhase, TrialRecord
+from archforge.search.settings import SearchSettings
+
+
+class ComputeSummary(BaseModel):
+    """Epochs actually run against the epochs full training (``epochs`` × ``seeds``) of every candidate considered.
+
+    ``evaluated``: candidates trained (complete, pruned or failed); ``rejected``: distinct candidates
+    refused before training; ``reused``: trials answered from a stored result; ``interrupted``:
+    trials a worker left unfinished; ``train_time_s`` / ``driver_time_s``: seconds spent training and
+    measuring / around them, summed over trials; ``driver_overhead``: share of the workers' busy time
+    not spent training (``None`` when no worker stored its time).
+    """
+
+    epochs: int
+    seeds: int
+    epochs_run: int
+    epochs_full: int
+    epochs_saved: int
+    saved_fraction: float
+    evaluated: int
+    complete: int
+    pruned: int
+    failed: int
+    rejected: int
+    reused: int
+    interrupted: int
+    proxy_discarded: int
+    train_time_s: float
+    driver_time_s: float
+    driver_overhead: float | None = None
+
+
+def compute_summary(records: Sequence[TrialRecord], settings: SearchSettings, proxy: ProxyPhase | None) -> ComputeSummary:
+    """Epochs run (interrupted trials' finished seeds included) against epochs × seeds for every candidate considered.
+
+    A failed candidate would have failed under full training too: it neither saves nor costs extra.
+    Candidates the proxy discarded count as full training saved.
+    """
+    epochs, seeds = settings.epochs, settings.seeds
+    counted = [r for r in records if r.counted]
+    interrupted = [r for r in records if r.status == "interrupted"]
+    discarded = proxy.discarded if proxy is not None else 0
+    run = sum(r.epochs_run for r in counted + interrupted)
+    full = sum(r.epochs_run if r.status == "failed" else (r.epochs_full or epochs * seeds) for r in counted) + discarded * epochs * seeds
+    return ComputeSummary(
+        epochs=epochs, seeds=seeds, epochs_run=run, epochs_full=full, epochs_saved=full - run,
+        saved_fraction=(full - run) / full if full else 0.0, evaluated=len(counted),
+        complete=sum(r.status == "complete" for r in counted), pruned=sum(r.status == "pruned" for r in counted),
+        failed=sum(r.status == "failed" for r in counted), rejected=len({r.hash for r in records if r.status == "rejected"}),
+        reused=sum(r.duplicate_of is not None and r.status != "rejected" for r in records), interrupted=len(interrupted),
+        proxy_discarded=discarded, train_time_s=sum(r.eval_time_s or 0.0 for r in records),
+        driver_time_s=sum(r.driver_time_s or 0.0 for r in records),
+    )
+
+
+def compute_text(c: ComputeSummary | dict[str, Any]) -> str:
+    """One plain line: the epochs run and saved, and why."""
+    c = ComputeSummary.model_validate(c)
+    text = (f"compute: {c.epochs_run} epochs run of the {c.epochs_full} that full training "
+            f"({c.epochs} epochs × {c.seeds} seed(s) per candidate) would have run")
+    if c.epochs_full:
+        text += f": saved {c.epochs_saved} ({100 * c.saved_fraction:.1f}%)"
+    parts = [f"{n} {what}" for n, what in ((c.pruned, "pruned early"), (c.proxy_discarded, "discarded by the proxy"),
+                                           (c.reused, "results reused"), (c.rejected, "rejected before training")) if n]
+    text += f" ({', '.join(parts)})" if parts else ""
+    if c.driver_overhead is not None:
+        text += f"; driver overhead {100 * c.driver_overhead:.1f}% of worker time"
+    return text
+
+
+# --------------------------------------------------------------------------- loading
