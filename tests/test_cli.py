@@ -137,11 +137,11 @@ def test_space_checks_what_search_refuses_before_storing_anything(tmp_path, caps
 FLAGS = ["--strategy", "random", "--budget", "5", "--objectives", "accuracy,params", "--max-params", "1e5", "--min-flops", "10",
          "--proxy", "synflow", "--proxy-keep", "0.5", "--evolution", "population=4", "--seed", "7", "--dataset", "digits",
          "--limit", "300", "--val-fraction", "0.25", "--epochs", "3", "--seeds", "2", "--train", "lr=0.01", "--train", "augment=false",
-         "--batch-size", "64", "--device", "cpu", "--name", "run1", "--storage", "runs/x.db", "--workers", "2", "--executor", "local"]
+         "--batch-size", "64", "--device", "cpu", "--name", "run1", "--workers", "2", "--executor", "local"]
 SECTION = """\
 {strategy: random, budget: 5, objectives: [accuracy, params], constraints: {max_params: 1.0e+5, min_flops: 10},
  proxy: {score: synflow, keep: 0.5}, evolution: {population: 4}, seed: 7, dataset: digits, limit: 300, val_fraction: 0.25,
- epochs: 3, seeds: 2, train: {lr: 0.01, augment: false, batch_size: 64, device: cpu}, name: run1, storage: runs/x.db,
+ epochs: 3, seeds: 2, train: {lr: 0.01, augment: false, batch_size: 64, device: cpu}, name: run1,
  workers: 2, executor: local}"""
 
 
@@ -179,7 +179,7 @@ def test_flags_update_nested_sections_keeping_the_spaces_other_keys(tmp_path):
     (["--train", "lr=-1"], "train.lr: Input should be greater than 0"),
     (["--lr", "0.1", "--train", "lr=0.2"], "--lr 0.1 and --train lr=0.2 disagree"),
     (["--proxy-sample", "5"], "add --proxy synflow or naswot"),
-    (["--epochs", "100000"], "archforge.search.limits.MAX_EPOCHS = 10,000"),
+    (["--epochs", "100000"], "limits.MAX_EPOCHS = 10,000 (from archforge.search import limits)"),
     (["--train", "batchsize=64"], "unknown train setting 'batchsize' (did you mean 'batch_size'?)"),
     (["--train", "epochs=3"], "use --epochs"),
 ])

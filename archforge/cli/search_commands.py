@@ -135,7 +135,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return usage_error("archforge search", str(exc))
     progress: bool | str = "lines" if args.no_progress or not sys.stderr.isatty() else True
     with quiet_optuna():
-        result = archforge.search(space, **overrides, evaluator=args.evaluator, runs_dir=args.runs, progress=progress)
+        result = archforge.search(space, **overrides, storage=args.storage, evaluator=args.evaluator, runs_dir=args.runs,
+                                  progress=progress)
     console = stdout_console()
     print_run(result.run, console, top=args.top or None)
     if args.report:

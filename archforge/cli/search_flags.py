@@ -22,7 +22,7 @@ from archforge.search import limits
 
 #: Flags that set the field of the same name.
 SCALAR_FIELDS = ("dataset", "limit", "val_fraction", "strategy", "budget", "epochs", "seeds", "objectives", "pruner",
-                 "workers", "executor", "seed", "name", "storage")
+                 "workers", "executor", "seed", "name")
 CONSTRAINT_FIELDS = ("max_params", "min_params", "max_flops", "min_flops")
 #: Shorthand flags of ``--train KEY=VALUE``.
 TRAIN_SHORTHANDS = ("batch_size", "lr", "device")
@@ -63,7 +63,8 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("where and how")
     g.add_argument("--name", help="run name (default: the space's name)")
-    g.add_argument("--storage", metavar="URL", help="an Optuna storage URL (e.g. postgresql://...) or a .db file")
+    g.add_argument("--storage", metavar="URL", help="an Optuna storage URL (e.g. postgresql://...) or a .db file, anywhere "
+                   "(a space file's search.storage may only name a place inside the working folder)")
     g.add_argument("--workers", type=int_range(1, limits.MAX_WORKERS), metavar="N", help="worker processes sharing the study (default 1)")
     g.add_argument("--executor", choices=["local", "ray"], help="run workers as local processes or Ray tasks")
 

@@ -1,11 +1,13 @@
 """Never train the same thing twice: what the store already knows about a candidate.
 
 A result is identified by the candidate's hash, its training seed and the run's
-training-settings key. Before training, the driver asks :func:`lookup` for every stored result
+training-settings key. Before training, the driver asks :func:`claim` for every stored result
 of the candidate — from any trial, finished, failed or left by a dead worker, since every seed
-is stored as soon as it finishes — and trains only the seeds still missing. A candidate another
-worker is training right now is waited for (the lower trial number goes first, so two workers
-never wait for each other), and a candidate once rejected is not checked again.
+is stored as soon as it finishes — and trains only the seeds still missing. Claiming them is
+done under the store's lock, with the budget checked in the same step, so that two workers
+never train one candidate and never overshoot the budget; a candidate another worker is
+training right now is waited for, and a candidate refused by the shape checker is not
+checked again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from archforge.search.records import SeedResult, TrialRecord
@@ -45,7 +48,8 @@ class Known:
 def known(records: Sequence[TrialRecord], key: str, config: str, me: int) -> tuple[Known, int | None]:
     """What ``records`` hold for candidate ``key`` under training settings ``config``, and a trial training it now.
 
-    The trial training it now is one ``RUNNING`` with a lower number than ``me`` (``None`` if none).
+    The trial training it now is another ``RUNNING`` trial that has claimed the candidate
+    (see :func:`claim`), whatever its number; ``None`` if there is none.
     """
     found = Known()
     busy = None
@@ -53,7 +57,10 @@ def known(records: Sequence[TrialRecord], key: str, config: str, me: int) -> tup
         if r.number == me or r.status == "unreadable" or r.hash != key or r.config != config:
             continue
         if r.status == "rejected":
-            found.rejected = found.rejected or (r.error or "rejected", r.duplicate_of if r.duplicate_of is not None else r.number)
+            # A shape error is final; a constraint violation (params and FLOPs measured) is checked again,
+            # since a resumed run may have other constraints.
+            if r.params is None:
+                found.rejected = found.rejected or (r.error or "rejected", r.duplicate_of if r.duplicate_of is not None else r.number)
             continue
         if r.status == "cancelled":
             continue
@@ -61,22 +68,50 @@ def known(records: Sequence[TrialRecord], key: str, config: str, me: int) -> tup
             source = r.duplicate_of if r.duplicate_of is not None else r.number
             if seed not in found.seeds or source < found.seeds[seed][1]:
                 found.seeds[seed] = (result, source)
-        if r.status == "running" and r.number < me:
+        if r.status == "running" and claimed(r):
             busy = r.number
     return found, busy
 
 
-def lookup(study: Any, key: str, config: str, me: int, seeds: Sequence[int], *,
-           wait: Callable[[float], None] = time.sleep) -> Known:
-    """What the store knows about ``key``; waits while another worker trains it (its result is then reused)."""
+def claimed(record: TrialRecord) -> bool:
+    """Whether a trial has claimed its candidate for training (its progress record says how many epochs)."""
+    return record.progress is not None and record.progress.total > 0
+
+
+def budget_spent(trials: Sequence[TrialRecord], budget: int | None, me: int | None = None) -> bool:
+    """The one budget rule: finished evaluations, plus the candidates other running trials have claimed, reach ``budget``."""
+    if budget is None:
+        return False
+    spent = sum(r.counted for r in trials)
+    spent += sum(1 for r in trials if r.status == "running" and r.number != me and claimed(r))
+    return spent >= budget
+
+
+def claim(study: Any, key: str, config: str, me: Any, seeds: Sequence[int], *, epochs: int, budget: int | None,
+          lock: Path | None, wait: Callable[[float], None] = time.sleep) -> Known | None:
+    """What the store knows about candidate ``key``, and the claim of trial ``me`` to train what is missing.
+
+    Returns what is known; when something is left to train, the trial has claimed it (a
+    :class:`~archforge.search.records.ProgressAttr` written under the store's lock, so that no
+    two trials claim one candidate and no claim exceeds the budget). Waits while another trial
+    trains the candidate. ``None``: the budget is spent by other trials, nothing was claimed.
+    """
     import optuna
 
-    from archforge.search.records import read_trials
+    from archforge.search.locks import store_lock
+    from archforge.search.records import ProgressAttr, read_trials, write
 
     while True:
-        found, busy = known(read_trials(study), key, config, me)
-        if found.rejected is not None or found.complete(seeds) or busy is None:
-            return found
+        with store_lock(lock):
+            trials = read_trials(study)
+            found, busy = known(trials, key, config, me.number)
+            if found.rejected is not None or found.complete(seeds):
+                return found
+            if busy is None:
+                if budget_spent(trials, budget, me.number):
+                    return None
+                write(me, ProgressAttr(total=epochs * sum(1 for s in seeds if s not in found.seeds)))
+                return found
         wait(POLL_S)
         with warnings.catch_warnings():  # a busy worker that died: its heartbeat tells (an "experimental" Optuna API)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -29,7 +29,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping
 
 from archforge.errors import SpecError, SpecWarning
 from archforge.search import cache, records
@@ -37,6 +37,7 @@ from archforge.search.progress import Display
 from archforge.search.records import COUNTED, CandidateAttr, Outcome, ProgressAttr, SeedResult, TrialRecord, WorkerAttr, finite
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Candidate, Space
+from archforge.search.storage import sqlite_path
 
 #: Consecutive trials that brought nothing new (reused or rejected) after which a worker gives up.
 MAX_IDLE = 200
@@ -76,6 +77,7 @@ class Objective:
         self.display = display or Display()
         self.worker = WorkerAttr(host=socket.gethostname(), pid=os.getpid(), index=index)
         self.seeds = list(range(self.settings.seeds))
+        self.lock = sqlite_path(plan.storage_url)  # claims are made under the store's lock (SQLite on this machine)
         self.eval_s = 0.0
         self._summaries: dict[str, tuple[int, int]] = {}
 
@@ -93,7 +95,10 @@ class Objective:
         if parent is not None:
             records.write(trial, parent)
 
-        found = cache.lookup(trial.study, candidate.hash, self.plan.config_key, trial.number, self.seeds)
+        found = cache.claim(trial.study, candidate.hash, self.plan.config_key, trial, self.seeds, epochs=self.settings.epochs,
+                            budget=self.plan.budget, lock=self.lock)
+        if found is None:
+            return self.finish(trial, Outcome(status="cancelled", error="budget reached by other workers"), started)
         if found.rejected is not None:
             error, source = found.rejected
             return self.finish(trial, Outcome(status="rejected", error=error, duplicate_of=source), started)
@@ -110,10 +115,6 @@ class Objective:
 
         missing = [s for s in self.seeds if s not in found.seeds]
         progress = ProgressAttr(total=self.settings.epochs * len(missing))
-        records.write(trial, progress)  # from here on the trial counts as being evaluated
-        if budget_spent(records.read_trials(trial.study), self.plan.budget, trial.number):
-            return self.finish(trial, Outcome(status="cancelled", error="budget reached by other workers"), started)
-
         self.display.trial_started(trial.number, candidate.label(), progress.total)
         results: dict[int, SeedResult] = {}
         eval_s = 0.0
@@ -122,7 +123,9 @@ class Objective:
                 results[seed] = found.seeds[seed][0]
             else:
                 seed_started = time.perf_counter()
-                results[seed] = self.train(trial, candidate, seed, progress, prune=seed == self.seeds[0])
+                # Only the first seed is reported: Optuna prunes one sequence of steps per trial.
+                prune = seed == self.seeds[0] and self.settings.pruner is not None
+                results[seed] = self.train(trial, candidate, seed, progress, prune=prune)
                 eval_s += time.perf_counter() - seed_started
                 records.write(trial, results[seed])
             if results[seed].status != "ok":
@@ -149,7 +152,7 @@ class Objective:
             # Never prune after the last epoch: a trial that ran them all is complete, and ranked.
             if prune and history[-1] is not None and len(history) < self.settings.epochs:
                 trial.report(history[-1], len(history))
-                pruned = trial.should_prune()
+                pruned = bool(trial.should_prune())  # percentile pruners answer with a NumPy bool
             return pruned
 
         started = time.perf_counter()
@@ -164,7 +167,7 @@ class Objective:
                 self.display.message(f"#{trial.number}: {error}; the trial is failed and the search goes on")
             return SeedResult(seed=seed, status="failed", error=error[:2000], epochs_run=len(history), history=history,
                               eval_time_s=round(time.perf_counter() - started, 4))
-        return seed_result(seed, result, history, pruned=pruned, eval_s=time.perf_counter() - started)
+        return seed_result(seed, result, history, epochs=config.epochs, pruned=pruned, eval_s=time.perf_counter() - started)
 
     def aggregate(self, candidate: Candidate, results: Mapping[int, SeedResult], fresh: set[int]) -> Outcome:
         """One outcome from the seeds: mean ± std of accuracy, the first failure or pruning, mean costs."""
@@ -243,22 +246,27 @@ def suggest(trial: Any, name: str, distribution: Any) -> Any:
     raise TypeError(f"decision {name}: no suggest method for {type(distribution).__name__}")
 
 
-def seed_result(seed: int, result: Any, history: list[float | None], *, pruned: bool, eval_s: float) -> SeedResult:
-    """A :class:`SeedResult` from what an evaluator returned (an ``EvalResult``, a mapping or any object with its fields)."""
+def seed_result(seed: int, result: Any, history: list[float | None], *, epochs: int, pruned: bool, eval_s: float) -> SeedResult:
+    """A :class:`SeedResult` from what an evaluator returned (an ``EvalResult``, a mapping or any object with its fields).
+
+    It is ``pruned`` only when the pruner asked to stop and the evaluator did stop before ``epochs``.
+    """
     def field(name: str) -> Any:
         return result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
 
     accuracy = finite(field("accuracy"))
-    epochs = field("epochs")
     timings = field("timings")
+    epochs_run = _count(field("epochs")) if _count(field("epochs")) is not None else len(history)
+    pruned = pruned and epochs_run < epochs
     status, error = ("pruned" if pruned else "ok"), None
     if accuracy is None or not 0.0 <= accuracy <= 1.0:
         given = field("accuracy")
-        problem = "no accuracy" if given is None else f"accuracy {given!r} is NaN" if finite(given) is None else f"accuracy {given!r} is not in [0, 1]"
+        problem = "no accuracy" if given is None else f"accuracy {given!r}, not a finite number" if finite(given) is None \
+            else f"accuracy {given!r}, not in [0, 1]"
         status, error, accuracy = "failed", f"the evaluator gave {problem}", None
     return SeedResult(
         seed=seed, status=status, error=error, accuracy=accuracy,
-        epochs_run=_count(epochs) if _count(epochs) is not None else len(history),
+        epochs_run=epochs_run,
         history=[finite(a) for a in (field("history") if isinstance(field("history"), (list, tuple)) and field("history") else history)],
         stopped_early=bool(field("stopped_early")) or pruned,
         params=_count(field("params")), flops=_count(field("flops")),
@@ -267,16 +275,6 @@ def seed_result(seed: int, result: Any, history: list[float | None], *, pruned: 
         eval_time_s=round(eval_s, 4),
         timings={str(k): finite(v) for k, v in timings.items()} if isinstance(timings, Mapping) else {},
     )
-
-
-def budget_spent(trials: Sequence[TrialRecord], budget: int | None, me: int | None = None) -> bool:
-    """The one budget rule: evaluations finished, plus those being evaluated ahead of trial ``me``, reach ``budget``."""
-    if budget is None:
-        return False
-    spent = sum(r.counted for r in trials)
-    spent += sum(1 for r in trials if r.status == "running" and me is not None and r.number < me
-                 and r.progress is not None and r.progress.total > 0)
-    return spent >= budget
 
 
 class StopRule:
@@ -298,7 +296,7 @@ class StopRule:
         self.idle = 0 if mine.counted else self.idle + 1
         self.display.trial_finished(mine, sum(r.counted for r in trials))
         known = {r.hash for r in trials if r.hash is not None and r.status in (*COUNTED, "rejected")}
-        if budget_spent(trials, self.budget):
+        if cache.budget_spent(trials, self.budget, me=trial.number):  # claims of running trials count: no idle asking
             study.stop()
         elif self.distinct and len(known) >= self.distinct:
             study.stop()

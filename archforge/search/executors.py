@@ -23,7 +23,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from archforge.errors import SearchError, SpecError, SpecWarning
 from archforge.search import records
-from archforge.search.driver import COUNTED, Objective, RunPlan, StopRule, TrialFailed, budget_spent, quiet_optuna
+from archforge.search.cache import budget_spent
+from archforge.search.driver import Objective, RunPlan, StopRule, TrialFailed, quiet_optuna
+from archforge.search.records import COUNTED
 from archforge.search.progress import Display
 from archforge.search.space import Space
 
@@ -143,7 +145,10 @@ def worker_main(plan: RunPlan, index: int, watch_parent: bool = False) -> None:
         from archforge.search.storage import storage_error
 
         mapped = storage_error(exc, plan.storage_url)
-        print(f"worker {index}: {mapped.format()}" if mapped else f"worker {index} crashed:\n{traceback.format_exc()}", file=sys.stderr)
+        if mapped is None and os.environ.get("ARCHFORGE_DEBUG"):
+            traceback.print_exc()
+        text = mapped.format() if mapped else f"crashed: {type(exc).__name__}: {exc} (ARCHFORGE_DEBUG=1 shows the traceback)"
+        print(f"worker {index}: {text}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -4,8 +4,8 @@ A space file is data from anyone; nothing it writes may make archforge list, all
 over more than these bounds allow. Every error that hits one names it, so that a user who
 really wants more raises it deliberately::
 
-    import archforge.search.limits
-    archforge.search.limits.MAX_DECISION_VALUES = 10**7
+    from archforge.search import limits
+    limits.MAX_DECISION_VALUES = 10**7
 
 The values are read when a space is checked, so a change takes effect for the next space.
 """
@@ -45,7 +45,7 @@ MAX_TEXT = 10_000
 
 
 def bound_text(name: str) -> str:
-    """``archforge.search.limits.NAME = value``, for messages that say which bound to raise."""
+    """``limits.NAME = value (from archforge.search import limits)``, for messages that say which bound to raise."""
     value = globals()[name]
     shown = f"{value:,}" if value < 10**15 else f"{value:.0e}"
-    return f"archforge.search.limits.{name} = {shown}"
+    return f"limits.{name} = {shown} (from archforge.search import limits)"

@@ -372,17 +372,23 @@ def parse_attrs(user_attrs: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
+def retry_callback_class() -> Any:
+    """Optuna's callback that queues a stale trial again, which also records the retries of a trial."""
+    import optuna
+
+    # Optuna 4.9 renamed it; the older name serves the releases before.
+    return getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+
+
 def retried_trial_number(trial: Any) -> int | None:
     """The trial a retried one replaces (Optuna's ``RetryFailedTrialCallback`` record), else ``None``."""
     import warnings
 
     import optuna
 
-    # Optuna 4.9 renamed the callback; the older name serves the releases before it. Both are "experimental".
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # an "experimental" Optuna API
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        number = retry.retried_trial_number(trial)
+        number = retry_callback_class().retried_trial_number(trial)
     return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 

@@ -22,6 +22,7 @@ from archforge.search.result import SearchResult
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Space, load_space
 from archforge.search.storage import resolve_storage, sqlite_path, storage_errors
+from archforge.search.records import RUN_KEY, RunMeta
 from archforge.search.study import fail_abandoned, open_study, retry_interrupted, run_meta
 
 
@@ -55,23 +56,23 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     if isinstance(dataset, str):
         overrides["dataset"], dataset = dataset, None
     settings = space.settings.merged(**overrides)
-    from_space = storage is None and settings.storage is not None
-    ref, storage_obj = resolve_storage(storage if storage is not None else settings.storage, settings.name or space.name,
-                                       runs_dir, from_spec=from_space)
-    db = sqlite_path(ref.url)
-    claim, alone = claim_store(db)  # held while this search runs
+    where = storage if storage is not None else settings.storage
+    # Every check before the store is touched: a command that fails them leaves nothing behind.
+    prepared = prepare(space, settings, dataset=dataset, evaluator=evaluator, persistent=not _in_memory(where))
+    ref, storage_obj = resolve_storage(where, settings.name or space.name, runs_dir,
+                                       from_spec=storage is None and settings.storage is not None)
+    claim, alone = claim_store(sqlite_path(ref.url))  # held while this search runs
+    study = None
     try:
         with storage_errors(ref.url), executors.ctrl_c_reported_once(), quiet_optuna():
-            study = _run(space, settings, ref, storage_obj, alone, dataset=dataset, evaluator=evaluator,
-                         progress=progress, console=console)
+            study = _open(space, settings, ref, storage_obj, dataset, own_folder=where is None)
+            _run(study, space, settings, ref, storage_obj, alone, prepared, dataset=dataset, evaluator=evaluator,
+                 progress=progress, console=console)
     except KeyboardInterrupt:
         # Our workers are gone; a trial one of them had asked for but not yet failed is ours to fail
         # (so that the resume retries it) when no other process uses the store.
-        if claim is not None and sole_user(claim):
-            import optuna
-
+        if study is not None and claim is not None and sole_user(claim):
             with quiet_optuna():
-                study = optuna.load_study(study_name=ref.study_name, storage=storage_obj)
                 fail_abandoned(study)
                 retry_interrupted(study, storage_obj)
         raise
@@ -83,23 +84,29 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     return SearchResult(RunData.from_study(study, ref.run_dir), ref, study)
 
 
-def _run(space: Space, settings: SearchSettings, ref: Any, storage: Any, alone: bool, *, dataset: Any, evaluator: Any,
-         progress: bool | str | None, console: Any) -> Any:
-    prepared = prepare(space, settings, dataset=dataset, evaluator=evaluator, persistent=ref.persistent)
-    name = dataset_name(dataset if dataset is not None else settings.dataset)
-    meta = run_meta(space, settings, name)
+def _in_memory(storage: Any) -> bool:
+    return storage in ("memory", ":memory:") or type(storage).__name__ == "InMemoryStorage"
+
+
+def _open(space: Space, settings: SearchSettings, ref: Any, storage: Any, dataset: Any, *, own_folder: bool) -> Any:
+    """The run's study, created or checked to be the same run; a copy of the space in a run folder of archforge's own."""
+    meta = run_meta(space, settings, dataset_name(dataset if dataset is not None else settings.dataset))
     with store_lock(sqlite_path(ref.url)):  # two searches starting at once: one creates, the other finds the study
         study = open_study(storage, ref.study_name, meta, settings.directions, where=ref.url)
-    if ref.run_dir is not None and ref.persistent:
+    if own_folder and ref.run_dir is not None and ref.persistent:
         from archforge.files import write_text
 
         write_text(ref.run_dir / "space.yaml", space.text, overwrite=True)
-    display = _display(progress, console, settings)
-    resumed = _resume(study, storage, alone)
+    return study
+
+
+def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: Any, alone: bool, prepared: Any, *,
+         dataset: Any, evaluator: Any, progress: bool | str | None, console: Any) -> None:
+    display = _display(progress, console)
+    budget = settings.trial_budget
+    resumed = _resume(study, storage, alone, budget)
     if resumed:
         display.message(resumed)
-
-    budget = settings.trial_budget
     if settings.proxy is not None:
         from archforge.search.prefilter import proxy_phase
 
@@ -108,7 +115,8 @@ def _run(space: Space, settings: SearchSettings, ref: Any, storage: Any, alone: 
                         f"{phase.time_s:.1f}s; training the best {phase.kept}")
         budget = phase.kept if budget is None else min(budget, phase.kept)
     plan = RunPlan(space_text=space.text, space_file=space.file, settings=settings, storage_url=ref.url,
-                   study_name=ref.study_name, config_key=meta.config_key, dataset=dataset if dataset is not None else settings.dataset,
+                   study_name=ref.study_name, config_key=records.read_study_attr(study, RunMeta, RUN_KEY).config_key,
+                   dataset=dataset if dataset is not None else settings.dataset,
                    evaluator=evaluator, budget=budget, threads=executors.default_threads(settings.workers))
     total = budget if budget is not None else _distinct(space)
     counted = sum(r.counted for r in records.read_trials(study))
@@ -124,7 +132,6 @@ def _run(space: Space, settings: SearchSettings, ref: Any, storage: Any, alone: 
         else:
             display.message(text)
         raise
-    return study
 
 
 def _refuse_inside_spawned_import() -> None:
@@ -143,8 +150,8 @@ def _refuse_inside_spawned_import() -> None:
         raise SystemExit(1)
 
 
-def _resume(study: Any, storage: Any, alone: bool) -> str | None:
-    """Fail what dead processes left running (when nobody else uses the store); what resuming found, in words."""
+def _resume(study: Any, storage: Any, alone: bool, budget: int | None) -> str | None:
+    """Fail what dead processes left running, queue interrupted candidates again; what resuming found, in words."""
     fail_abandoned(study, alone=alone)
     retry_interrupted(study, storage)
     trials = records.read_trials(study)
@@ -152,7 +159,10 @@ def _resume(study: Any, storage: Any, alone: bool) -> str | None:
     retries = sum(r.status == "waiting" and r.retry_of is not None for r in trials)
     if not done and not retries:
         return None
-    return f"resuming: {done} done" + (f", {retries} interrupted → retried" if retries else "")
+    text = f"resuming: {done} done" + (f", {retries} interrupted → retried" if retries else "")
+    if budget is not None and done >= budget:
+        text += f"; the budget of {budget} is reached: raise it (--budget) to evaluate more"
+    return text
 
 
 def _distinct(space: Space) -> int | None:
@@ -160,7 +170,7 @@ def _distinct(space: Space) -> int | None:
     return len(candidates) if candidates is not None else None
 
 
-def _display(progress: bool | str | None, console: Any, settings: SearchSettings) -> Display:
+def _display(progress: bool | str | None, console: Any) -> Display:
     show = sys.stderr.isatty() if progress is None else progress
     if show == "lines":
         return LineDisplay(console)

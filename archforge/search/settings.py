@@ -221,9 +221,11 @@ class SearchSettings(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SearchSettings":
-        if isinstance(self.pruner, PrunerSettings) and self.pruner.min_resource > self.epochs:
-            raise ValueError(f"pruner min_resource {self.pruner.min_resource} is more than the {self.epochs} epoch(s) of a trial: "
-                             "the pruner would never decide; lower it or raise epochs")
+        if isinstance(self.pruner, PrunerSettings) and self.pruner.min_resource >= self.epochs:
+            # The pruner is asked after each epoch but the last (a trial that ran them all is complete).
+            raise ValueError(f"pruner min_resource {self.pruner.min_resource} leaves no epoch to decide on: a trial of "
+                             f"{self.epochs} epoch(s) can only be stopped before its last epoch; make min_resource less than "
+                             "epochs, or raise epochs")
         if self.pruner is not None and len(self.objectives) > 1:
             raise ValueError("pruning (multi-fidelity) works with one objective; Optuna cannot prune multi-objective trials")
         return self

@@ -18,6 +18,7 @@ that the trials recorded so far are kept and how to resume.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sqlite3
 import warnings
@@ -37,7 +38,6 @@ HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 60
 #: Times a candidate whose worker died is retried.
 MAX_RETRY = 3
-_RETRY_ARGUMENT = ""
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -233,8 +233,6 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 120}}
-    global _RETRY_ARGUMENT
-    _RETRY_ARGUMENT = _RETRY_ARGUMENT or _retry_argument()
     try:
         with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -242,7 +240,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
                 url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_INTERVAL if heartbeat else None,
                 grace_period=GRACE_PERIOD if heartbeat else None,
-                **{_RETRY_ARGUMENT: retry_callback() if heartbeat else None},
+                **{_retry_argument(): retry_callback() if heartbeat else None},
             )
     except ImportError as exc:
         raise SearchError(f"storage {url}: {exc} (install the database driver)") from None
@@ -256,6 +254,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     return storage
 
 
+@functools.cache
 def _retry_argument() -> str:
     # Optuna 4.9 renamed RDBStorage's failed_trial_callback; the older name serves the releases before.
     import inspect
@@ -278,11 +277,11 @@ def retry_callback() -> Any:
     """Optuna's callback that queues a stale trial's parameters (and attributes) again, up to :data:`MAX_RETRY` times."""
     import optuna
 
-    # Optuna 4.9 renamed it; the older name serves the releases before.
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    from archforge.search.records import retry_callback_class
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return retry(max_retry=MAX_RETRY)
+        return retry_callback_class()(max_retry=MAX_RETRY)
 
 
 def _sqlite_pragmas(storage: Any) -> None:

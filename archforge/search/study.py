@@ -151,9 +151,10 @@ def retry_interrupted(study: Any, storage: Any) -> int:
     import optuna
     from optuna.trial import TrialState
 
+    from archforge.search.records import retry_callback_class
     from archforge.search.storage import retry_callback, stale_trial_callback
 
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    retry = retry_callback_class()
     trials = study.get_trials(deepcopy=True)  # the callback appends to the given trial's retry history in place
     waiting = (TrialState.WAITING,)
     before = len(study.get_trials(deepcopy=False, states=waiting))

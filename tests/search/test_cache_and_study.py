@@ -14,7 +14,8 @@ from optuna.trial import TrialState, create_trial
 from archforge.errors import SearchError
 from archforge.search import cache, records
 from archforge.search.cache import Known
-from archforge.search.driver import Objective, RunPlan, StopRule, budget_spent, seed_result, suggest
+from archforge.search.cache import budget_spent
+from archforge.search.driver import Objective, RunPlan, StopRule, seed_result, suggest
 from archforge.search.records import CandidateAttr, Outcome, ProgressAttr, SeedResult, TrialRecord
 from archforge.search.settings import SearchSettings
 from archforge.search.space import candidate_hash, parse_space
@@ -85,17 +86,30 @@ def test_the_lowest_source_trial_wins(order):
     assert found.source([0, 1]) == 1
 
 
+CLAIM = ProgressAttr(total=2)
+
+
 @pytest.mark.parametrize("other, me, busy", [
-    (rec(3, "running"), 5, 3), (rec(3, "running"), 2, None), (rec(3, "running", key="ffffffffffff"), 5, None),
+    (rec(3, "running", progress=CLAIM), 5, 3), (rec(3, "running", progress=CLAIM), 2, 3),  # whatever the numbers
+    (rec(3, "running"), 5, None),  # asked, not claimed: it will wait for us, or claim it after us
+    (rec(3, "running", progress=CLAIM, key="ffffffffffff"), 5, None),
     (rec(3, "waiting"), 5, None), (rec(3, "interrupted"), 5, None), (rec(3, "complete", ok(0)), 5, None),
 ])
-def test_busy_is_only_a_lower_running_trial_of_the_candidate(other, me, busy):
+def test_busy_is_a_running_trial_that_claimed_the_candidate(other, me, busy):
     assert cache.known([other], KEY, CONFIG, me=me)[1] == busy
 
 
 def test_a_running_trials_finished_seeds_are_known_while_it_is_busy():
-    found, busy = cache.known([rec(3, "running", ok(0))], KEY, CONFIG, me=5)
+    found, busy = cache.known([rec(3, "running", ok(0), progress=CLAIM)], KEY, CONFIG, me=5)
     assert found.seeds == {0: (ok(0), 3)} and busy == 3
+
+
+def test_a_constraint_rejection_is_checked_again_a_shape_rejection_is_not():
+    """Constraints may change between sessions of a run; whether a spec fits its shapes does not."""
+    shape = rec(3, "rejected", error="stem: kernel 9 does not fit 8x8")
+    constraint = rec(4, "rejected", error="params 9,000 > max_params 1,000", params=9000, flops=10)
+    assert cache.known([shape], KEY, CONFIG, me=5)[0].rejected == (shape.error, 3)
+    assert cache.known([constraint], KEY, CONFIG, me=5)[0].rejected is None
 
 
 PRUNED = SeedResult(seed=1, status="pruned", accuracy=0.3)
@@ -122,7 +136,7 @@ def test_known_source():
     assert (found.source([0, 1]), found.source([1]), found.source([2]), found.source([])) == (4, 2, None, None)
 
 
-def test_lookup_waits_for_the_worker_training_the_candidate():
+def test_claim_waits_for_the_worker_training_the_candidate():
     study = optuna.create_study()
     other = study.ask()
     records.write(other, CandidateAttr(hash=SPEC_HASH, spec=SPEC, config=CONFIG))
@@ -136,8 +150,19 @@ def test_lookup_waits_for_the_worker_training_the_candidate():
         records.write(other, Outcome(status="complete", accuracy=0.8, accuracies=[0.8]))
         study.tell(other, 0.8)
 
-    found = cache.lookup(study, SPEC_HASH, CONFIG, me.number, [0], wait=wait)
+    found = cache.claim(study, SPEC_HASH, CONFIG, me, [0], epochs=2, budget=None, lock=None, wait=wait)
     assert waits == [cache.POLL_S] and found.seeds == {0: (ok(0, 0.8), other.number)}
+    assert "progress" not in study.trials[me.number].user_attrs  # nothing left to train: nothing claimed
+
+
+def test_a_claim_is_refused_once_the_budget_is_held_by_others(tmp_path):
+    """Two trials of one candidate: the first claims it; with a budget of one the second gets nothing to train."""
+    study = optuna.create_study()
+    first, second = study.ask(), study.ask()
+    assert cache.claim(study, SPEC_HASH, CONFIG, first, [0, 1], epochs=3, budget=1, lock=tmp_path / "s.db").seeds == {}
+    assert study.trials[first.number].user_attrs["progress"] == {"done": 0, "total": 6}
+    other = {**SPEC, "name": "other"}
+    assert cache.claim(study, candidate_hash(other), CONFIG, second, [0], epochs=3, budget=1, lock=tmp_path / "s.db") is None
 
 
 # --------------------------------------------------------------------------- config_key
@@ -363,13 +388,13 @@ def test_budget_spent_counts_finished_evaluations():
 
 @pytest.mark.parametrize("running, me, counts", [
     (rec(10, "running", progress=ProgressAttr(total=2)), 11, True),
-    (rec(10, "running", progress=ProgressAttr(total=2)), 10, False),
-    (rec(10, "running", progress=ProgressAttr(total=2)), 9, False),
-    (rec(10, "running", progress=ProgressAttr(total=2)), None, False),
+    (rec(10, "running", progress=ProgressAttr(total=2)), 10, False),  # its own claim
+    (rec(10, "running", progress=ProgressAttr(total=2)), 9, True),  # claims count whatever the trial numbers
+    (rec(10, "running", progress=ProgressAttr(total=2)), None, True),
     (rec(10, "running"), 11, False),  # asked, not yet evaluating
     (rec(10, "running", progress=ProgressAttr(total=0)), 11, False),
 ])
-def test_budget_spent_counts_evaluations_running_ahead_of_me(running, me, counts):
+def test_budget_spent_counts_the_claims_of_other_running_trials(running, me, counts):
     trials = [rec(0, "complete"), rec(1, "failed"), running]
     assert budget_spent(trials, 3, me) is counts
     assert budget_spent(trials, 2, me)
@@ -379,24 +404,24 @@ def test_seed_result_from_a_mapping():
     result = seed_result(1, {"accuracy": 0.8, "epochs": 3.0, "history": [0.5, math.nan, 0.8], "params": 120.0, "flops": "many",
                              "latency_ms": 2.5, "latency_iqr_ms": math.inf, "peak_memory_mb": 9, "train_time_s": 1.25,
                              "timings": {"forward": 0.5, 3: math.nan}, "stopped_early": 1},
-                         [0.1], pruned=False, eval_s=1.234567)
+                         [0.1], epochs=3, pruned=False, eval_s=1.234567)
     assert result == SeedResult(seed=1, status="ok", accuracy=0.8, epochs_run=3, history=[0.5, None, 0.8], stopped_early=True,
                                 params=120, flops=None, latency_ms=2.5, latency_iqr_ms=None, peak_memory_mb=9.0,
                                 train_time_s=1.25, eval_time_s=1.2346, timings={"forward": 0.5, "3": None})
 
 
 def test_seed_result_from_an_object_falls_back_to_the_reported_history():
-    result = seed_result(0, SimpleNamespace(accuracy=0.6, params=10.5, flops=-3), [0.4, 0.6], pruned=True, eval_s=0.0)
+    result = seed_result(0, SimpleNamespace(accuracy=0.6, params=10.5, flops=-3), [0.4, 0.6], epochs=3, pruned=True, eval_s=0.0)
     assert (result.status, result.accuracy, result.epochs_run, result.history) == ("pruned", 0.6, 2, [0.4, 0.6])
     assert (result.stopped_early, result.params, result.flops, result.timings, result.error) == (True, None, None, {}, None)
 
 
 @pytest.mark.parametrize("accuracy, problem", [
-    (None, "no accuracy"), (math.nan, "accuracy nan is NaN"), (math.inf, "accuracy inf is NaN"),
-    (1.5, "accuracy 1.5 is not in [0, 1]"), (-0.1, "accuracy -0.1 is not in [0, 1]"), ("high", "accuracy 'high' is NaN"),
+    (None, "no accuracy"), (math.nan, "accuracy nan, not a finite number"), (math.inf, "accuracy inf, not a finite number"),
+    (1.5, "accuracy 1.5, not in [0, 1]"), (-0.1, "accuracy -0.1, not in [0, 1]"), ("high", "accuracy 'high', not a finite number"),
 ])
 def test_seed_result_without_a_usable_accuracy_fails(accuracy, problem):
-    result = seed_result(2, {"accuracy": accuracy, "epochs": 2}, [0.5, 0.6], pruned=False, eval_s=0.5)
+    result = seed_result(2, {"accuracy": accuracy, "epochs": 2}, [0.5, 0.6], epochs=3, pruned=False, eval_s=0.5)
     assert (result.status, result.accuracy, result.error) == ("failed", None, f"the evaluator gave {problem}")
     assert (result.seed, result.epochs_run, result.eval_time_s) == (2, 2, 0.5)
 
@@ -404,11 +429,17 @@ def test_seed_result_without_a_usable_accuracy_fails(accuracy, problem):
 @pytest.mark.parametrize("count, expected", [(7, 7), (7.0, 7), (7.5, None), (-1, None), (True, None), (2**63, None), ("7", 7),
                                              ("x", None), (None, None)])
 def test_seed_result_counts(count, expected):
-    assert seed_result(0, {"accuracy": 0.5, "params": count}, [], pruned=False, eval_s=0).params == expected
+    assert seed_result(0, {"accuracy": 0.5, "params": count}, [], epochs=3, pruned=False, eval_s=0).params == expected
+
+
+def test_a_seed_the_pruner_stopped_after_its_last_epoch_is_not_pruned():
+    """The pruner asked to stop, but the evaluator ran every epoch anyway: the seed is complete."""
+    result = seed_result(0, {"accuracy": 0.7, "epochs": 3}, [0.5, 0.6, 0.7], epochs=3, pruned=True, eval_s=0)
+    assert (result.status, result.stopped_early) == ("ok", False)
 
 
 def test_seed_result_with_a_history_that_is_no_list():
-    result = seed_result(0, {"accuracy": 0.5, "history": 5}, [0.3, 0.5], pruned=False, eval_s=0)
+    result = seed_result(0, {"accuracy": 0.5, "history": 5}, [0.3, 0.5], epochs=3, pruned=False, eval_s=0)
     assert result.status == "ok" and result.accuracy == 0.5
 
 

@@ -144,7 +144,7 @@ def test_huge_value_counts_are_written_compactly(step, count):
 
 def test_the_range_bound_says_how_to_raise_it_and_raising_it_works(monkeypatch):
     error = refused(conv_with("{int: [1, 1000001]}"))  # one value over the bound
-    assert "1,000,001 values" in error.message and "archforge.search.limits.MAX_DECISION_VALUES = 1,000,000" in error.message
+    assert "1,000,001 values" in error.message and "limits.MAX_DECISION_VALUES = 1,000,000 (from archforge.search import limits)" in error.message
     assert "raise the bound" in error.message
     assert parse(conv_with("{int: [1, 1000000]}")).decisions["c.kernel"].size == 1_000_000  # exactly at the bound
     monkeypatch.setattr(limits, "MAX_DECISION_VALUES", 10)
@@ -362,7 +362,7 @@ def test_every_bound_of_a_space_is_read_from_limits():
 
 def test_settings_bounds_name_how_to_raise_them(monkeypatch):
     body = "nodes:\n  - {id: head, block: classifier, args: {classes: 10}}\nsearch: {workers: 257}\n"
-    assert "at most 256 (the bound is archforge.search.limits.MAX_WORKERS = 256; raise it" in refused(body).message
+    assert "at most 256 (the bound is limits.MAX_WORKERS = 256 (from archforge.search import limits); raise it" in refused(body).message
     monkeypatch.setattr(limits, "MAX_WORKERS", 257)
     assert parse(body).settings.workers == 257
 

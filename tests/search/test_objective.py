@@ -54,3 +54,34 @@ def test_an_optuna_sampler_object_is_a_strategy():
                     epochs=1, strategy=sampler, budget=3)
     assert sorted(r.decisions["width"] for r in result.trials if r.counted) == [4, 8, 16]
     assert result.run.meta.settings["strategy"] == "optuna.samplers._tpe.sampler.TPESampler"
+
+
+def test_a_multi_objective_search_reports_no_intermediate_values():
+    """Optuna cannot take intermediate values of a multi-objective trial: with no pruner nothing is reported."""
+    result = search(parse_space(SPACE), dataset=DATA, evaluator=stops_when_told, storage="memory", progress=False,
+                    epochs=3, strategy="nsga2", objectives="accuracy,params", budget=3)
+    assert [r.status for r in result.trials if r.counted] == ["complete"] * 3
+    assert all(r.values == [r.accuracy, 1] for r in result.trials if r.counted)
+
+
+def test_a_percentile_pruner_answering_with_a_numpy_bool_works():
+    result = search(parse_space(SPACE), dataset=DATA, evaluator=stops_when_told, storage="memory", progress=False,
+                    epochs=3, pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    assert {r.status for r in result.trials} <= {"complete", "pruned"} and len(result.trials) == 3
+
+
+def test_a_search_whose_checks_fail_leaves_nothing_behind(tmp_path):
+    from archforge.errors import SearchError
+
+    with pytest.raises(SearchError, match="cannot load dataset 'nosuch'"):
+        search(parse_space(SPACE), dataset="nosuch", runs_dir=tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_store_named_by_the_caller_does_not_overwrite_a_space_yaml_beside_it(tmp_path):
+    mine = tmp_path / "space.yaml"
+    mine.write_text("my own notes\n")
+    search(parse_space(SPACE), dataset=DATA, evaluator=stops_when_told, storage=tmp_path / "s.db", progress=False, epochs=1)
+    assert mine.read_text() == "my own notes\n"
+    search(parse_space(SPACE), dataset=DATA, evaluator=stops_when_told, runs_dir=tmp_path / "runs", progress=False, epochs=1)
+    assert (tmp_path / "runs" / "objective" / "space.yaml").read_text() == SPACE  # the run folder archforge made

@@ -173,7 +173,7 @@ def test_grid_refuses_more_assignments_than_its_bound(small, monkeypatch):
     monkeypatch.setattr(limits, "MAX_GRID_SIZE", 7)
     with pytest.raises(SearchError) as info:
         check_strategy(settings(strategy="grid"), small)
-    assert "8 decision assignments" in info.value.message and "archforge.search.limits.MAX_GRID_SIZE = 7" in info.value.message
+    assert "8 decision assignments" in info.value.message and "limits.MAX_GRID_SIZE = 7 (from archforge.search import limits)" in info.value.message
     monkeypatch.setattr(limits, "MAX_GRID_SIZE", 8)
     check_strategy(settings(strategy="grid"), small)
     check_strategy(settings(strategy="evolution"), small)
