@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="mnist", help="a bundled dataset: mnist (5,000-image subset) or digits")
     p.add_argument("--limit", type=int, default=4000, help="images (train + validation); 0 for all")
     p.add_argument("--budget", type=int, default=8, help="candidates per configuration")
-    p.add_argument("--epochs", type=int, default=2, help="epochs per trial (2 on the default subset: ~10 s per trial on one thread)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per trial (6 on the default subset: ~10 s per trial on one thread)")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is reported (shared machines are noisy)")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")

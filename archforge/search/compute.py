@@ -70,11 +70,8 @@ def compute_text(c: ComputeSummary | dict[str, Any]) -> str:
     if c.epochs_full:
         text += f": saved {c.epochs_saved} ({100 * c.saved_fraction:.1f}%)"
     parts = [f"{n} {what}" for n, what in ((c.pruned, "pruned early"), (c.proxy_discarded, "discarded by the proxy"),
-                                           (c.reused, "results reused"), (c.rejected, "rejected before training")) if n]
+                                           (c.reused, "result reused" if c.reused == 1 else "results reused"), (c.rejected, "rejected before training")) if n]
     text += f" ({', '.join(parts)})" if parts else ""
     if c.driver_overhead is not None:
         text += f"; driver overhead {100 * c.driver_overhead:.1f}% of worker time"
     return text
-
-
-# --------------------------------------------------------------------------- loading

@@ -206,7 +206,7 @@ def test_stored_settings_read_back_including_what_only_python_can_pass():
 def test_compute_text_says_what_was_saved(mem_run):
     text = compute_text(mem_run.compute)
     assert text.startswith("compute: 6 epochs run of the 7 that full training (2 epochs × 1 seed(s) per candidate) would have run")
-    assert "saved 1 (14.3%)" in text and "1 pruned early" in text and "1 results reused" in text
+    assert "saved 1 (14.3%)" in text and "1 pruned early" in text and "1 result reused" in text
 
 
 def test_compute_counts_interrupted_seeds_and_the_workers_driver_overhead(mem_run):
