@@ -56,6 +56,7 @@ class RunPlan:
     dataset: Any
     evaluator: Any = None
     budget: int | None = None
+    distinct: int | None = None  # distinct candidates of a finite space (None: infinite or too many to list)
     threads: int | None = None
 
 
@@ -77,6 +78,7 @@ class Objective:
         self.display = display or Display()
         self.worker = WorkerAttr(host=socket.gethostname(), pid=os.getpid(), index=index)
         self.seeds = list(range(self.settings.seeds))
+        self.distributions = space.distributions()
         self.lock = sqlite_path(plan.storage_url)  # claims are made under the store's lock (SQLite on this machine)
         self.eval_s = 0.0
         self._summaries: dict[str, tuple[int, int]] = {}
@@ -84,7 +86,7 @@ class Objective:
     def __call__(self, trial: Any) -> float | list[float]:
         started = time.perf_counter()
         records.write(trial, self.worker)
-        values = self.space.decode({name: suggest(trial, name, d) for name, d in self.space.distributions().items()})
+        values = self.space.decode({name: suggest(trial, name, d) for name, d in self.distributions.items()})
         try:
             candidate = self.space.concretize(values)
         except (SpecError, KeyError, ValueError) as exc:
@@ -105,7 +107,8 @@ class Objective:
         if found.complete(self.seeds):
             reused = {s: found.seeds[s][0] for s in self.seeds if s in found.seeds}
             outcome = self.aggregate(candidate, reused, fresh=set())
-            return self.finish(trial, outcome.model_copy(update={"duplicate_of": found.source(self.seeds)}), started)
+            return self.finish(trial, outcome.model_copy(update={"duplicate_of": found.source(self.seeds)}), started,
+                               candidate=candidate)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SpecWarning)
@@ -133,7 +136,7 @@ class Objective:
         self.eval_s += eval_s
         fresh = {s for s in results if s not in found.seeds}
         outcome = self.aggregate(candidate, results, fresh).model_copy(update={"eval_time_s": round(eval_s, 4)})
-        return self.finish(trial, outcome, started, eval_s=eval_s)
+        return self.finish(trial, outcome, started, eval_s=eval_s, candidate=candidate)
 
     def train(self, trial: Any, candidate: Candidate, seed: int, progress: ProgressAttr, *, prune: bool) -> SeedResult:
         """Train one seed; never raises but for Ctrl-C (an error becomes a failed result)."""
@@ -170,7 +173,7 @@ class Objective:
         return seed_result(seed, result, history, epochs=config.epochs, pruned=pruned, eval_s=time.perf_counter() - started)
 
     def aggregate(self, candidate: Candidate, results: Mapping[int, SeedResult], fresh: set[int]) -> Outcome:
-        """One outcome from the seeds: mean ± std of accuracy, the first failure or pruning, mean costs."""
+        """One outcome from the seeds: mean ± std of accuracy, the first failure or pruning, median costs."""
         seeds = [results[s] for s in sorted(results)]
         failed = next((r for r in seeds if r.status == "failed"), None)
         pruned = next((r for r in seeds if r.status == "pruned"), None)
@@ -192,13 +195,17 @@ class Objective:
             outcome[name] = statistics.median(measured) if measured else None
         return Outcome(**outcome)
 
-    def finish(self, trial: Any, outcome: Outcome, started: float, *, eval_s: float = 0.0) -> float | list[float]:
-        """Store the outcome; return the objective values, or raise so that Optuna records the state."""
+    def finish(self, trial: Any, outcome: Outcome, started: float, *, eval_s: float = 0.0,
+               candidate: Candidate | None = None) -> float | list[float]:
+        """Store the outcome; return the objective values, or raise so that Optuna records the state.
+
+        ``candidate``: the candidate of a complete outcome, sized when the evaluator gave no params or FLOPs.
+        """
         import optuna
 
         values = None
         if outcome.status == "complete":
-            outcome = self._with_summary(trial, outcome)
+            outcome = self._with_summary(candidate, outcome) if candidate is not None else outcome
             missing = next((o for o in self.settings.objectives if getattr(outcome, o) is None), None)
             if missing is not None:
                 outcome = outcome.model_copy(update={"status": "failed", "error": f"the evaluator gave no '{missing}' for objective '{missing}'"})
@@ -212,19 +219,17 @@ class Objective:
             raise optuna.TrialPruned(outcome.error or outcome.status)
         raise TrialFailed(outcome.error or outcome.status)
 
-    def _with_summary(self, trial: Any, outcome: Outcome) -> Outcome:
+    def _with_summary(self, candidate: Candidate, outcome: Outcome) -> Outcome:
         # params and FLOPs for cost objectives and tie-breaking, when a custom evaluator did not give them.
         if outcome.params is not None and outcome.flops is not None:
             return outcome
         from archforge.builder import summarize
-        from archforge.spec import Spec
 
-        candidate = CandidateAttr.model_validate(trial.user_attrs["candidate"])
         if candidate.hash not in self._summaries:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", SpecWarning)
-                    summary = summarize(Spec.from_dict(candidate.spec))
+                    summary = summarize(candidate.spec)
             except Exception:  # a candidate the evaluator trained but the summary cannot size: no cost figures
                 return outcome
             self._summaries[candidate.hash] = (summary.params, summary.flops)
@@ -295,14 +300,16 @@ class StopRule:
         mine = TrialRecord.of(trial)
         self.idle = 0 if mine.counted else self.idle + 1
         self.display.trial_finished(mine, sum(r.counted for r in trials))
-        known = {r.hash for r in trials if r.hash is not None and r.status in (*COUNTED, "rejected")}
-        if cache.budget_spent(trials, self.budget, me=trial.number):  # claims of running trials count: no idle asking
-            study.stop()
-        elif self.distinct and len(known) >= self.distinct:
+        if self.satisfied(trials, me=trial.number):
             study.stop()
         elif self.idle >= MAX_IDLE:
             self.display.message(f"stopping: the last {MAX_IDLE} trials found no new candidate")
             study.stop()
+
+    def satisfied(self, trials: list[TrialRecord], me: int | None = None) -> bool:
+        """The budget is spent (claims of running trials other than ``me`` count), or every distinct candidate is known."""
+        known = {r.hash for r in trials if r.hash is not None and r.status in (*COUNTED, "rejected")}
+        return cache.budget_spent(trials, self.budget, me) or bool(self.distinct and len(known) >= self.distinct)
 
 
 def _count(value: Any) -> int | None:

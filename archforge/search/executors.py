@@ -23,9 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from archforge.errors import SearchError, SpecError, SpecWarning
 from archforge.search import records
-from archforge.search.cache import budget_spent
 from archforge.search.driver import Objective, RunPlan, StopRule, TrialFailed, quiet_optuna
-from archforge.search.records import COUNTED
 from archforge.search.progress import Display
 from archforge.search.space import Space
 
@@ -57,20 +55,20 @@ def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, dat
     claim, _ = claim_store(sqlite_path(plan.storage_url))  # held while this worker runs
     try:
         with quiet_optuna():
-            known = len(optuna.load_study(study_name=plan.study_name, storage=storage).get_trials(deepcopy=False))
+            study = optuna.load_study(study_name=plan.study_name, storage=storage)
+            trials = records.read_trials(study)
             # Each worker, and each resumed session, draws its own sequence (NumPy seeds stop at 2**32).
-            seed = plan.settings.seed if plan.settings.strategy == "grid" else (plan.settings.seed + 1000 * index + known) % 2**32
-            sampler = strategies.make_sampler(plan.settings, space, seed=seed)
-            study = optuna.load_study(study_name=plan.study_name, storage=storage, sampler=sampler,
-                                      pruner=strategies.make_pruner(plan.settings))
+            seed = plan.settings.seed if plan.settings.strategy == "grid" else (plan.settings.seed + 1000 * index + len(trials)) % 2**32
+            sampler = study.sampler = strategies.make_sampler(plan.settings, space, seed=seed)
+            study.pruner = strategies.make_pruner(plan.settings)
             objective = Objective(plan, space, data, resolve_evaluator(plan.evaluator), display=display, index=index,
                                   lineage=lambda number: strategies.lineage(sampler, number))
-            distinct = space.distinct_candidates()
-            stop = StopRule(plan.budget, len(distinct) if distinct is not None else None, display)
+            stop = StopRule(plan.budget, plan.distinct, display)
             warm_up(space, data)
             stats = records.WorkerStats(index=index)
             started = time.perf_counter()
-            if not _finished(study, stop):
+            # A resumed run whose budget is spent, or whose space is exhausted, asks for nothing new.
+            if not stop.satisfied(trials):
                 study.optimize(objective, callbacks=[stop], catch=(TrialFailed,))
             stats.wall_s = time.perf_counter() - started
             stats.eval_s = objective.eval_s
@@ -82,13 +80,6 @@ def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, dat
     finally:
         if claim is not None:
             os.close(claim)
-
-
-def _finished(study: Any, stop: StopRule) -> bool:
-    # A resumed run whose budget is already spent, or whose space is exhausted, asks for nothing new.
-    trials = records.read_trials(study)
-    known = {r.hash for r in trials if r.hash is not None and r.status in (*COUNTED, "rejected")}
-    return budget_spent(trials, stop.budget) or bool(stop.distinct and len(known) >= stop.distinct)
 
 
 def warm_up(space: Space, data: Any) -> None:

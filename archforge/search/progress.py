@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Mapping
 
+from archforge.search.choices import value_label
 from archforge.search.records import TrialRecord
 
 
@@ -121,14 +122,9 @@ def trial_line(r: TrialRecord) -> str:
         bits.append(f"child of #{r.parent} ({r.mutated})")
     text = head + (" · " + " · ".join(bits) if bits else "")
     if r.decisions:
-        text += " · " + ", ".join(f"{k}={_plain(v)}" for k, v in r.decisions.items())
+        text += " · " + ", ".join(f"{k}={value_label(v, 20)}" for k, v in r.decisions.items())
     if r.error:
         text += f" · {r.error}"
     if r.eval_time_s:
         text += f" ({r.eval_time_s:.1f}s)"
     return text
-
-
-def _plain(value: Any, width: int = 20) -> str:
-    text = str(value)
-    return text if len(text) <= width else text[: width - 1] + "…"

@@ -109,7 +109,18 @@ class ProgressAttr(_Attr):
     total: Count = 0
 
 
-class SeedResult(_Attr):
+class Costs(_Attr):
+    """What a candidate costs, as a training seed measured it and as an outcome aggregates it."""
+
+    params: Count | None = None
+    flops: Count | None = None
+    latency_ms: Metric = Field(None, description="Median forward latency.")
+    latency_iqr_ms: Metric = Field(None, description="Interquartile range of the latency's timed runs.")
+    peak_memory_mb: Metric = None
+    train_time_s: Metric = None
+
+
+class SeedResult(Costs):
     """One training seed of a candidate."""
 
     seed: Count
@@ -118,30 +129,18 @@ class SeedResult(_Attr):
     epochs_run: Count = 0
     history: list[Metric] = Field(default_factory=list, description="Validation accuracy after each epoch.")
     stopped_early: bool = False
-    params: Count | None = None
-    flops: Count | None = None
-    latency_ms: Metric = None
-    latency_iqr_ms: Metric = None
-    peak_memory_mb: Metric = None
-    train_time_s: Metric = None
     eval_time_s: Metric = None
     timings: dict[str, Metric] = Field(default_factory=dict)
     error: Text | None = None
 
 
-class Outcome(_Attr):
-    """What a finished trial found: its status, the metrics aggregated over seeds, or why it failed."""
+class Outcome(Costs):
+    """What a finished trial found: its status, the metrics aggregated over seeds (costs: medians), or why it failed."""
 
     status: Status
     accuracy: Metric = Field(None, description="Mean validation accuracy over the seeds.")
     accuracy_std: Metric = Field(None, description="Sample standard deviation over the seeds (None for one seed).")
     accuracies: list[float] = Field(default_factory=list, description="One per seed that finished.")
-    params: Count | None = None
-    flops: Count | None = None
-    latency_ms: Metric = None
-    latency_iqr_ms: Metric = None
-    peak_memory_mb: Metric = None
-    train_time_s: Metric = None
     epochs_run: Count = 0
     epochs_full: Count = 0
     error: Text | None = None

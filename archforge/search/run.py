@@ -21,7 +21,7 @@ from archforge.search.progress import Display, LineDisplay, RichDisplay
 from archforge.search.result import SearchResult
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Space, load_space
-from archforge.search.storage import resolve_storage, sqlite_path, storage_errors
+from archforge.search.storage import in_memory, resolve_storage, sqlite_path, storage_errors
 from archforge.search.records import RUN_KEY, RunMeta
 from archforge.search.study import fail_abandoned, open_study, retry_interrupted, run_meta
 
@@ -58,7 +58,7 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     settings = space.settings.merged(**overrides)
     where = storage if storage is not None else settings.storage
     # Every check before the store is touched: a command that fails them leaves nothing behind.
-    prepared = prepare(space, settings, dataset=dataset, evaluator=evaluator, persistent=not _in_memory(where))
+    prepared = prepare(space, settings, dataset=dataset, evaluator=evaluator, persistent=not in_memory(where))
     ref, storage_obj = resolve_storage(where, settings.name or space.name, runs_dir,
                                        from_spec=storage is None and settings.storage is not None)
     claim, alone = claim_store(sqlite_path(ref.url))  # held while this search runs
@@ -82,10 +82,6 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     from archforge.search.report import RunData
 
     return SearchResult(RunData.from_study(study, ref.run_dir), ref, study)
-
-
-def _in_memory(storage: Any) -> bool:
-    return storage in ("memory", ":memory:") or type(storage).__name__ == "InMemoryStorage"
 
 
 def _open(space: Space, settings: SearchSettings, ref: Any, storage: Any, dataset: Any, *, own_folder: bool) -> Any:
@@ -117,8 +113,8 @@ def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: 
     plan = RunPlan(space_text=space.text, space_file=space.file, settings=settings, storage_url=ref.url,
                    study_name=ref.study_name, config_key=records.read_study_attr(study, RunMeta, RUN_KEY).config_key,
                    dataset=dataset if dataset is not None else settings.dataset,
-                   evaluator=evaluator, budget=budget, threads=executors.default_threads(settings.workers))
-    total = budget if budget is not None else _distinct(space)
+                   evaluator=evaluator, budget=budget, distinct=_distinct(space), threads=executors.default_threads(settings.workers))
+    total = budget if budget is not None else plan.distinct
     counted = sum(r.counted for r in records.read_trials(study))
     try:
         with display.running(total, counted, epochs_bar=settings.workers == 1):

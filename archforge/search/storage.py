@@ -66,6 +66,15 @@ def check_run_name(name: Any) -> str:
     return name
 
 
+def in_memory(storage: Any) -> bool:
+    """Whether ``storage`` (as :func:`resolve_storage` takes it) keeps nothing beyond this process."""
+    from optuna.storages import BaseStorage
+
+    if isinstance(storage, BaseStorage):
+        return getattr(storage, "url", None) is None
+    return storage in ("memory", ":memory:")
+
+
 def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = RUNS_DIR, *,
                     from_spec: bool = False) -> tuple[StorageRef, Any]:
     """Turn ``storage`` (``None``, a URL, a ``.db`` path, ``"memory"`` or an Optuna storage) into a reference.
@@ -79,9 +88,8 @@ def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = 
     check_run_name(name)
     runs = Path(runs_dir)
     if isinstance(storage, BaseStorage):
-        url = getattr(storage, "url", None) or "memory"
-        return StorageRef(url, name, runs / name), storage
-    if storage in ("memory", ":memory:"):
+        return StorageRef("memory" if in_memory(storage) else storage.url, name, runs / name), storage
+    if in_memory(storage):
         return StorageRef("memory", name, runs / name), InMemoryStorage()
     if storage is None:
         _make_folder(runs, "runs folder")

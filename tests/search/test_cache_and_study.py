@@ -465,7 +465,7 @@ def test_suggest_replays_enqueued_params_and_records_the_distribution():
 def _objective(**settings) -> Objective:
     plan = RunPlan(space_text="", space_file="", settings=SearchSettings(**settings), storage_url="memory", study_name="s",
                    config_key=CONFIG, dataset="digits")
-    return Objective(plan, space=None, data=None, evaluate=None)
+    return Objective(plan, space=parse_space(SPACE), data=None, evaluate=None)
 
 
 def test_aggregate_means_and_medians_over_seeds():
