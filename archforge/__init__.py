@@ -2,11 +2,11 @@
 
 The public API::
 
-    spec = archforge.load_spec("specs/models/resnet_tiny.yaml")
+    spec = archforge.load_spec("archforge/zoo/models/resnet_tiny.yaml")
     graph = archforge.validate(spec)          # every error is a located SpecError
     model = archforge.build(spec)             # a plain nn.Module (refused over max_params, default 10^9)
     print(archforge.summarize(spec).params)
-    result = archforge.search("specs/search/placement_mnist.yaml")   # which placement wins
+    result = archforge.search("archforge/zoo/spaces/placement_mnist.yaml")   # which placement wins
 
 Plugin authors need :class:`Block`, :class:`BlockArgs`, :class:`Shape`,
 :class:`ShapeError` and :data:`hookimpl` (see ``archforge.registry.hookspecs``).

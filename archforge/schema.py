@@ -8,8 +8,8 @@ extension (the YAML language server)::
 
     # .vscode/settings.json
     "yaml.schemas": {
-        ".archforge/spec.schema.json": ["specs/models/*.yaml"],
-        ".archforge/space.schema.json": ["specs/search/*.yaml"]
+        ".archforge/spec.schema.json": ["archforge/zoo/models/*.yaml"],
+        ".archforge/space.schema.json": ["archforge/zoo/spaces/*.yaml"]
     }
 
 or a first line ``# yaml-language-server: $schema=../../.archforge/spec.schema.json``

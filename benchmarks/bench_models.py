@@ -1,6 +1,6 @@
 """Benchmark: spec-built reference models against the same networks written in plain PyTorch.
 
-For each model, the network built by ``archforge.build`` from ``specs/models/<name>.yaml``
+For each model, the network built by ``archforge.build`` from ``archforge/zoo/models/<name>.yaml``
 is timed against a hand-written module defined below, written the way timm and
 torchvision write it:
 
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 import archforge
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = ROOT / "specs" / "models"
+SPECS = ROOT / "archforge" / "zoo" / "models"
 
 
 # --------------------------------------------------------------------------------------------

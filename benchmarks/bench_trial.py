@@ -1,6 +1,6 @@
 """Cost of one search trial: where the time of a budgeted candidate evaluation goes.
 
-Trains resnet_tiny-sized candidates (specs/models/resnet_tiny.yaml with a 1×28×28 input
+Trains resnet_tiny-sized candidates (archforge/zoo/models/resnet_tiny.yaml with a 1×28×28 input
 and widths 8/16/24) on a small MNIST budget (default: 1 epoch on 2,000 images, 1,600
 train / 400 validation, batch 128) and prints one table:
 
@@ -39,7 +39,7 @@ from archforge.data import sources
 from archforge.search.evaluate import TrainConfig, evaluate
 from archforge.search.measure import NOISY_IQR_FRACTION, Latency
 
-RESNET_TINY = Path(__file__).resolve().parents[1] / "specs" / "models" / "resnet_tiny.yaml"
+RESNET_TINY = Path(__file__).resolve().parents[1] / "archforge" / "zoo" / "models" / "resnet_tiny.yaml"
 
 
 def candidate(width: int) -> archforge.Spec:

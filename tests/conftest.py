@@ -5,7 +5,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = ROOT / "specs"
+SPECS = ROOT / "archforge" / "zoo"  # the bundled models and search spaces
 
 
 @pytest.fixture(autouse=True)

@@ -190,7 +190,7 @@ RUN = [pytest.param(e, id=f"line{e.line}") for e in PYTHON if "run" in e.facts]
 
 @pytest.mark.parametrize("example", RUN)
 def test_python_example_runs(example, tmp_path, monkeypatch):
-    (tmp_path / "specs").symlink_to(ROOT / "specs")  # what an example reads is the repository's; what it writes stays here
+    (tmp_path / "archforge").symlink_to(ROOT / "archforge")  # what an example reads is the repository's; what it writes stays here
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", SpecWarning)

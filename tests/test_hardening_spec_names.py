@@ -64,7 +64,7 @@ def test_a_define_named_like_a_registered_block_warns_at_the_define_key():
         graph = archforge.validate(archforge.parse_spec(text, file="spec.yaml"))
     mine = [w.message for w in caught if isinstance(w.message, SpecWarning)]
     assert [str(w) for w in mine] == [
-        "spec.yaml:5:3: warning: define 'conv' hides the block 'conv' (from 'archforge'): nodes writing 'conv' get the define; "
+        "spec.yaml:5:3: warning: define 'conv' hides the block 'conv' (from 'archforge-nn'): nodes writing 'conv' get the define; "
         "rename the define, or write 'builtin:conv' for the block"]
     assert [str(w) for w in graph.warnings] == [str(w) for w in mine]
 

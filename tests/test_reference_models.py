@@ -1,4 +1,4 @@
-"""The reference specs in specs/models are the published models: parameter counts equal to
+"""The reference specs in archforge/zoo/models are the published models: parameter counts equal to
 timm's / torchvision's, FLOPs within 1% of the reference MACs, torchvision/timm parameter
 names, and the same function as the networks written in plain PyTorch in
 benchmarks/bench_models.py (same weights loaded on both sides).

@@ -59,7 +59,7 @@ def site(tmp_path, monkeypatch):
 
 def test_builtin_blocks_come_through_the_entry_point_of_archforge():
     registry = load_registry()
-    assert registry.blocks["conv"].plugin.distribution == "archforge"
+    assert registry.blocks["conv"].plugin.distribution == "archforge-nn"
     assert registry.blocks["conv"].plugin.name == "builtin"
 
 

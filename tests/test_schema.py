@@ -37,7 +37,7 @@ def load_yaml(text):
 
 
 ALL_SPECS = sorted([*SPECS.rglob("*.yaml"), *SPECS.rglob("*.yml")])
-SEARCH_DIR = SPECS / "search"
+SEARCH_DIR = SPECS / "spaces"
 
 
 @pytest.fixture(scope="module")

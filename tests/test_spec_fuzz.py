@@ -137,7 +137,7 @@ nodes:
 """
 
 SEEDS = [
-    (ROOT / "specs" / "models" / "resnet_tiny.yaml").read_text(),
+    (ROOT / "archforge" / "zoo" / "models" / "resnet_tiny.yaml").read_text(),
     GRAPH_SEED,
     TOKENS_SEED,
     BLOCK_STYLE_SEED,

@@ -1,4 +1,4 @@
-"""Every spec shipped in specs/models validates, builds, runs forward and backward, and its summary agrees."""
+"""Every spec shipped in archforge/zoo/models validates, builds, runs forward and backward, and its summary agrees."""
 
 import warnings
 

@@ -17,7 +17,7 @@ from archforge.errors import PluginError, did_you_mean
 from archforge.registry.block import Block
 
 #: The distribution whose blocks are built in: they win short names over any plugin's.
-BUILTIN_DISTRIBUTION = "archforge"
+BUILTIN_DISTRIBUTION = "archforge-nn"
 
 #: The entry-point name of the built-in blocks (``builtin:conv``); no other distribution may use it.
 BUILTIN_PLUGIN = "builtin"

@@ -4,8 +4,8 @@
 
     import archforge
 
-    result = archforge.search("specs/search/placement_mnist.yaml")   # the space's search: section
-    result = archforge.search("specs/search/placement_mnist.yaml", seeds=3, train={"lr": 1e-3})  # overrides
+    result = archforge.search("archforge/zoo/spaces/placement_mnist.yaml")   # the space's search: section
+    result = archforge.search("archforge/zoo/spaces/placement_mnist.yaml", seeds=3, train={"lr": 1e-3})  # overrides
     print(result.best["accuracy"], result.best["decisions"], result.notes)
     result.best_spec.to_yaml()                                        # a plain spec: archforge.build(result.best_spec)
     result.report("runs/placement_mnist/report")                      # CSV, JSON, plots, best.yaml

@@ -364,14 +364,14 @@ def test_constraints_prune_before_any_evaluation(tmp_path):
 def test_space_command_counts_and_samples(capsys):
     from archforge.cli.search_commands import cmd_space
 
-    args = SimpleNamespace(spec="specs/search/placement_mnist.yaml", samples=2, check=8, seed=0, json=True)
+    args = SimpleNamespace(spec="archforge/zoo/spaces/placement_mnist.yaml", samples=2, check=8, seed=0, json=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert cmd_space(args) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["candidates"] == 8 and info["assignments"] == 8
     assert [d["name"] for d in info["decisions"]] == ["stage.block[0]", "stage.block[1]", "stage.block[2]"]
-    assert info["decisions"][0]["where"][0].startswith("specs/search/placement_mnist.yaml:")
+    assert info["decisions"][0]["where"][0].startswith("archforge/zoo/spaces/placement_mnist.yaml:")
     assert info["checked"] == 8 and info["valid"] + info["rejected_by_constraint"] + info["do_not_fit"] == 8
     assert len(info["samples"]) == 2
     for sample in info["samples"]:

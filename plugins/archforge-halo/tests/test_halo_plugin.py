@@ -13,7 +13,7 @@ import archforge_halo
 from archforge.registry import PLUGIN_API_VERSION, load_registry
 from archforge_halo import blocks as plugin_module
 
-HALONET_TINY = Path(__file__).resolve().parents[3] / "specs" / "models" / "halonet_tiny.yaml"
+HALONET_TINY = Path(__file__).resolve().parents[1] / "specs" / "halonet_tiny.yaml"
 
 SPEC = """
 archforge: 1
