@@ -123,7 +123,7 @@ def test_automatic_layout_conversions_compute_the_right_thing():
     tokens = x.permute(0, 2, 3, 1).reshape(2, 15, 4)  # row-major grid positions
     mixed = tokens @ model.mix.weight.T + model.mix.bias  # (2, 15, 6)
     grid = mixed.reshape(2, 3, 5, 6).permute(0, 3, 1, 2)
-    expected = torch.einsum("bchw,oc->bohw", grid, model.conv.conv.weight[:, :, 0, 0]) + model.conv.conv.bias[None, :, None, None]
+    expected = torch.einsum("bchw,oc->bohw", grid, model.conv.weight[:, :, 0, 0]) + model.conv.bias[None, :, None, None]
     torch.testing.assert_close(model(x), expected)
 
 

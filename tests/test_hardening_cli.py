@@ -247,10 +247,10 @@ def _written(name, data):
 CHECKPOINT_CASES = [
     # (id, make(tmp_path) -> path, expected message after "checkpoint '<path>' ")
     ("missing", lambda t: t / "nope.pt", r"does not exist"),  # a typo in the path
-    ("directory", lambda t: t, r"is a directory, not a checkpoint file"),  # a folder given by mistake
+    ("directory", lambda t: t, r"is a directory, not a file"),  # a folder given by mistake
     ("empty", _written("e.pt", b""), r"is empty \(0 bytes\)"),  # torch: EOFError without message
-    ("not-a-zip", _written("t.pt", b"hello, world\n"), r"is not a PyTorch checkpoint: expected the zip archive"),  # any other file
-    ("legacy-pickle", _written("p.pt", pickle.dumps({"spec": "x", "state_dict": {}})), r"is not a PyTorch checkpoint"),  # raw pickle: never unpickled
+    ("not-a-zip", _written("t.pt", b"hello, world\n"), r"is not a PyTorch file: expected the zip archive"),  # any other file
+    ("legacy-pickle", _written("p.pt", pickle.dumps({"spec": "x", "state_dict": {}})), r"is not a PyTorch file"),  # raw pickle: never unpickled
     ("truncated", _written("h.pt", lambda t: _good(t).read_bytes()[:600]), r"is truncated or damaged: its zip directory is missing"),  # interrupted copy
     ("zip-not-torch", _written("z.pt", lambda t: _zip_bytes(t)), r"is truncated or damaged: RuntimeError"),  # a zip, but not torch.save's
     ("forbidden-global", lambda t: _saved(t, {"spec": TINY, "state_dict": {}, "x": Evil()}),

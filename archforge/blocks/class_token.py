@@ -6,7 +6,8 @@ tokens ``x`` of shape ``(B, N, C)``::
     y = concat([t, x_1, …, x_N])        t: (1, 1, C), the same for every sample
 
 giving ``N + 1`` tokens with one more extra token in front of the grid. Initialised
-``N(0, 1e−6)`` as in timm's ViT; the parameter is named ``cls_token`` as there.
+``N(0, 1e−6)`` as in timm's ViT. The token is the node's own parameter (a
+:class:`ParameterNode`): a node ``cls_token`` holds the parameter ``cls_token``, as in timm.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from archforge.registry import Block, BlockArgs, Shape
+from archforge.registry.parameter_node import ParameterNode
 
 
 class ClassToken(Block):
@@ -31,11 +33,11 @@ class ClassToken(Block):
         return PrependClassToken(x.channels, device=device, dtype=dtype)
 
 
-class PrependClassToken(nn.Module):
+class PrependClassToken(ParameterNode):
     def __init__(self, dim: int, *, device=None, dtype=None):
-        super().__init__()
-        self.cls_token = nn.Parameter(torch.empty(1, 1, dim, device=device, dtype=dtype))
-        nn.init.normal_(self.cls_token, std=1e-6)
+        super().__init__(torch.empty(1, 1, dim, device=device, dtype=dtype))
+        nn.init.normal_(self.tensor, std=1e-6)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + N, C)
+    @staticmethod
+    def apply(x: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        return torch.cat([token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + N, C)

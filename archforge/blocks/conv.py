@@ -8,7 +8,9 @@ The workhorse of CNNs (LeCun et al. 1989; the conv-BN-ReLU unit of Ioffe & Szege
 with output size ``floor((H + 2p - d(k - 1) - 1) / s) + 1``. ``padding: same``
 pads ``d(k - 1) / 2`` so that a stride-1 convolution keeps ``H × W`` (and a stride-s
 one gives ``ceil(H / s)`` for odd kernels). The bias is dropped by default when a
-normalisation follows, since the norm's shift makes it redundant.
+normalisation follows, since the norm's shift makes it redundant. Without a norm and an
+activation the module is the ``nn.Conv2d`` itself, so a node ``conv1`` holds ``conv1.weight``
+as in torchvision.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class Conv(Block):
         elif args.norm == "group":
             norm = nn.GroupNorm(_group_count(args.channels), args.channels, **factory)
         act = None if args.act == "none" else make_activation(args.act, inplace=True)
+        if norm is None and act is None:  # a bare convolution: its parameters are the node's own (torchvision's `conv1.weight`)
+            return conv
         return ConvNormAct(conv, norm, act)
 
 

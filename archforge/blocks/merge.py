@@ -20,8 +20,19 @@ def _same_shapes(xs: list[Shape], what: str) -> Shape:
     first = xs[0]
     for i, other in enumerate(xs[1:], start=1):
         if other != first:
-            raise ShapeError(f"{what} needs equal shapes, but input 0 is {first} and input {i} is {other}")
+            raise ShapeError(f"{what} needs equal shapes, but input 0 is {first} and input {i} is {other}{layout_hint(first, other)}")
     return first
+
+
+def layout_hint(first: Shape, other: Shape) -> str:
+    """Why a map and a tokens input were not converted to one layout (the graph converts them when it can)."""
+    if {first.layout, other.layout} != {"map", "tokens"}:
+        return ""
+    tokens = first if first.layout == "tokens" else other
+    if tokens.extra_tokens:
+        return (f" ({tokens.extra_tokens} extra (class) token(s) cannot be laid out on a grid: merge before the "
+                f"'class_token' node, or drop the extra tokens first)")
+    return ""
 
 
 class Add(Block):
@@ -59,7 +70,8 @@ class Concat(Block):
         first = xs[0]
         for i, other in enumerate(xs[1:], start=1):
             if other.replace(channels=first.channels) != first:
-                raise ShapeError(f"concat needs equal shapes apart from channels, but input 0 is {first} and input {i} is {other}")
+                raise ShapeError(f"concat needs equal shapes apart from channels, but input 0 is {first} and input {i} is {other}"
+                                 f"{layout_hint(first, other)}")
         return first.replace(channels=sum(x.channels for x in xs))
 
     def build(self, xs: list[Shape], args: BlockArgs, *, device=None, dtype=None) -> nn.Module:

@@ -5,7 +5,8 @@ per position, ``y = x + p`` with ``p: (1, N, C)``, tells the tokens where they a
 
 * ``learned_pos_embed`` (ViT, Dosovitskiy et al. 2021): ``p`` is a parameter covering
   every token, the extra (class) tokens included when it follows ``class_token`` as in
-  ViT/DeiT; initialised with a truncated normal of std 0.02 (timm's ``pos_embed``).
+  ViT/DeiT; initialised with a truncated normal of std 0.02. It is the node's own
+  parameter (a :class:`ParameterNode`): a node ``pos_embed`` holds ``pos_embed``, as in timm.
 * ``sincos_pos_embed`` (Vaswani et al. 2017, in 2-D as in MAE, He et al. 2022, and
   MoCo v3, Chen et al. 2021): fixed. For a grid position ``(r, c)`` and
   ``k = 0 … C/4 − 1``, with ``ω_k = T^(−k / (C/4))`` and ``T = 10000``::
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.registry.parameter_node import ParameterNode
 
 
 class LearnedPosEmbed(Block):
@@ -41,14 +43,14 @@ class LearnedPosEmbed(Block):
         return LearnedPositionEmbedding(x.num_tokens, x.channels, args.std, device=device, dtype=dtype)
 
 
-class LearnedPositionEmbedding(nn.Module):
+class LearnedPositionEmbedding(ParameterNode):
     def __init__(self, tokens: int, dim: int, std: float = 0.02, *, device=None, dtype=None):
-        super().__init__()
-        self.pos_embed = nn.Parameter(torch.empty(1, tokens, dim, device=device, dtype=dtype))
-        nn.init.trunc_normal_(self.pos_embed, std=std)
+        super().__init__(torch.empty(1, tokens, dim, device=device, dtype=dtype))
+        nn.init.trunc_normal_(self.tensor, std=std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pos_embed
+    @staticmethod
+    def apply(x: torch.Tensor, pos_embed: torch.Tensor) -> torch.Tensor:
+        return x + pos_embed  # (B, N, C) + (1, N, C)
 
 
 class SinCosPosEmbed(Block):

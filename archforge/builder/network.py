@@ -17,9 +17,11 @@ from torch import fx, nn
 
 from archforge.builder.node import build_node, node_error
 from archforge.builder.probe import NodeProbe, check_output, probe_graph, run_node
-from archforge.errors import PLUGIN_FAULTS, SettingError, describe_exception
+from archforge.builder.weights import WeightsSource, load_weights
+from archforge.errors import PLUGIN_FAULTS, SettingError, SpecError, describe_exception
 from archforge.graph import INPUT, Graph, compile_graph
 from archforge.registry import Registry, Shape
+from archforge.registry.parameter_node import ParameterNode, parameter_node_problem
 from archforge.spec.load import load_spec
 from archforge.spec.schema import Spec
 
@@ -42,11 +44,17 @@ def build(
     dtype: torch.dtype | None = None,
     registry: Registry | None = None,
     max_params: int | None = None,
+    weights: WeightsSource | None = None,
 ) -> fx.GraphModule:
     """Build the network of a spec (path, :class:`Spec` or :class:`Graph`) as a plain ``nn.Module``.
 
-    Parameter names follow node ids (``local.3.attn.qkv.weight``). The compiled graph
-    is kept in ``module.meta["archforge_graph"]``.
+    Parameter names follow node ids (``local.3.attn.qkv.weight``); a node whose module is a
+    :class:`~archforge.registry.parameter_node.ParameterNode` has its tensor under the node's own
+    name (``cls_token``), as timm and torchvision name such tensors. The compiled graph is
+    kept in ``module.meta["archforge_graph"]``.
+
+    ``weights`` loads a state_dict (a file path or a mapping) with ``strict=True`` once the
+    network is built; see :func:`archforge.builder.weights.load_weights`.
 
     Before any weight is allocated, every node is built and run once on the ``meta``
     device: a block whose module does not return the shape its ``infer`` promised is a
@@ -61,11 +69,21 @@ def build(
     graph = as_graph(spec, registry)
     probes = probe_graph(graph, dtype=dtype, max_params=max_params)
     root = nn.Module()
+    tensor_functions: dict[str, Any] = {}  # node name -> apply() of a ParameterNode installed as a bare tensor
     for probe in probes:
         module = build_node(probe.node, device=device, dtype=dtype)
         if probe.output is None:
             _check_for_real(probe, module, device, dtype)
-        _install(root, probe.node.name, module)
+        if isinstance(module, ParameterNode):
+            problem = parameter_node_problem(module)
+            if problem is not None:
+                node = probe.node
+                raise SpecError(f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' built a module for node "
+                                f"'{node.path}' that breaks the ParameterNode contract: {problem}", node.location, node.path)
+            tensor_functions[probe.node.name] = type(module).apply
+            _install(root, probe.node.name, module.tensor)
+        else:
+            _install(root, probe.node.name, module)
 
     fx_graph = fx.Graph()
     values: dict[str, fx.Node] = {INPUT: fx_graph.placeholder("x")}
@@ -80,11 +98,18 @@ def build(
                     converted[key] = _convert(fx_graph, value, graph.shape_of(source), layout)
                 value = converted[key]
             inputs.append(value)
-        values[node.name] = fx_graph.call_module(node.name, tuple(inputs))
+        if node.name in tensor_functions:
+            tensor = fx_graph.get_attr(node.name)
+            values[node.name] = fx_graph.create_node("call_function", tensor_functions[node.name], (*inputs, tensor),
+                                                     name=node.name.replace(".", "_") + "_out")
+        else:
+            values[node.name] = fx_graph.call_module(node.name, tuple(inputs))
     fx_graph.output(values[graph.output])
 
     module = fx.GraphModule(root, fx_graph, class_name=_class_name(graph.name))
     module.meta["archforge_graph"] = graph
+    if weights is not None:
+        load_weights(module, weights)
     return module
 
 
@@ -142,14 +167,17 @@ def _convert(fx_graph: fx.Graph, value: fx.Node, shape: Shape, layout: str) -> f
     raise AssertionError(f"no conversion {shape.layout} -> {layout}")  # excluded by shape inference
 
 
-def _install(root: nn.Module, name: str, module: nn.Module) -> None:
+def _install(root: nn.Module, name: str, module: nn.Module | nn.Parameter) -> None:
     *parents, leaf = name.split(".")
     parent = root
     for part in parents:
         if not hasattr(parent, part):
             parent.add_module(part, nn.Module())
         parent = getattr(parent, part)
-    parent.add_module(leaf, module)
+    if isinstance(module, nn.Parameter):
+        parent.register_parameter(leaf, module)
+    else:
+        parent.add_module(leaf, module)
 
 
 def _class_name(name: str) -> str:

@@ -174,6 +174,8 @@ class _Expander:
             ids.append(node_id)
 
         previous = input_handles[0]
+        # For each repeated node of this list: the id its copies are named after and the next copy number.
+        series: dict[str, list[Any]] = {}
         for i, (node_spec, node_id) in enumerate(zip(node_specs, ids)):
             path = yaml_path + (i,)
             handle, display = module_prefix + node_id, display_prefix + node_id
@@ -181,17 +183,26 @@ class _Expander:
             block = self.block_name(node_spec, params, path, display)
             count = self.repeat_count(node_spec, params, path, display)
             if count is None:
+                if node_spec.continues is not None:
+                    raise self.error(f"node '{display}' continues '{node_spec.continues}' but has no 'repeat': only repeated "
+                                     "copies can be numbered on", path + ("continues",), display)
                 self.instantiate(block, node_spec, path, params, inputs, handle, display, stack)
             else:
                 if len(inputs) != 1:
                     raise self.error(f"node '{display}' repeats a block with {len(inputs)} inputs; a repeat chains its copies, so it needs exactly one", path + ("repeat",), display)
                 if REPEAT_INDEX in params:
                     self.check_index_not_hidden(node_spec, path, display)
+                counter = self.continued_series(node_spec, series, ids[:i], path, display) or [node_id, 0]
+                series[node_id] = counter
+                name, start = counter
                 current = inputs
                 for k in range(count):
                     # Each copy's args see `index`, its position in the chain: `stride: "${2 if index == 0 else 1}"`.
                     scope = {**params, REPEAT_INDEX: k}
-                    current = [self.instantiate(block, node_spec, path, scope, current, f"{handle}.{k}", f"{display}[{k}]", stack)]
+                    copy = start + k
+                    current = [self.instantiate(block, node_spec, path, scope, current, f"{module_prefix}{name}.{copy}",
+                                                f"{display_prefix}{name}[{copy}]", stack)]
+                counter[1] = start + count
                 self.alias(handle, current[0], display, path)
             previous = handle
 
@@ -236,6 +247,20 @@ class _Expander:
             bound = " (archforge.graph.expand.MAX_REPEAT; raise it there if this is intended)" if isinstance(count, int) and count > MAX_REPEAT else ""
             raise self.error(f"repeat of node '{display}' must be an integer from 0 to {MAX_REPEAT}, got {short_value(count)}{bound}", path + ("repeat",), display)
         return count
+
+    def continued_series(self, node_spec: NodeSpec, series: dict[str, list[Any]], earlier: list[str],
+                         path: tuple[Any, ...], display: str) -> list[Any] | None:
+        """The numbering a ``continues:`` node carries on (shared with the node it continues), or None."""
+        target = node_spec.continues
+        if target is None:
+            return None
+        if target not in series:
+            if target in earlier:
+                why = f"'{target}' is not repeated"
+            else:
+                why = f"no earlier repeated node of this list is called '{target}'{did_you_mean(target, list(series))}"
+            raise self.error(f"node '{display}' continues '{target}': {why}", path + ("continues",), display)
+        return series[target]
 
     def check_index_not_hidden(self, node_spec: NodeSpec, path: tuple[Any, ...], display: str) -> None:
         # Inside a repeated node's args `index` is the copy number; a param of that name would silently
@@ -287,7 +312,7 @@ class _Expander:
         try:
             validated = entry.block.Args.model_validate(args)
         except ValidationError as exc:
-            raise validation_error(exc, self.doc, path + ("args",), node=display, model=entry.block.Args) from None
+            raise validation_error(exc, self.doc, path + ("args",), node=display, model=entry.block.Args, block_args=True) from None
         except PLUGIN_FAULTS as exc:  # a plugin's own validator failing: the plugin's bug, said so
             raise self.error(
                 f"block '{block}' from plugin '{entry.plugin.distribution}' failed to check the args of node '{display}': "

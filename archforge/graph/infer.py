@@ -40,11 +40,32 @@ def infer_shapes(graph: Graph) -> None:
         node.shape = shape
 
 
+def _merge_layout(graph: Graph, node: GraphNode) -> str | None:
+    """The layout a merge's map and tokens inputs meet in: the first such input's (``None`` for other blocks).
+
+    ``add``, ``concat`` and ``mul`` of a conv branch and an attention branch would otherwise
+    fail on equal shapes in different layouts; converting to the first input's layout is what
+    a ``to_map``/``to_tokens`` node in front of the others would do.
+    """
+    block = node.entry.block
+    if block.family != "merge" or block.inputs == 1:
+        return None
+    layouts = [graph.shape_of(name).layout for name in node.inputs]
+    return next((layout for layout in layouts if layout in ("map", "tokens")), None)
+
+
 def _adapt_layouts(graph: Graph, node: GraphNode) -> None:
     accepted = node.entry.block.accepted_layouts()
+    target = _merge_layout(graph, node)
     node.input_shapes, node.conversions = [], []
     for name in node.inputs:
         shape = graph.shape_of(name)
+        if target is not None and shape.layout in ("map", "tokens") and shape.layout != target and target in accepted:
+            converted = convert_shape(shape, target)
+            if converted is not None:
+                node.input_shapes.append(converted)
+                node.conversions.append(target)
+                continue
         if shape.layout in accepted:
             node.input_shapes.append(shape)
             node.conversions.append(None)

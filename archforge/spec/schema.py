@@ -39,6 +39,11 @@ class NodeSpec(_Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the block or params of the define.")
     in_: str | list[str] | None = Field(None, alias="in", description="Input node id(s); default: the previous node.")
     repeat: int | float | str | None = Field(None, description="Stamp this many chained copies (ids <id>[0], <id>[1], ...).")
+    continues: str | None = Field(
+        None, pattern=IDENTIFIER,
+        description="With repeat: number the copies after those of this earlier repeated node and name them like its copies "
+                    "(ConViT's 2 global layers continue its 10 local ones as blocks[10], blocks[11]).",
+    )
 
     @field_validator("repeat", mode="before")
     @classmethod

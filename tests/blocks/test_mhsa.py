@@ -144,7 +144,7 @@ def test_permutation_equivariant_without_positions(case):
     assume(perm != sorted(perm))
     pos = LearnedPosEmbed().build(shape, LearnedPosEmbed.Args(), dtype=torch.float64)
     with torch.no_grad():
-        pos.pos_embed.normal_(0, 1)
+        pos.tensor.normal_(0, 1)
     model = torch.nn.Sequential(pos, attn)
     assert (model(x[:, perm_t]) - model(x)[:, perm_t]).abs().max() > 1e-6
 

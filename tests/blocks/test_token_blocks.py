@@ -97,15 +97,15 @@ def test_drop_path_drops_whole_samples_and_keeps_the_mean():
 @pytest.mark.parametrize("shape", [TOKENS, Shape.tokens(8, (4, 4))])
 def test_learned_pos_embed_contract(shape):
     module = check_block(LearnedPosEmbed, shape, {}, expected_params=shape.num_tokens * shape.channels, compile=shape is TOKENS)
-    assert module.pos_embed.shape == (1, shape.num_tokens, shape.channels)
+    assert module.tensor.shape == (1, shape.num_tokens, shape.channels)
     x = shape.example(2)
-    assert torch.equal(module(x), x + module.pos_embed.detach())
+    assert torch.equal(module(x), x + module.tensor.detach())
 
 
 def test_learned_pos_embed_init_std():
     torch.manual_seed(0)
     module = LearnedPosEmbed().build(Shape.tokens(64, (16, 16)), LearnedPosEmbed.Args())
-    values = module.pos_embed.detach()  # 16384 samples: the std estimate is within ~1% of 0.02
+    values = module.tensor.detach()  # 16384 samples: the std estimate is within ~1% of 0.02
     assert abs(values.std().item() - 0.02) < 0.001 and abs(values.mean().item()) < 0.001
 
 
@@ -156,7 +156,7 @@ def test_class_token_prepends():
     y = module(x)
     assert y.shape == (3, 7, 12)
     assert torch.equal(y[:, 1:], x)
-    assert torch.equal(y[:, 0], module.cls_token.detach()[0].expand(3, -1))
+    assert torch.equal(y[:, 0], module.tensor.detach()[0].expand(3, -1))
 
 
 def test_vit_stem_through_a_spec():

@@ -1,0 +1,212 @@
+"""Loading a state_dict, from a file or a mapping, into a built network.
+
+Reference weights come as a state_dict saved by ``torch.save`` (torchvision's ``.pth``, timm's
+``.pth``/``.bin``, DeiT's ``{"model": state_dict}``, a training checkpoint's
+``{"state_dict": ...}``) or as ``.safetensors`` (timm's hub files; read with the
+``safetensors`` package when it is installed). Files are read with ``torch.load(...,
+weights_only=True)``: tensors and plain data, never code. The keys and shapes are compared
+with the network's before anything is copied, so a mismatch is one :class:`CheckpointError`
+naming the keys (and both shapes), and the network is left as it was.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import re
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import torch
+from torch import nn
+
+from archforge.builder.probe import MAX_PARAMS_ENV, max_params_bound
+from archforge.errors import CheckpointError, describe_exception
+from archforge.spec.load import MAX_SPEC_BYTES
+
+#: A weights file path, or a state_dict already in memory.
+WeightsSource = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
+
+#: Keys under which checkpoints written by training scripts keep the state_dict (timm, DeiT, Lightning).
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_LISTED = 5  # keys named in a mismatch message
+_OVERHEAD_BYTES = 16 * 1024 * 1024  # pickle, key names, torch's records
+
+
+def load_weights(model: nn.Module, source: WeightsSource, *, max_params: int | None = None) -> None:
+    """Load the state_dict ``source`` (a file path or a mapping) into ``model`` with ``strict=True``.
+
+    A file may hold the state_dict itself or wrap it under one of :data:`WRAPPER_KEYS`; keys
+    that all start with ``module.`` (``nn.DataParallel``) lose that prefix. Weights are cast
+    to the network's floating dtype and copied to its device. Raises :class:`CheckpointError`
+    for a file that cannot be read or holds no state_dict, and for keys, shapes or kinds of
+    dtype that do not match, naming them; ``model`` is untouched then.
+    """
+    if isinstance(source, Mapping):
+        name, state = "the weights given", _state_dict(source, "the weights given")
+    else:
+        name = str(source).replace("\0", "\\0")  # a NUL would cut the message short in a terminal
+        path = Path(source)
+        data = _read_safetensors(path, name) if path.suffix == ".safetensors" else read_torch_file(path, name, max_params)
+        state = _state_dict(data, name)
+    check_state(model.state_dict(), state, name, "do not fit the network")
+    on_meta = any(t.is_meta for t in model.state_dict().values())
+    try:
+        model.load_state_dict(state, strict=True, assign=on_meta)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(name, f"has weights that cannot be loaded into the network: {describe_file_error(exc)}") from None
+
+
+def _state_dict(data: Any, name: str) -> dict[str, torch.Tensor]:
+    """The state_dict in ``data``: itself, or under one wrapper key; every key a string, every value a tensor."""
+    if isinstance(data, Mapping) and not any(isinstance(v, torch.Tensor) for v in data.values()):
+        wrapped = [key for key in WRAPPER_KEYS if isinstance(data.get(key), Mapping)]
+        if not wrapped:
+            keys = ", ".join(short_repr(k) for k in list(data)[:_LISTED])
+            raise CheckpointError(name, f"holds no state_dict: a dict of {len(data)} entries ({keys}) with no tensors and none of "
+                                        f"the keys {', '.join(WRAPPER_KEYS)} that training checkpoints keep it under")
+        data = data[wrapped[0]]
+    if not isinstance(data, Mapping):
+        raise CheckpointError(name, f"holds a {type(data).__name__}, not a state_dict (a dict of tensors)")
+    state = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise CheckpointError(name, f"is not a dict of tensors: key {short_repr(key)} is a {type(key).__name__}, not a string")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(name, f"is not a dict of tensors: the value of key {short_repr(key)} is a {type(value).__name__}")
+        state[key] = value
+    if state and all(key.startswith("module.") for key in state):  # saved from nn.DataParallel / DistributedDataParallel
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return state
+
+
+def _read_safetensors(path: Path, name: str) -> dict[str, torch.Tensor]:
+    if importlib.util.find_spec("safetensors") is None:
+        raise CheckpointError(name, "is a .safetensors file: install the 'safetensors' package to read it (pip install safetensors)")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    _check_regular_file(path, name)
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(name, f"is not a readable .safetensors file: {describe_file_error(exc)}") from None
+
+
+def _check_regular_file(path: Path, name: str) -> int:
+    """The size of ``path``; a missing file, a directory or a device is a CheckpointError."""
+    if "\0" in str(path):  # os functions would raise a bare ValueError
+        raise CheckpointError(name, "cannot be read: the name contains a NUL character")
+    try:
+        if path.is_dir():
+            raise CheckpointError(name, "is a directory, not a file")
+        info = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(name, "does not exist") from None
+    except OSError as exc:
+        raise CheckpointError(name, f"cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):  # a pipe or a device would be read forever
+        raise CheckpointError(name, "is not a regular file (a device, pipe or socket)")
+    return info.st_size
+
+
+def _check_size(path: Path, name: str, max_params: int | None) -> None:
+    """Bound what torch.load would unpack by what a network within ``max_params`` can hold (8 bytes a weight)."""
+    limit = max_params_bound(max_params) * 8 + MAX_SPEC_BYTES + _OVERHEAD_BYTES
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(name, f"is truncated or damaged: {describe_file_error(exc)}") from None
+    if unpacked > limit:
+        raise CheckpointError(name, f"holds {unpacked:,} bytes of data, more than a network within max_params can need "
+                                    f"({limit:,}); raise the bound with load_checkpoint(..., max_params=N) or {MAX_PARAMS_ENV}=N")
+
+
+def read_torch_file(path: Path, name: str, max_params: int | None) -> Any:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` onto the CPU; every failure a CheckpointError."""
+    size = _check_regular_file(path, name)
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
+    except OSError as exc:
+        raise CheckpointError(name, f"cannot be read: {exc.strerror or exc}") from None
+    if size == 0:
+        raise CheckpointError(name, "is empty (0 bytes): it was not written completely")
+    if head != _ZIP_MAGIC:
+        raise CheckpointError(name, "is not a PyTorch file: expected the zip archive that torch.save writes (or a .safetensors file)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(name, f"is truncated or damaged: its zip directory is missing ({size:,} bytes)")
+    _check_size(path, name, max_params)
+    try:
+        # Always onto the CPU first: the network is built on `device` and the weights copied there.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            name, f"is refused: it holds Python objects other than tensors and plain data{what}; "
+                  "archforge loads checkpoints with torch.load(weights_only=True) and never runs code from a file",
+        ) from None
+    except (Exception, SystemExit) as exc:  # torch's reader: RuntimeError, EOFError without message, ValueError...
+        raise CheckpointError(name, f"is truncated or damaged: {describe_file_error(exc)}") from None
+
+
+def _kind(dtype: torch.dtype) -> str:
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "floating"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], name: str,
+                what: str = "do not fit the network") -> None:
+    """Which keys are missing, unexpected, of another shape or another kind of dtype, before torch's multi-line message would.
+
+    ``load_state_dict`` casts silently: int8 weights would load as whole numbers and complex
+    ones lose their imaginary part. Only casts within a kind (float16/bfloat16/float32/float64,
+    or between integer widths) are let through.
+    """
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    retyped = [k for k in expected if k in state and _kind(state[k].dtype) != _kind(expected[k].dtype)]
+    if missing:
+        problems.append(f"missing {_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_keys(unexpected)}")
+    if reshaped:
+        shown = ", ".join(f"{short_repr(k)} is {list(state[k].shape)} in the file, {list(expected[k].shape)} in the network"
+                          for k in reshaped[:_LISTED])
+        problems.append(f"shape mismatch: {shown}" + (f" (+{len(reshaped) - _LISTED} more)" if len(reshaped) > _LISTED else ""))
+    if retyped:
+        shown = ", ".join(f"{short_repr(k)} is {_kind(state[k].dtype)} ({str(state[k].dtype).removeprefix('torch.')}) in the file, "
+                          f"{_kind(expected[k].dtype)} ({str(expected[k].dtype).removeprefix('torch.')}) in the network"
+                          for k in retyped[:_LISTED])
+        problems.append(f"dtype mismatch: {shown}" + (f" (+{len(retyped) - _LISTED} more)" if len(retyped) > _LISTED else "")
+                        + "; only casts between floating types (float16, bfloat16, float32, float64) are made")
+    if problems:
+        raise CheckpointError(name, f"has weights that {what}: {'; '.join(problems)}")
+
+
+def _keys(keys: list[str]) -> str:
+    shown = ", ".join(short_repr(k) for k in keys[:_LISTED])
+    more = f" (+{len(keys) - _LISTED} more)" if len(keys) > _LISTED else ""
+    return f"key{'s' if len(keys) > 1 else ''} {shown}{more}"
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe_file_error(exc: BaseException) -> str:
+    """:func:`~archforge.errors.describe_exception` without torch's advice to load with weights_only=False (never safe here)."""
+    return describe_exception(exc, 200, keep=lambda line: "weights_only" not in line)

@@ -1,0 +1,61 @@
+"""A node that is one learned tensor: its parameter is named after the node, as reference models name it.
+
+timm, torchvision and the papers' code keep tensors such as ViT's class token and position
+embedding directly on the network (``cls_token``, ``pos_embed``), not inside a module that
+holds them (``cls_token.cls_token``). A block whose module subclasses :class:`ParameterNode`
+gets that naming: the builder registers ``module.tensor`` on the network under the node's own
+name and calls ``type(module).apply(*inputs, tensor)`` in the generated forward, so a spec
+node ``cls_token`` has the parameter ``cls_token`` and a timm state_dict loads unchanged.
+
+Everything else (shape checks, parameter counts, ``module(x)`` on its own) sees an ordinary
+module whose ``forward`` is ``apply(*inputs, self.tensor)``. Example::
+
+    class PrependClassToken(ParameterNode):
+        def __init__(self, dim, *, device=None, dtype=None):
+            super().__init__(torch.zeros(1, 1, dim, device=device, dtype=dtype))
+
+        @staticmethod
+        def apply(x, tensor):                                  # x: (B, N, C)
+            return torch.cat([tensor.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, C)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ParameterNode(nn.Module):
+    """One learned tensor and a pure function of the node's inputs and it.
+
+    Subclasses implement :meth:`apply` as a ``@staticmethod`` of plain tensor operations (it is
+    called from the generated forward, so it must not read ``self``) and hold nothing but
+    ``tensor``: no other parameters, buffers or submodules.
+    """
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        super().__init__()
+        self.tensor = nn.Parameter(tensor)
+
+    @staticmethod
+    def apply(*inputs: torch.Tensor) -> torch.Tensor:
+        """The node's output for its inputs followed by the tensor: ``apply(x, tensor)`` for one input."""
+        raise NotImplementedError
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.apply(*inputs, self.tensor)
+
+
+def parameter_node_problem(module: nn.Module) -> str | None:
+    """Why ``module`` cannot be installed as a bare tensor (``None`` when it can)."""
+    owner = next(klass for klass in type(module).__mro__ if "apply" in klass.__dict__)
+    if owner is ParameterNode:
+        return f"{type(module).__name__} subclasses ParameterNode but does not implement apply()"
+    if not isinstance(owner.__dict__["apply"], staticmethod):
+        return f"{owner.__name__}.apply must be a @staticmethod: the generated forward calls it without the module"
+    names = [name for name, _ in module.named_parameters() if name != "tensor"]
+    names += [name for name, _ in module.named_buffers()]
+    names += [name for name, _ in module.named_children()]
+    if names:
+        return f"{type(module).__name__} is a ParameterNode but also holds {', '.join(names)}: it may hold only 'tensor'"
+    return None
