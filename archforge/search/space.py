@@ -42,6 +42,7 @@ from archforge.search.unroll import (
 )
 from archforge.spec.load import dotted, read_spec_text, spec_from_document
 from archforge.spec.located_yaml import LocatedDocument, load_located
+from archforge.spec.zoo import resolve_source
 from archforge.spec.schema import Spec
 
 PathT = tuple[Any, ...]
@@ -284,9 +285,13 @@ def parse_space(text: str, file: str = "<space>") -> Space:
 
 
 def load_space(source: str | os.PathLike[str] | Space) -> Space:
-    """Read a search space file (a spec with choice points and an optional ``search:`` section)."""
+    """Read a search space file (a spec with choice points and an optional ``search:`` section).
+
+    ``source`` is a path, or the name of a bundled search space (``"placement_mnist"``);
+    how one is told from the other is the rule of :mod:`archforge.spec.zoo`.
+    """
     if isinstance(source, Space):
         return source
-    path = Path(source)
+    path = Path(resolve_source(source, "search space"))
     text = read_spec_text(path, "search space")
     return parse_space(text, file=str(path))

@@ -13,6 +13,7 @@ from archforge.errors import Location, SpecError, did_you_mean
 from archforge.spec.located_yaml import LocatedDocument, load_located
 from archforge.spec.schema import FORMAT_VERSION, DefineSpec, InputSpec, NodeSpec, Spec
 from archforge.spec.text import short_value, type_name
+from archforge.spec.zoo import resolve_source
 
 MAX_SPEC_BYTES = 4 * 1024 * 1024
 
@@ -44,8 +45,13 @@ def read_spec_text(source: str | os.PathLike[str], what: str = "spec") -> str:
 
 
 def load_spec(source: str | os.PathLike[str]) -> Spec:
-    """Read and validate a spec file (structure only; blocks and shapes are checked by :func:`archforge.validate`)."""
-    return parse_spec(read_spec_text(source), file=str(Path(source)))
+    """Read and validate a spec file or a bundled model by name (structure only; blocks and shapes are checked by :func:`archforge.validate`).
+
+    ``source`` is a path, or the name of a bundled model (``"convit_tiny"``); how one is
+    told from the other is the rule of :mod:`archforge.spec.zoo`.
+    """
+    path = resolve_source(source, "spec")
+    return parse_spec(read_spec_text(path), file=str(Path(path)))
 
 
 def parse_spec(text: str, file: str = "<string>") -> Spec:
@@ -78,8 +84,9 @@ def spec_from_document(doc: LocatedDocument) -> Spec:
     return spec
 
 
-def validation_error(exc: ValidationError, doc: LocatedDocument, prefix: tuple[Any, ...], node: str | None = None, model: type[BaseModel] | None = None) -> SpecError:
-    """The first error of ``exc`` (by position in the file) as a :class:`SpecError`."""
+def validation_error(exc: ValidationError, doc: LocatedDocument, prefix: tuple[Any, ...], node: str | None = None,
+                     model: type[BaseModel] | None = None, block_args: bool = False) -> SpecError:
+    """The first error of ``exc`` (by position in the file) as a :class:`SpecError`; ``block_args``: ``model`` is a block's ``Args``."""
     errors = _plain_errors(exc, doc, prefix)
     errors.sort(key=lambda e: _sort_key(doc, e["path"]))
     first = errors[0]
@@ -91,7 +98,7 @@ def validation_error(exc: ValidationError, doc: LocatedDocument, prefix: tuple[A
         where = f" in '{dotted(path[:-1])}'"
     if kind == "extra_forbidden":
         known = _known_keys(model, doc, path[:-1]) if len(path) > len(prefix) else []
-        message = f"unknown key '{path[-1]}'{where}{did_you_mean(str(path[-1]), known)}"
+        message = f"unknown key '{path[-1]}'{where}{did_you_mean(str(path[-1]), known)}{_valid_keys(known, block_args)}"
         location = doc.locate(path, key=True)
     elif kind == "missing":
         message = f"missing key '{path[-1]}'{where}"
@@ -185,6 +192,18 @@ def _describe(error: dict[str, Any]) -> str:
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     message = re.sub(r"a valid dictionary( or instance of \w+)?", "a mapping", message)
     return message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+
+
+#: Valid keys listed after an unknown one, at most (a block's args rarely number more).
+_LISTED_KEYS = 20
+
+
+def _valid_keys(known: list[str], block_args: bool) -> str:
+    """``; valid: a, b, c`` — what may be written there instead (block args say so when there are none)."""
+    if not known:
+        return "; this block takes no args" if block_args else ""
+    shown = ", ".join(known[:_LISTED_KEYS]) + (f", … ({len(known)} in all)" if len(known) > _LISTED_KEYS else "")
+    return f"; valid {'args' if block_args else 'keys'}: {shown}"
 
 
 def _known_keys(model: type[BaseModel] | None, doc: LocatedDocument, parent: tuple[Any, ...]) -> list[str]:
