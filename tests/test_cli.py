@@ -70,6 +70,53 @@ def test_build_writes_an_exported_program_and_a_checkpoint(tmp_path):
     assert archforge.parse_spec(data["spec"]).name == "resnet_tiny"
 
 
+TINY = "archforge: 1\nname: tiny\ninput: {shape: [3, 8, 8]}\nnodes:\n  - {id: stem, block: linear, args: {features: 4}}\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there to build on")
+def test_build_on_a_device_this_machine_lacks_is_one_line_before_any_work(tmp_path, capsys, spec_file):
+    out = tmp_path / "tiny.pt"
+    code, stdout, err = cli(capsys, "build", spec_file(TINY), "--device", "cuda", "-o", out)
+    assert code == 1 and stdout == ""
+    assert err.startswith("error: device 'cuda' is not available: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_build_on_no_device_at_all_is_one_line(tmp_path, capsys, spec_file):
+    code, _, err = cli(capsys, "build", spec_file(TINY), "--device", "nope", "-o", tmp_path / "tiny.pt")
+    assert code == 1 and err.startswith("error: device 'nope' is not a torch device") and err.count("\n") == 1, err
+    assert not (tmp_path / "tiny.pt").exists()
+
+
+def test_build_on_the_meta_device_is_refused_it_would_write_no_weights(tmp_path, capsys, spec_file):
+    code, _, err = cli(capsys, "build", spec_file(TINY), "--device", "meta", "-o", tmp_path / "tiny.pt")
+    assert code == 1 and err.startswith("error: device 'meta' holds no weights") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == [tmp_path / "spec.yaml"]
+
+
+def test_build_writes_the_weights_it_was_given(tmp_path, capsys, spec_file):
+    # Every tensor gets values of the test's own, distinct from any initialisation.
+    names = archforge.build(spec_file(TINY)).state_dict()
+    weights = {name: torch.arange(t.numel(), dtype=torch.float32).reshape(t.shape) / 7 for name, t in names.items()}
+    torch.save(weights, tmp_path / "tiny.pth")
+    out = tmp_path / "tiny.pt"
+    code, stdout, err = cli(capsys, "build", spec_file(TINY), "--weights", tmp_path / "tiny.pth", "-o", out)
+    assert code == 0, err
+    assert stdout.rstrip().endswith(f"weights from {tmp_path / 'tiny.pth'}")
+    loaded = archforge.load_checkpoint(out).state_dict()
+    assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+
+def test_build_with_weights_that_do_not_fit_is_one_error_line_and_no_file(tmp_path, capsys, spec_file):
+    weights = archforge.build(spec_file(TINY)).state_dict()
+    first = next(iter(weights))
+    weights[first] = torch.zeros(1, 1)
+    torch.save(weights, tmp_path / "bad.pth")
+    code, _, err = cli(capsys, "build", spec_file(TINY), "--weights", tmp_path / "bad.pth", "-o", tmp_path / "tiny.pt")
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and first in err, err
+    assert not (tmp_path / "tiny.pt").exists()
+
+
 # --------------------------------------------------------------------------- search spaces, searches, reports
 
 SPACE_HEAD = "archforge: 1\nname: {name}\ninput: {{shape: {shape}}}\n"

@@ -786,10 +786,8 @@ def test_a_dtype_that_is_not_floating_is_a_setting_error(dtype):
         archforge.build(archforge.parse_spec(TINY), dtype=dtype)
 
 
-def test_a_bad_device_on_the_command_line_path_is_one_line(tiny, capsys, monkeypatch):
-    real = archforge.build
-    monkeypatch.setattr(archforge, "build", lambda spec, **kw: real(spec, device="nope", **kw))
-    code, _, err = cli(capsys, "build", tiny, "-o", tiny.with_suffix(".pt"))
+def test_a_bad_device_on_the_command_line_path_is_one_line(tiny, capsys):
+    code, _, err = cli(capsys, "build", tiny, "--device", "nope", "-o", tiny.with_suffix(".pt"))
     assert code == 1 and err.startswith("error: device 'nope' is not a torch device") and "plugin" not in err
     assert_one_error_line(err)
 

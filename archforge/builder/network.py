@@ -126,14 +126,14 @@ def check_device(device: Any) -> None:
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise SettingError(f"device '{parsed}' is not available: {why} (torch.cuda.is_available() is False); use device='cpu'")
+            raise SettingError(f"device '{parsed}' is not available: {why} (torch.cuda.is_available() is False); use the CPU ('cpu') or install a CUDA build of torch")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
             raise SettingError(f"device '{parsed}' is not available: torch sees {count} CUDA device{'s' if count != 1 else ''} "
                                f"(cuda:0 to cuda:{count - 1})")
         return
     if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise SettingError(f"device '{parsed}' is not available: torch.backends.mps.is_available() is False; use device='cpu'")
+        raise SettingError(f"device '{parsed}' is not available: torch.backends.mps.is_available() is False; use the CPU ('cpu')")
     try:  # any other backend: allocating nothing on it says whether it is there
         torch.empty(0, device=parsed)
     except PLUGIN_FAULTS as exc:

@@ -10,14 +10,17 @@ import argparse
 import contextlib
 import math
 import os
+import shutil
 import sys
+import textwrap
 import typing
 import warnings
-from typing import Any, Callable, Iterator, Sequence
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from archforge.errors import PluginWarning, SpecWarning, describe_exception, one_line
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK = 0
 #: What was checked is wrong: a spec, a space, a checkpoint, a plugin, an output file...
@@ -35,15 +38,21 @@ PIPE_WIDTH = 160
 
 
 # --------------------------------------------------------------------------- consoles
+# rich is imported when a command prints, not when the command line starts: `archforge --help` needs none of it.
 
 
 def stdout_console() -> Console:
     """The console of results: the terminal's width, :data:`PIPE_WIDTH` into a pipe unless ``COLUMNS`` says otherwise."""
+    from rich.console import Console
+
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return Console(highlight=False, soft_wrap=True, emoji=False, width=PIPE_WIDTH if piped else None)
 
 
 def stderr_console() -> Console:
+    """The console of problems: one line each, never wrapped into the terminal's width."""
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
@@ -65,13 +74,73 @@ def usage_error(prog: str, message: str) -> int:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse's parser with usage errors on one line (a command's usage spans many lines)."""
+    """argparse's parser with usage errors on one line (a command's usage spans many lines),
+    and arguments that can be added when the parser is first used (:meth:`defer`).
+    """
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
+    def defer(self, add_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Call ``add_arguments(self)`` when this parser first parses or prints its help, not now.
+
+        A command whose flags need a heavy import (their choices come from the search settings)
+        then costs nothing to ``archforge --help`` and to the other commands.
+        """
+        self.__dict__.setdefault("_deferred", []).append(add_arguments)
+
+    def _add_deferred(self) -> None:
+        for add_arguments in self.__dict__.pop("_deferred", []):
+            add_arguments(self)
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None) -> Any:
+        self._add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_deferred()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_deferred()
+        return super().format_help()
+
+
+def defer_arguments(parser: argparse.ArgumentParser, add_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+    """:meth:`Parser.defer` on archforge's parser; on any other parser, add the arguments now."""
+    if isinstance(parser, Parser):
+        parser.defer(add_arguments)
+    else:
+        add_arguments(parser)
+
+
+#: The positional argument of the commands that read one spec.
+SPEC_HELP = "a spec: a YAML file, or the name of a bundled model such as convit_tiny (`archforge models` lists them)"
+#: The positional argument of the commands that read a search space.
+SPACE_HELP = ("a search space: a YAML file (a spec with choice points), or the name of a bundled space such as "
+              "placement_mnist (`archforge models --spaces` lists them)")
+
+
+def command_help(description: str, *examples: str) -> dict[str, Any]:
+    """The ``description``, ``epilog`` and ``formatter_class`` of a command's parser (keywords of ``add_parser``).
+
+    The epilog lists ``examples``, one command line each, as written; the description is
+    filled to the terminal's width here, since a formatter that keeps the examples' lines
+    keeps the description's too.
+    """
+    width = max(min(shutil.get_terminal_size().columns - 2, 100), 40)
+    lines = ["examples:", *(f"  {example}" for example in examples)] if examples else []
+    return {
+        "description": textwrap.fill(description, width),
+        "epilog": "\n".join(lines) or None,
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
 
 def print_warnings(items: Sequence[SpecWarning]) -> None:
+    """Each warning of a spec as one located line on stderr (no console, so no rich, when there is none)."""
+    if not items:
+        return
     console = stderr_console()
     for warning in items:
         console.print(str(warning), markup=False)
@@ -194,6 +263,7 @@ def key_value(text: str) -> tuple[str, Any]:
 
 __all__ = [
     "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SPEC_ERROR", "EXIT_USAGE", "FORCE_HINT", "PIPE_WIDTH", "Parser",
-    "error", "fail", "fraction", "human", "int_range", "key_value", "non_negative_int", "os_error_text", "positive_int",
-    "positive_number", "print_warnings", "quiet_optuna", "seed_int", "show_warning", "stderr_console", "stdout_console", "usage_error",
+    "SPACE_HELP", "SPEC_HELP", "command_help", "defer_arguments", "error", "fail", "fraction", "human", "int_range", "key_value",
+    "non_negative_int", "os_error_text", "positive_int", "positive_number", "print_warnings", "quiet_optuna", "seed_int",
+    "show_warning", "stderr_console", "stdout_console", "usage_error",
 ]

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from archforge.cli.common import EXIT_ERROR, fail, human, stderr_console, stdout_console
+from archforge.cli.common import EXIT_ERROR, command_help, fail, human, stderr_console, stdout_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -133,8 +133,14 @@ def add_commands(subparsers: Any) -> None:
     """Add ``models`` to the CLI's ``add_subparsers()`` object."""
     s = subparsers.add_parser(
         "models", help="list the bundled models (params, MACs, input) or search spaces, usable by name",
-        description="List the models and search spaces that ship with archforge. Every command takes their name where it "
-                    "takes a file: `archforge summary convit_tiny`, `archforge search placement_mnist`.")
+        **command_help(
+            "List the models and search spaces that ship with archforge. Every command takes their name where it "
+            "takes a file: `archforge summary convit_tiny`, `archforge search placement_mnist`.",
+            "archforge models",
+            "archforge models 'convit*'",
+            "archforge models --spaces",
+        ),
+    )
     s.add_argument("pattern", nargs="?", default="*", metavar="PATTERN",
                    help="shell-style wildcard on the name, e.g. 'convit*' (default: all)")
     s.add_argument("--spaces", action="store_true", help="list the search spaces (decisions and assignments) instead of the models")

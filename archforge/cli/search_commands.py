@@ -17,13 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from archforge.cli.common import (
-    fail, int_range, non_negative_int, quiet_optuna, seed_int, stderr_console, stdout_console, usage_error,
+    SPACE_HELP, command_help, defer_arguments, fail, int_range, non_negative_int, quiet_optuna, seed_int, stderr_console,
+    stdout_console, usage_error,
 )
 from archforge.cli.search_flags import add_search_flags, search_overrides
-from archforge.cli.tables import print_ranking
 from archforge.errors import SettingError
 
 #: Bounds of the flags whose cost grows with their value: printed specs and checked candidates (each a full validation).
@@ -60,6 +58,8 @@ def _refusal_counts(info: dict[str, Any]) -> str:
 
 
 def _print_space(space: Any, info: dict[str, Any]) -> None:
+    from rich.table import Table
+
     from archforge.spec import Spec
 
     console = stdout_console()
@@ -74,7 +74,7 @@ def _print_space(space: Any, info: dict[str, Any]) -> None:
         table.add_row(d.name, d.describe(), str(d.size) if d.size is not None else "∞", where)
     console.print(table)
     console.print(_settings_text(space.settings), markup=False)
-    bounds = ", ".join(f"{k} {v:,.0f}" for k, v in info["constraints"].items()) or "no constraints"
+    bounds = _bounds_text(info["constraints"])
     console.print(f"checked {info['checked']} candidate(s) ({bounds}): {info['valid']} valid, {_refusal_counts(info)}", markup=False)
     for problem in info["problems"][:SHOWN_PROBLEMS]:
         example = f"e.g. {problem['candidates'][0]}" if problem["count"] > 1 else problem["candidates"][0]
@@ -85,6 +85,16 @@ def _print_space(space: Any, info: dict[str, Any]) -> None:
         label = ", ".join(f"{k}={v}" for k, v in sample["decisions"].items()) or "no decisions"
         console.print(f"--- # sample {i + 1}: candidate {sample['hash']}: {label}", markup=False)
         console.print(Spec.from_dict(sample["spec"]).to_yaml().rstrip(), markup=False)
+
+
+def _bounds_text(constraints: dict[str, Any]) -> str:
+    """``max_params 100,000, min_flops 1,000``; bounds of metrics (measured after training, so not by ``space``) said apart."""
+    counted = [f"{name} {value:,.0f}" for name, value in constraints.items() if isinstance(value, (int, float))]
+    measured = [f"{name} {' '.join(f'{side} {value:.6g}' for side, value in bounds.items() if value is not None)}"
+                for name, bounds in (constraints.get("metrics") or {}).items()]
+    if measured:
+        counted.append(f"after training: {', '.join(measured)}")
+    return ", ".join(counted) or "no constraints"
 
 
 def _problem_count(count: int, kind: str) -> str:
@@ -181,6 +191,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
     """The ranking of a run, its failures, the compute saved and the winner."""
+    from archforge.cli.tables import print_ranking
     from archforge.search.compute import compute_text
 
     unreadable = run.unreadable
@@ -219,13 +230,18 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
 
 def add_commands(subparsers: Any) -> None:
     """Add ``space``, ``search`` and ``report`` to the CLI's ``add_subparsers()`` object."""
-    s = subparsers.add_parser("space", help="decisions, number of candidates and sampled candidates of a search space",
-                              description="Show a search space: how many candidates, each decision with its options and "
-                                          "where it is in the file, a few sampled concrete specs; check everything a search "
-                                          "checks before it starts, and how many of a sample of candidates do not fit or are "
-                                          "rejected by a constraint. Exit status 1 when the search could not run or would "
-                                          "train nothing.")
-    s.add_argument("spec", help="a search space (a spec with choice points)")
+    s = subparsers.add_parser(
+        "space", help="decisions, number of candidates and sampled candidates of a search space",
+        **command_help(
+            "Show a search space: how many candidates, each decision with its options and where it is in the file, a few "
+            "sampled concrete specs; check everything a search checks before it starts, and how many of a sample of "
+            "candidates do not fit or are rejected by a constraint. Exit status 1 when the search could not run or would "
+            "train nothing.",
+            "archforge space placement_mnist",
+            "archforge space my_space.yaml -n 0 --check 500",
+        ),
+    )
+    s.add_argument("spec", metavar="SPACE", help=SPACE_HELP)
     s.add_argument("-n", "--samples", type=int_range(0, MAX_SAMPLES), default=2, metavar="N", help="concrete specs to print (default 2)")
     s.add_argument("--check", type=int_range(0, MAX_CHECK), default=32, metavar="N",
                    help="candidates to check against shapes and constraints (default 32)")
@@ -233,32 +249,47 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_space)
 
-    s = subparsers.add_parser("search", help="search a space; running it again resumes the run",
-                              description="Search a space with the settings of its search: section, overridden by flags "
-                                          "(each flag is the setting of the same name). Results go to runs/<name>/study.db "
-                                          "(or --storage); the same command again resumes the run without repeating or "
-                                          "losing a completed trial.")
-    s.add_argument("spec", help="a search space (a spec with choice points)")
-    add_search_flags(s)
-    g = s.add_argument_group("beside the search: section")
-    g.add_argument("--runs", default="runs", metavar="DIR", help="folder of the runs (default runs/)")
-    g.add_argument("--evaluator", metavar="MODULE:FUNCTION", help="a custom evaluator(spec, data, config, on_epoch=...)")
-    g = s.add_argument_group("output")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars: one line per finished trial")
-    g.add_argument("--top", type=non_negative_int, default=10, metavar="N", help="rows of the final ranking (default 10; 0 for all)")
-    g.add_argument("--report", action="store_true", help="also write the report files into <run>/report")
+    s = subparsers.add_parser("search", help="search a space; running it again resumes the run", **command_help(
+        "Search a space with the settings of its search: section, overridden by flags (each flag is the setting of "
+        "the same name). Results go to runs/<name>/study.db (or --storage); the same command again resumes the run "
+        "without repeating or losing a completed trial.",
+        "archforge search placement_mnist",
+        "archforge search cnn_mnist --strategy tpe --budget 40 --epochs 2 --device cuda",
+        "archforge search my_space.yaml --train lr=0.01 --report",
+    ))
+    s.add_argument("spec", metavar="SPACE", help=SPACE_HELP)
+    defer_arguments(s, _add_search_arguments)
     s.set_defaults(func=cmd_search)
 
-    s = subparsers.add_parser("report", help="ranking, CSV/JSON, Pareto and placement plots and best.yaml of a search run",
-                              description="Report a search run: the ranked table, trials.csv, trials.json, pareto.png, "
-                                          "placement.png and best.yaml (with --weights also best.pt, the best candidate retrained).")
-    s.add_argument("run", help="a run folder (runs/<name>), its study.db, or a storage URL")
+    s = subparsers.add_parser(
+        "report", help="ranking, CSV/JSON, Pareto and placement plots and best.yaml of a search run",
+        **command_help(
+            "Report a search run: the ranked table, trials.csv, trials.json, pareto.png, placement.png and best.yaml "
+            "(with --weights also best.pt, the best candidate retrained with the run's train: settings, its device included).",
+            "archforge report runs/placement_mnist",
+            "archforge report runs/placement_mnist/study.db --top 0 -o placement_report",
+            "archforge report runs/placement_mnist --weights",
+        ),
+    )
+    s.add_argument("run", metavar="RUN", help="a run folder (runs/<name>), its study.db, or an Optuna storage URL")
     s.add_argument("--study", help="study name (when the storage holds several)")
     s.add_argument("-o", "--out", metavar="DIR", help="output folder (default <run>/report)")
     s.add_argument("--top", type=non_negative_int, default=20, metavar="N", help="rows of the ranking (default 20; 0 for all)")
     s.add_argument("--weights", action="store_true", help="retrain the best candidate and save it as best.pt")
     s.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     s.set_defaults(func=cmd_report)
+
+
+def _add_search_arguments(s: Any) -> None:
+    """The flags of ``search``: the settings of the search: section, then what lies beside it."""
+    add_search_flags(s)
+    g = s.add_argument_group("beside the search: section")
+    g.add_argument("--runs", default="runs", metavar="DIR", help="folder of the runs (default runs/)")
+    g.add_argument("--evaluator", metavar="MODULE:FUNCTION", help="a custom evaluator(spec, data, config, on_epoch=...)")
+    g = s.add_argument_group("output")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars: one line per finished trial")
+    g.add_argument("--top", type=non_negative_int, default=10, metavar="N", help="rows of the ranking (default 10; 0 for all)")
+    g.add_argument("--report", action="store_true", help="also write the report files into <run>/report")
 
 
 __all__ = ["add_commands", "cmd_report", "cmd_search", "cmd_space", "print_run"]

@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 from archforge.cli.common import fraction, int_range, key_value, positive_int, positive_number, seed_int
 from archforge.errors import SettingError, did_you_mean
-from archforge.search import limits
 
 #: Flags that set the field of the same name.
 SCALAR_FIELDS = ("dataset", "limit", "val_fraction", "strategy", "budget", "epochs", "seeds", "objectives", "pruner",
@@ -29,7 +28,12 @@ TRAIN_SHORTHANDS = ("batch_size", "lr", "device")
 
 
 def add_search_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per search setting to the ``search`` command's parser."""
+    """Add one flag per search setting to the ``search`` command's parser.
+
+    Their choices and keys come from the search settings (pydantic models): the ``search``
+    command adds these flags when it is the command given (:meth:`~archforge.cli.common.Parser.defer`).
+    """
+    from archforge.search import limits
     from archforge.search.settings import OBJECTIVES, PRUNERS, STRATEGIES, EvolutionSettings
     from archforge.search.training import TrainConfig
 

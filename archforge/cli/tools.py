@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from archforge.cli.common import FORCE_HINT, fail, non_negative_int, usage_error
+from archforge.cli.common import FORCE_HINT, SPEC_HELP, command_help, fail, non_negative_int, usage_error
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -74,15 +74,28 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: Any) -> None:
     """Add ``schema`` and ``graph`` to the CLI's ``add_subparsers()`` object."""
-    s = subparsers.add_parser("schema", help="JSON Schema of the spec language with every installed block's args (for editors)")
-    s.add_argument("-o", "--output", help="write to this file instead of stdout")
+    s = subparsers.add_parser(
+        "schema", help="JSON Schema of the spec language with every installed block's args (for editors)",
+        **command_help(
+            "Write the JSON Schema of the spec language, with the args of every installed block, for an editor's YAML "
+            "language server: completion and checking of block names and args while a spec is written.",
+            "archforge schema -o spec.schema.json",
+            "archforge schema --search -o space.schema.json",
+        ),
+    )
+    s.add_argument("-o", "--output", metavar="FILE", help="write to this file instead of stdout")
     s.add_argument("--force", action="store_true", help="replace the output file if it exists")
     s.add_argument("--search", action="store_true", help="the schema of search spaces: choices and the 'search' section")
     s.set_defaults(func=cmd_schema)
 
-    s = subparsers.add_parser("graph", help="draw the architecture of a spec: .svg, .png, .dot or .mmd")
-    s.add_argument("spec")
-    s.add_argument("-o", "--output", required=True, help="arch.svg, arch.png (Graphviz if installed, else matplotlib), arch.dot or arch.mmd")
+    s = subparsers.add_parser("graph", help="draw the architecture of a spec: .svg, .png, .dot or .mmd", **command_help(
+        "Draw the graph of a spec's nodes with their blocks and output shapes; the format is the output file's suffix.",
+        "archforge graph convit_tiny -o runs/convit_tiny.svg",
+        "archforge graph my_net.yaml -o my_net.mmd",
+    ))
+    s.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    s.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="arch.svg, arch.png (Graphviz if installed, else matplotlib), arch.dot or arch.mmd")
     s.add_argument("--engine", choices=("auto", "graphviz", "matplotlib"), default="auto",
                    help="how to draw .svg/.png (default: Graphviz's dot when on PATH, else matplotlib)")
     s.add_argument("--force", action="store_true", help="replace the output file if it exists")
