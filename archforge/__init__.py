@@ -8,24 +8,48 @@ The public API::
     print(archforge.summarize(spec).params)
     result = archforge.search("archforge/zoo/spaces/placement_mnist.yaml")   # which placement wins
 
-Plugin authors need :class:`Block`, :class:`BlockArgs`, :class:`Shape`,
-:class:`ShapeError` and :data:`hookimpl` (see ``archforge.registry.hookspecs``).
+Plugin authors import from :mod:`archforge.plugin`, which is also the manual of the
+plugin contract (:class:`Block`, :class:`BlockArgs`, :class:`Shape`, :class:`ShapeError`,
+:data:`hookimpl`, the hooks).
+
+Every name here is imported on first use, so ``import archforge`` (and a plugin's
+``import archforge.plugin``) loads neither the builder, the graph nor the search.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-from archforge.builder import Summary, build, load_checkpoint, summarize
-from archforge.errors import CheckpointError, Location, PluginError, SettingError, ShapeError, SpecError, SpecWarning
-from archforge.graph import Graph, compile_graph
-from archforge.registry import Block, BlockArgs, Registry, Shape, hookimpl
-from archforge.spec import Spec, load_spec, parse_spec
-# Bound after the subpackage import, so `archforge.search` is the function; the package's
-# other names are imported from it directly: `from archforge.search import load_space`.
-from archforge.search import SearchResult, search
+if TYPE_CHECKING:
+    from archforge.builder import Summary, build, load_checkpoint, summarize
+    from archforge.errors import CheckpointError, Location, PluginError, SettingError, ShapeError, SpecError, SpecWarning
+    from archforge.graph import Graph, compile_graph
+    from archforge.plugin import Block, BlockArgs, Shape, hookimpl
+    from archforge.registry import Registry
+    from archforge.search import SearchResult, search
+    from archforge.spec import Spec, load_spec, parse_spec
+    from archforge.spec.zoo import list_models
 
 __version__ = "0.1.0"
+
+#: Where each public name lives.
+_HOMES = {
+    "Summary": "archforge.builder", "build": "archforge.builder", "load_checkpoint": "archforge.builder",
+    "summarize": "archforge.builder",
+    "CheckpointError": "archforge.errors", "Location": "archforge.errors", "PluginError": "archforge.errors",
+    "SettingError": "archforge.errors", "ShapeError": "archforge.errors", "SpecError": "archforge.errors",
+    "SpecWarning": "archforge.errors",
+    "Graph": "archforge.graph", "compile_graph": "archforge.graph",
+    "Block": "archforge.plugin", "BlockArgs": "archforge.plugin", "Shape": "archforge.plugin", "hookimpl": "archforge.plugin",
+    "Registry": "archforge.registry",
+    "SearchResult": "archforge.search", "search": "archforge.search",
+    "Spec": "archforge.spec", "load_spec": "archforge.spec", "parse_spec": "archforge.spec",
+    "list_models": "archforge.spec.zoo",
+}
 
 
 def validate(spec: Spec | str | os.PathLike[str], *, registry: Registry | None = None) -> Graph:
@@ -33,13 +57,53 @@ def validate(spec: Spec | str | os.PathLike[str], *, registry: Registry | None =
 
     Returns the typed :class:`Graph`; raises :class:`SpecError` naming the file, line, node and problem.
     """
+    from archforge.graph import compile_graph
+    from archforge.spec import Spec, load_spec
+
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     return compile_graph(spec, registry)
 
 
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+    elif name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    else:
+        try:  # a subpackage used as an attribute (`archforge.errors.PluginWarning` after `import archforge`)
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as missing:
+            if missing.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
+
+
+class _Package(types.ModuleType):
+    """This package's module type: ``archforge.search`` stays the function once the subpackage is imported.
+
+    The import system binds a subpackage on its parent when it first loads it; for
+    ``archforge.search`` that would replace the function with the package. The package's
+    other names are imported from it directly: ``from archforge.search import load_space``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "search" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 __all__ = [
     "Block", "BlockArgs", "CheckpointError", "Graph", "Location", "PluginError", "Registry", "SearchResult", "SettingError", "Shape", "ShapeError", "Spec",
-    "SpecError", "SpecWarning", "Summary", "build", "hookimpl", "load_checkpoint", "load_spec", "parse_spec", "search",
+    "SpecError", "SpecWarning", "Summary", "build", "hookimpl", "list_models", "load_checkpoint", "load_spec", "parse_spec", "search",
     "summarize", "validate",
 ]

@@ -30,7 +30,7 @@ from archforge.blocks.pos_embed import LearnedPosEmbed, SinCosPosEmbed
 from archforge.blocks.sagan import SaganAttention
 from archforge.blocks.se import SqueezeExcitation
 from archforge.blocks.stem import Stem
-from archforge.registry import Block, hookimpl
+from archforge.plugin import Block, hookimpl
 
 BUILTIN_BLOCKS: list[type[Block]] = [
     Activation, Add, BasicBlock, BatchNorm, Bottleneck, BottleneckAttn, ClassToken, Classifier, Concat, Conv, DropPath,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from archforge.blocks._activations import ActivationName, make_activation
-from archforge.registry import Block, BlockArgs, Shape
+from archforge.plugin import Block, BlockArgs, Shape
 
 
 class Activation(Block):

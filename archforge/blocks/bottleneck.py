@@ -32,7 +32,7 @@ from torch import nn
 from archforge.blocks._activations import ActivationName, make_activation
 from archforge.blocks.conv import conv_output_size
 from archforge.blocks.se import SqueezeExcite, se_channels
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 class _ResidualArgs(BlockArgs):

@@ -26,7 +26,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from archforge.blocks._relative_position import relative_to_absolute
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 def _make_divisible(value: float, divisor: int = 8) -> int:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, Shape
-from archforge.registry.parameter_node import ParameterNode
+from archforge.plugin import Block, BlockArgs, ParameterNode, Shape
 
 
 class ClassToken(Block):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from archforge.blocks.pool import GlobalPoolModule
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 class Classifier(Block):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from archforge.blocks._activations import ActivationName, make_activation
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:

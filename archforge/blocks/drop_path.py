@@ -16,7 +16,7 @@ from pydantic import Field
 import torch
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, Shape
+from archforge.plugin import Block, BlockArgs, Shape
 
 
 class DropPath(Block):

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 class GPSA(Block):

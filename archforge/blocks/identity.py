@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, Shape
+from archforge.plugin import Block, BlockArgs, Shape
 
 
 class Identity(Block):

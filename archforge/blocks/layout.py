@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, MapToTokens, Shape, ShapeError, TokensToMap
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
+from archforge.registry.shape import MapToTokens, TokensToMap
 
 
 class ToTokens(Block):

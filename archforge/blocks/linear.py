@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, Shape
+from archforge.plugin import Block, BlockArgs, Shape
 
 
 class Linear(Block):

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 def _same_shapes(xs: list[Shape], what: str) -> Shape:

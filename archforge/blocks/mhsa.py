@@ -24,7 +24,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from archforge.blocks._relative_position import relative_position_index
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 class MHSA(Block):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from archforge.blocks._activations import ActivationName, make_activation
-from archforge.registry import Block, BlockArgs, Shape
+from archforge.plugin import Block, BlockArgs, Shape
 
 
 class MLP(Block):

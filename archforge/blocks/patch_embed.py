@@ -11,7 +11,7 @@ from pydantic import Field
 import torch
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 class PatchEmbed(Block):

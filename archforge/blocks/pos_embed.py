@@ -22,8 +22,7 @@ from pydantic import Field
 import torch
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
-from archforge.registry.parameter_node import ParameterNode
+from archforge.plugin import Block, BlockArgs, ParameterNode, Shape, ShapeError
 
 
 class LearnedPosEmbed(Block):

@@ -19,7 +19,7 @@ from pydantic import Field
 import torch
 from torch import nn
 
-from archforge.registry import Block, BlockArgs, Shape
+from archforge.plugin import Block, BlockArgs, Shape
 
 
 def se_channels(channels: int, ratio: float, divisor: int = 1) -> int:

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from archforge.blocks._activations import ActivationName, make_activation
 from archforge.blocks.conv import ConvNormAct, conv_output_size
-from archforge.registry import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 class Stem(Block):

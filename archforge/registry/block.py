@@ -1,93 +1,20 @@
-"""The contract every block fulfils, built-in or third-party.
+"""How the registry checks a block class against the contract of :class:`archforge.plugin.Block`.
 
-A block is a small class with four things:
-
-* ``name``: the word a spec writes in ``block:``;
-* ``layout``: which layout(s) it consumes (``"map"``, ``"tokens"``, ``"vector"``, a
-  tuple of them, or ``"any"``); the graph stage converts map ↔ tokens for it;
-* ``Args``: a pydantic model of its arguments (validated before anything is built);
-* ``infer`` and ``build``: the output shape, and the ``nn.Module``, for given input
-  shapes and arguments.
-
-Example::
-
-    class Scale(archforge.Block):
-        \"\"\"Multiply by a learnable per-channel factor.\"\"\"
-        name = "scale"
-        layout = ("map", "tokens")
-        family = "other"
-
-        class Args(archforge.Block.Args):
-            init: float = 1.0
-
-        def infer(self, x, args):
-            return x
-
-        def build(self, x, args, *, device=None, dtype=None):
-            return ScaleModule(x.channels, args.init, device=device, dtype=dtype)
-
-``infer`` must not allocate weights; raise :class:`archforge.ShapeError` with a short
-message when the input does not fit (the core adds the node, line and input names).
+The contract itself (what each attribute means, what ``infer`` and ``build`` get and
+return) is written in :mod:`archforge.plugin`, with ``Block``, ``BlockArgs`` and
+``FAMILIES``; they are imported here for the registry's own modules.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, ClassVar
+from typing import Callable
 
-from pydantic import BaseModel, ConfigDict
-from torch import nn
+from pydantic import BaseModel
 
+from archforge.plugin import FAMILIES, Block, BlockArgs
 from archforge.registry import isolation
-from archforge.registry.shape import LAYOUTS, Layout, Shape
-
-FAMILIES = ("conv", "attention", "mlp", "positional", "norm", "activation", "merge", "pool", "head", "layout", "other")
-
-
-class BlockArgs(BaseModel):
-    """Base of every block's ``Args``: unknown keys are errors and values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Block:
-    """Base class of all blocks. Subclass it, set the class attributes, implement ``infer`` and ``build``."""
-
-    name: ClassVar[str]
-    #: Layout(s) consumed. Inputs in another layout are converted map ↔ tokens when possible.
-    layout: ClassVar[Layout | tuple[Layout, ...] | str] = "any"
-    #: Number of inputs; ``None`` means two or more (merges such as ``add``).
-    inputs: ClassVar[int | None] = 1
-    #: Used to colour diagrams and to summarise placements: one of :data:`FAMILIES`.
-    family: ClassVar[str] = "other"
-
-    Args: ClassVar[type[BaseModel]] = BlockArgs
-
-    def infer(self, x: Any, args: Any) -> Shape:
-        """Output shape for input ``x`` (a :class:`Shape`, or a list of them when ``inputs != 1``)."""
-        raise NotImplementedError
-
-    def build(self, x: Any, args: Any, *, device: Any = None, dtype: Any = None) -> nn.Module:
-        """The module; its ``forward`` takes one tensor per input, in order, and returns one tensor."""
-        raise NotImplementedError
-
-    @classmethod
-    def accepted_layouts(cls) -> tuple[Layout, ...]:
-        if cls.layout == "any":
-            return LAYOUTS
-        if isinstance(cls.layout, str):
-            return (cls.layout,)  # type: ignore[return-value]
-        return tuple(cls.layout)
-
-    @classmethod
-    def contract_problems(cls) -> list[str]:
-        """Ways in which this class breaks the contract (empty when it is fine).
-
-        Never raises, whatever the class holds (an attribute of the wrong type, a
-        metaclass whose attribute access raises, ...): each unreadable attribute is
-        itself a problem. Each problem says what to change.
-        """
-        return contract_problems(cls)
+from archforge.registry.shape import LAYOUTS
 
 
 def contract_problems(cls: type) -> list[str]:
@@ -178,3 +105,6 @@ def class_label(cls: type) -> str:
     except Exception:
         label = None
     return label if type(label) is str else isolation.show(cls)
+
+
+__all__ = ["FAMILIES", "NAME_PATTERN", "Block", "BlockArgs", "class_label", "contract_problems"]

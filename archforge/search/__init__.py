@@ -29,20 +29,45 @@ turns flags into settings overrides) → ``search/run.py`` (settings, checks, st
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from archforge.errors import SearchError
-from archforge.search.result import SearchResult
-from archforge.search.run import search
-from archforge.search.settings import Constraints, SearchSettings
-from archforge.search.space import Candidate, Space, candidate_hash, load_space, parse_space
-from archforge.search.training import TrainConfig
+if TYPE_CHECKING:
+    from archforge.errors import SearchError
+    from archforge.search.result import SearchResult
+    from archforge.search.settings import Constraints, SearchSettings
+    from archforge.search.space import Candidate, Space, candidate_hash, load_space, parse_space
+    from archforge.search.training import TrainConfig
+
+#: Where each public name lives; imported on first use, so that importing this package (or
+#: ``import archforge``) loads neither Optuna nor the training code.
+_HOMES = {
+    "SearchError": "archforge.errors",
+    "SearchResult": "archforge.search.result",
+    "Constraints": "archforge.search.settings", "SearchSettings": "archforge.search.settings",
+    "Candidate": "archforge.search.space", "Space": "archforge.search.space", "candidate_hash": "archforge.search.space",
+    "load_space": "archforge.search.space", "parse_space": "archforge.search.space",
+    "TrainConfig": "archforge.search.training",
+}
+
+
+def search(space: Space | str | os.PathLike[str], **options: Any) -> SearchResult:
+    """Search ``space`` (a :class:`Space` or the path of one) and return the ranked result.
+
+    The keywords are those of :func:`archforge.search.run.search` (``dataset``, ``storage``,
+    ``evaluator``, ``runs_dir``, ``progress``, ``console``, and every field of
+    :class:`SearchSettings` as an override of the space's ``search:`` section), which runs it.
+    """
+    from archforge.search.run import search as run_search
+
+    return run_search(space, **options)
 
 
 def describe_space(space: Space | str | os.PathLike[str], *, samples: int = 2, check: int = 32, seed: int = 0) -> dict[str, Any]:
     """What ``archforge space`` shows, as data: candidates, decisions (with locations), constraint checks, samples."""
     from archforge.search.overview import space_overview
+    from archforge.search.space import load_space
 
     return space_overview(load_space(space), samples=samples, check=check, seed=seed)
 
@@ -52,6 +77,19 @@ def load_run(source: str | os.PathLike[str], study: str | None = None) -> Any:
     from archforge.search.report import load_run as _load_run
 
     return _load_run(source, study)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
 
 
 __all__ = [

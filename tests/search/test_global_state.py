@@ -30,7 +30,7 @@ def test_importing_every_search_module_changes_no_global_state():
     done = run("""
         import matplotlib
         before = snapshot()
-        import archforge, archforge.cli
+        import archforge, archforge.cli, archforge.search
         import importlib, pkgutil
         package = sys.modules["archforge.search"]
         for module in pkgutil.iter_modules(package.__path__):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import archforge
-from archforge import Shape
+from archforge.plugin import Shape
 from archforge.testing import check_block, registry_with
 from archforge_myplugin.scale import ExampleScale
 

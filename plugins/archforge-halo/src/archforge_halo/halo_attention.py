@@ -42,7 +42,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from archforge import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 class HaloAttention(Block):

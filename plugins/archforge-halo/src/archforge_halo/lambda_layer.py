@@ -38,7 +38,7 @@ from pydantic import Field, field_validator
 from torch import nn
 from torch.nn import functional as F
 
-from archforge import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
 class LambdaLayer(Block):

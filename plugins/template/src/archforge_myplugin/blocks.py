@@ -1,12 +1,13 @@
 """The plugin module: the entry point in pyproject.toml names it, archforge imports it.
 
 It does two things: says which plugin API it was written for, and hands archforge
-its block classes through the ``archforge_blocks`` hook.
+its block classes through the ``archforge_blocks`` hook. Every hook and the whole
+block contract are documented in :mod:`archforge.plugin`.
 """
 
 from __future__ import annotations
 
-import archforge
+from archforge.plugin import Block, hookimpl
 
 from archforge_myplugin.scale import ExampleScale
 
@@ -16,7 +17,7 @@ from archforge_myplugin.scale import ExampleScale
 ARCHFORGE_PLUGIN_API = 1
 
 
-@archforge.hookimpl
-def archforge_blocks() -> list[type[archforge.Block]]:
+@hookimpl
+def archforge_blocks() -> list[type[Block]]:
     # Add each new block class here.
     return [ExampleScale]

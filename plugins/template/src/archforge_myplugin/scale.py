@@ -12,21 +12,33 @@ close to the identity.
 
 from __future__ import annotations
 
-# Import only from `archforge` itself (the public plugin API) and from torch/pydantic:
-# archforge's internals can change between minor versions, the public API cannot.
+# Import only from `archforge.plugin` (the plugin API, and its manual: read it once) and from
+# torch/pydantic: archforge's internals can change between minor versions, the plugin API cannot.
 import torch
 from pydantic import Field
 from torch import nn
 
-from archforge import Block, BlockArgs, Shape, ShapeError
+from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
-class ExampleScale(Block):
+# The block's arguments as a pydantic model. Subclass BlockArgs: unknown keys are errors (a
+# typo in a spec is reported with its line) and values are immutable. Field constraints and
+# descriptions show up in `archforge plugins`, in the JSON Schema editors use (`archforge
+# schema`), and in located error messages.
+class ExampleScaleArgs(BlockArgs):
+    init: float = Field(1e-4, gt=0, description="Initial value of every γ.")
+    channels: int | None = Field(None, gt=0, description="Expected input channels; checked when given.")
+
+
+# Block[ExampleScaleArgs]: Block is generic over its arguments, so a type checker knows
+# what `args` holds in infer and build (args.init is a float, args.inti an error).
+class ExampleScale(Block[ExampleScaleArgs]):
     # The first line of the class docstring is what `archforge plugins` shows.
     """Per-channel learnable scale ``y = γ ⊙ x`` (LayerScale)."""
 
-    # The word a spec writes in `block:`. It must be an identifier and unique among every
-    # installed plugin (a clash is an error naming both distributions): prefer a specific name.
+    # The word a spec writes in `block:`. It must be an identifier; a built-in block keeps
+    # its name against any plugin (yours would then be reachable only as
+    # `myplugin:<name>`), so prefer a specific name.
     name = "example_scale"
 
     # The layout(s) the block consumes: "map" (B, C, H, W), "tokens" (B, N, C),
@@ -42,15 +54,10 @@ class ExampleScale(Block):
     # attention, mlp, positional, norm, activation, merge, pool, head, layout, other.
     family = "other"
 
-    # The block's arguments as a pydantic model. Subclass BlockArgs: unknown keys are
-    # errors (a typo in a spec is reported with its line) and values are immutable.
-    # Field constraints and descriptions show up in `archforge plugins`, in the JSON
-    # Schema editors use (`archforge schema`), and in located error messages.
-    class Args(BlockArgs):
-        init: float = Field(1e-4, gt=0, description="Initial value of every γ.")
-        channels: int | None = Field(None, gt=0, description="Expected input channels; checked when given.")
+    # The arguments' model, validated before infer or build sees a value.
+    Args = ExampleScaleArgs
 
-    def infer(self, x: Shape, args: Args) -> Shape:
+    def infer(self, x: Shape, args: ExampleScaleArgs) -> Shape:
         # Output shape from input shape and args, WITHOUT allocating anything: archforge
         # calls this for every node when it validates a spec. `x` is one Shape (a list of
         # them when inputs != 1), already converted to one of `layout`.
@@ -60,7 +67,7 @@ class ExampleScale(Block):
             raise ShapeError(f"expected {args.channels} input channels, got {x.channels}")
         return x
 
-    def build(self, x: Shape, args: Args, *, device=None, dtype=None) -> nn.Module:
+    def build(self, x: Shape, args: ExampleScaleArgs, *, device=None, dtype=None) -> nn.Module:
         # The module. Create every parameter and buffer with the given device and dtype
         # (device="meta" must allocate nothing). The module's forward takes one tensor per
         # input, in order, and returns one tensor of the inferred shape. Parameter names
