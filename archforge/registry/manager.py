@@ -23,7 +23,7 @@ import pluggy
 from archforge.errors import PluginWarning, did_you_mean
 from archforge.registry import hookspecs, isolation
 from archforge.registry.block import Block, class_label, contract_problems
-from archforge.registry.extensions import DatasetSource, Metric
+from archforge.registry.extensions import BUILTIN_MEASUREMENTS, METRIC_NAME, DatasetSource, Metric
 from archforge.registry.isolation import PluginFault
 from archforge.registry.names import BUILTIN_DISTRIBUTION, BUILTIN_PLUGIN, BlockEntry, BlockNames, PluginInfo, resolve_names
 
@@ -282,13 +282,21 @@ def _block_label(cls: type) -> str:
 
 
 def _add_extension(registry: Registry, item: Any, info: PluginInfo, kind: str, base: type, method: str) -> None:
-    """Register a dataset (``kind='dataset'``) or metric; the first plugin to provide a name keeps it."""
+    """Register a dataset (``kind='dataset'``) or metric; the first plugin to provide a name keeps it.
+
+    A metric named like one of archforge's own measurements (``accuracy``, ``params``, ...) is
+    refused: an objective, a constraint or a column of that name would mean two things.
+    """
     table = registry.datasets if kind == "dataset" else registry.metrics
     problem = _checked(item, base, method)
     if problem:
         _warn(registry, f"{info.label}: archforge_{kind}s() {problem}; it is ignored")
+    elif kind == "metric" and item.name in BUILTIN_MEASUREMENTS:
+        _warn(registry, f"metric '{item.name}' from '{info.distribution}' refused: '{item.name}' is archforge's built-in "
+                        f"{BUILTIN_MEASUREMENTS[item.name]}, which every search measures itself; rename the metric")
     elif item.name in table:
-        _warn(registry, f"{kind} '{item.name}' from '{info.distribution}' ignored: already provided by '{table[item.name][1].distribution}'")
+        _warn(registry, f"{kind} '{item.name}' from '{info.distribution}' ignored: already provided by '{table[item.name][1].distribution}'"
+                        + ("; one of the two distributions must rename it" if kind == "metric" else ""))
     else:
         table[item.name] = (item, info)
 
@@ -309,6 +317,9 @@ def _value_problem(item: Any, kind: type, function: str) -> str | None:
         return f"returned a {kind.__name__} whose name is {isolation.show(name)}; give it a non-empty string name"
     if not callable(getattr(item, function)):
         return f"returned {kind.__name__} '{name}' whose {function} is {isolation.show(getattr(item, function))}, not a function"
+    if kind is Metric and not METRIC_NAME.fullmatch(name):
+        return (f"returned metric {isolation.show(name)}, whose name is not a letter followed by letters, digits or '_'; "
+                f"a space writes it in objectives and constraints, so rename it")
     if kind is Metric and item.goal not in ("minimize", "maximize"):
         return f"returned metric '{name}' with goal {isolation.show(item.goal)}; use 'minimize' or 'maximize'"
     return None

@@ -59,9 +59,11 @@ def known(records: Sequence[TrialRecord], key: str, config: str, me: int) -> tup
         if r.status == "rejected":
             # A shape error is final; a constraint violation (params and FLOPs measured) is checked again,
             # since a resumed run may have other constraints.
-            if r.params is None:
+            if r.params is None and not r.seeds:
                 found.rejected = found.rejected or (r.error or "rejected", r.duplicate_of if r.duplicate_of is not None else r.number)
-            continue
+            if not r.seeds:
+                continue
+            # Rejected by a metric constraint after training: its trained seeds are results like any other.
         if r.status == "cancelled":
             continue
         for seed, result in r.seeds.items():

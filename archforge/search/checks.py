@@ -1,11 +1,14 @@
 """Everything a search refuses, checked before anything is stored: ``archforge space`` runs the same checks.
 
-:func:`prepare` loads what a run needs (the data, the evaluator) and checks the run as a whole:
-the settings against the space (the strategy can search it, the pruner fits), the dataset
-(its name, and its input shape against the space's), the evaluator (importable, and by name
-when worker processes need it), the executor. Each problem is one :class:`SearchError` or
-located :class:`SpecError`; the study is created only after all of them passed, so a command
-that fails here leaves nothing behind.
+:func:`prepare` loads what a run needs (the data, the evaluator, the installed plugin metrics)
+and checks the run as a whole: the settings against the space (the strategy can search it, the
+pruner fits), against this machine (``train.device`` is one torch can use here) and against the
+installed plugins (every name in ``objectives`` and ``constraints.metrics`` is a built-in
+objective or an installed metric), the dataset (its name, and its input shape against the
+space's), the evaluator (importable, and by name when worker processes need it), the executor.
+Each problem is one :class:`SearchError`, :class:`SettingError` or located :class:`SpecError`
+(located when the space file wrote the setting, since an override has no place in it); the
+study is created only after all of them passed, so a command that fails here leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pickle
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
-from archforge.errors import SearchError, SpecError
-from archforge.search.settings import SearchSettings
+from archforge.errors import SearchError, SettingError, SpecError, did_you_mean
+from archforge.search.settings import OBJECTIVES, SearchSettings
 from archforge.search.space import Space
 
 Evaluator = Callable[..., Any]
@@ -25,10 +28,11 @@ Evaluator = Callable[..., Any]
 
 @dataclass
 class Prepared:
-    """What :func:`prepare` loaded: the data split and the evaluator callable."""
+    """What :func:`prepare` loaded: the data split, the evaluator callable and the installed plugin metrics."""
 
     data: Any
     evaluate: Evaluator
+    metrics: dict[str, Any] = field(default_factory=dict)  # name → (Metric, PluginInfo)
 
 
 def prepare(space: Space, settings: SearchSettings, *, dataset: Any = None, evaluator: Evaluator | str | None = None,
@@ -38,9 +42,13 @@ def prepare(space: Space, settings: SearchSettings, *, dataset: Any = None, eval
     ``dataset``: a ``DataSplit`` object replacing ``settings.dataset``; ``persistent``: the
     storage outlives the process (several workers need it).
     """
+    from archforge.search.metrics import installed_metrics
     from archforge.search.strategies import check_strategy
 
     check_strategy(settings, space)
+    check_device_setting(space, settings)
+    metrics = installed_metrics()
+    check_measured_names(space, settings, metrics)
     if settings.workers > 1 and not persistent:
         raise SearchError("several workers share a study through a persistent storage: drop storage='memory'")
     if settings.executor == "ray" and importlib.util.find_spec("ray") is None:
@@ -53,7 +61,7 @@ def prepare(space: Space, settings: SearchSettings, *, dataset: Any = None, eval
     evaluate = resolve_evaluator(evaluator)
     data = load_data(dataset if dataset is not None else settings.dataset, settings)
     check_input_shape(space, data)
-    return Prepared(data, evaluate)
+    return Prepared(data, evaluate, metrics)
 
 
 def check_run(space: Space, settings: SearchSettings) -> None:
@@ -112,3 +120,51 @@ def check_input_shape(space: Space, data: Any) -> None:
             f"the space's input shape {list(declared)} does not match dataset '{dataset_name(data)}' ({list(shape)})",
             space.document.locate(("input", "shape")),
         )
+
+
+def check_device_setting(space: Space, settings: SearchSettings) -> None:
+    """``train.device`` is a device torch can use on this machine (else every trial would fail, blaming a block)."""
+    from archforge.builder.network import check_device
+
+    device = settings.train.device
+    try:
+        check_device(device)
+    except SettingError as exc:
+        written = space.settings.train.device == device and _written(space, ("search", "train", "device"))
+        if written:
+            raise SpecError(f"search.train.device: {exc}", space.document.locate(("search", "train", "device"))) from None
+        raise SettingError(f"train.device: {exc}") from None
+
+
+def check_measured_names(space: Space, settings: SearchSettings, metrics: Mapping[str, Any]) -> None:
+    """Every objective and every name in ``constraints.metrics`` is a built-in objective or a metric in ``metrics``."""
+    known = [*OBJECTIVES, *metrics]
+    for index, name in enumerate(settings.objectives):
+        if name not in known:
+            written = space.settings.objectives == settings.objectives
+            raise _unknown(space, f"unknown objective '{name}'", name, known, ("search", "objectives", index) if written else None,
+                           "objectives")
+    for name in settings.constraints.metrics:
+        if name not in known:
+            written = name in space.settings.constraints.metrics
+            raise _unknown(space, f"unknown metric '{name}' in constraints.metrics", name, known,
+                           ("search", "constraints", "metrics", name) if written else None, "constraints")
+
+
+def _unknown(space: Space, what: str, name: str, known: list[str], path: tuple[Any, ...] | None, setting: str) -> Exception:
+    plugins = [k for k in known if k not in OBJECTIVES]
+    installed = f"installed metrics: {', '.join(plugins)}" if plugins else "no plugin metric is installed"
+    message = f"{what}{did_you_mean(name, known)}: use a built-in objective ({', '.join(OBJECTIVES)}) or a plugin metric ({installed})"
+    if path is not None:
+        return SpecError(message, space.document.locate(path, key=path[-2:-1] == ("metrics",)))
+    return SettingError(f"{setting}: {message}")
+
+
+def _written(space: Space, path: tuple[Any, ...]) -> bool:
+    """Whether the space file itself holds the setting at ``path``."""
+    data: Any = space.document.data
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return False
+        data = data[key]
+    return True

@@ -13,8 +13,8 @@ from archforge.search.settings import SearchSettings
 class ComputeSummary(BaseModel):
     """Epochs actually run against the epochs full training (``epochs`` × ``seeds``) of every candidate considered.
 
-    ``evaluated``: candidates trained (complete, pruned or failed); ``rejected``: distinct candidates
-    refused before training; ``reused``: trials answered from a stored result; ``interrupted``:
+    ``evaluated``: candidates trained (complete, pruned, failed, or rejected after training by
+    ``constraints.metrics``: ``rejected_trained``); ``rejected``: distinct candidates refused before training; ``reused``: trials answered from a stored result; ``interrupted``:
     trials a worker left unfinished; ``train_time_s`` / ``driver_time_s``: seconds spent training and
     measuring / around them, summed over trials; ``driver_overhead``: share of the workers' busy time
     not spent training (``None`` when no worker stored its time).
@@ -31,6 +31,7 @@ class ComputeSummary(BaseModel):
     pruned: int
     failed: int
     rejected: int
+    rejected_trained: int = 0
     reused: int
     interrupted: int
     proxy_discarded: int
@@ -55,7 +56,9 @@ def compute_summary(records: Sequence[TrialRecord], settings: SearchSettings, pr
         epochs=epochs, seeds=seeds, epochs_run=run, epochs_full=full, epochs_saved=full - run,
         saved_fraction=(full - run) / full if full else 0.0, evaluated=len(counted),
         complete=sum(r.status == "complete" for r in counted), pruned=sum(r.status == "pruned" for r in counted),
-        failed=sum(r.status == "failed" for r in counted), rejected=len({r.hash for r in records if r.status == "rejected"}),
+        failed=sum(r.status == "failed" for r in counted),
+        rejected=len({r.hash for r in records if r.status == "rejected"} - {r.hash for r in counted}),
+        rejected_trained=sum(r.status == "rejected" for r in counted),
         reused=sum(r.duplicate_of is not None and r.status != "rejected" for r in records), interrupted=len(interrupted),
         proxy_discarded=discarded, train_time_s=sum(r.eval_time_s or 0.0 for r in records),
         driver_time_s=sum(r.driver_time_s or 0.0 for r in records),
@@ -70,7 +73,8 @@ def compute_text(c: ComputeSummary | dict[str, Any]) -> str:
     if c.epochs_full:
         text += f": saved {c.epochs_saved} ({100 * c.saved_fraction:.1f}%)"
     parts = [f"{n} {what}" for n, what in ((c.pruned, "pruned early"), (c.proxy_discarded, "discarded by the proxy"),
-                                           (c.reused, "result reused" if c.reused == 1 else "results reused"), (c.rejected, "rejected before training")) if n]
+                                           (c.reused, "result reused" if c.reused == 1 else "results reused"), (c.rejected, "rejected before training"),
+                                           (c.rejected_trained, "rejected after training")) if n]
     text += f" ({', '.join(parts)})" if parts else ""
     if c.driver_overhead is not None:
         text += f"; driver overhead {100 * c.driver_overhead:.1f}% of worker time"

@@ -8,8 +8,11 @@ For each trial the objective
 3. rejects the candidate before any training when the shape checker or a constraint
    (``max_params``, ``max_flops``, ...) refuses it (state ``PRUNED``, with the reason);
 4. trains each missing seed with the evaluator, reporting validation accuracy per epoch to the
-   pruner (first seed only), storing each finished seed at once;
-5. stores the :class:`~archforge.search.records.Outcome` and returns the objective values.
+   pruner (first seed only), storing each finished seed at once; the evaluator measures the
+   installed plugin metrics on each trained model (:mod:`archforge.search.metrics`);
+5. rejects the trained candidate when a bound of ``constraints.metrics`` refuses it (state
+   ``PRUNED``; it was trained, so it counts in the budget), else stores the
+   :class:`~archforge.search.records.Outcome` and returns the objective values.
 
 Optuna does the rest: heartbeats while a trial runs, failing and retrying the trials of dead
 workers (``RetryFailedTrialCallback``), the trial state on an exception or Ctrl-C. An evaluator
@@ -34,7 +37,9 @@ from typing import Any, Callable, Iterator, Mapping
 from archforge.errors import SpecError, SpecWarning
 from archforge.search import cache, records
 from archforge.search.progress import Display
-from archforge.search.records import COUNTED, CandidateAttr, Outcome, ProgressAttr, SeedResult, TrialRecord, WorkerAttr, finite
+from archforge.search.metrics import installed_metrics, metric_label
+from archforge.search.records import COUNTED, CandidateAttr, Outcome, ProgressAttr, SeedResult, TrialRecord, WorkerAttr, finite, measured
+from archforge.search.seed_results import seed_result, takes_metrics
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Candidate, Space
 from archforge.search.storage import sqlite_path
@@ -82,6 +87,9 @@ class Objective:
         self.lock = sqlite_path(plan.storage_url)  # claims are made under the store's lock (SQLite on this machine)
         self.eval_s = 0.0
         self._summaries: dict[str, tuple[int, int]] = {}
+        self.metrics = installed_metrics()
+        # An evaluator measures plugin metrics when it takes them (archforge's own does).
+        self._metric_args = {"metrics": self.metrics} if self.metrics and takes_metrics(evaluate) else {}
 
     def __call__(self, trial: Any) -> float | list[float]:
         started = time.perf_counter()
@@ -160,7 +168,7 @@ class Objective:
 
         started = time.perf_counter()
         try:
-            result = self.evaluate(candidate.spec, self.data, config, on_epoch=on_epoch)
+            result = self.evaluate(candidate.spec, self.data, config, on_epoch=on_epoch, **self._metric_args)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - TrialError, NaN, OOM, a crashing block, sys.exit: fail this trial only
@@ -170,7 +178,8 @@ class Objective:
                 self.display.message(f"#{trial.number}: {error}; the trial is failed and the search goes on")
             return SeedResult(seed=seed, status="failed", error=error[:2000], epochs_run=len(history), history=history,
                               eval_time_s=round(time.perf_counter() - started, 4))
-        return seed_result(seed, result, history, epochs=config.epochs, pruned=pruned, eval_s=time.perf_counter() - started)
+        return seed_result(seed, result, history, epochs=config.epochs, pruned=pruned, eval_s=time.perf_counter() - started,
+                           metrics=self.metrics)
 
     def aggregate(self, candidate: Candidate, results: Mapping[int, SeedResult], fresh: set[int]) -> Outcome:
         """One outcome from the seeds: mean ± std of accuracy, the first failure or pruning, median costs."""
@@ -191,8 +200,11 @@ class Objective:
         for name in ("params", "flops"):
             outcome[name] = next((getattr(r, name) for r in seeds if getattr(r, name) is not None), getattr(candidate, name))
         for name in ("latency_ms", "latency_iqr_ms", "peak_memory_mb", "train_time_s"):
-            measured = [getattr(r, name) for r in seeds if getattr(r, name) is not None]
-            outcome[name] = statistics.median(measured) if measured else None
+            values = [getattr(r, name) for r in seeds if getattr(r, name) is not None]
+            outcome[name] = statistics.median(values) if values else None
+        names = dict.fromkeys(name for r in seeds for name in r.metrics)
+        per_metric = {name: [r.metrics[name] for r in seeds if r.metrics.get(name) is not None] for name in names}
+        outcome["metrics"] = {name: statistics.median(values) if values else None for name, values in per_metric.items()}
         return Outcome(**outcome)
 
     def finish(self, trial: Any, outcome: Outcome, started: float, *, eval_s: float = 0.0,
@@ -206,11 +218,7 @@ class Objective:
         values = None
         if outcome.status == "complete":
             outcome = self._with_summary(candidate, outcome) if candidate is not None else outcome
-            missing = next((o for o in self.settings.objectives if getattr(outcome, o) is None), None)
-            if missing is not None:
-                outcome = outcome.model_copy(update={"status": "failed", "error": f"the evaluator gave no '{missing}' for objective '{missing}'"})
-            else:
-                values = [float(getattr(outcome, o)) for o in self.settings.objectives]
+            outcome, values = self._judged(outcome)
         outcome = outcome.model_copy(update={"driver_time_s": round(time.perf_counter() - started - eval_s, 4)})
         records.write(trial, outcome)
         if values is not None:
@@ -218,6 +226,23 @@ class Objective:
         if outcome.status in ("rejected", "pruned"):
             raise optuna.TrialPruned(outcome.error or outcome.status)
         raise TrialFailed(outcome.error or outcome.status)
+
+    def _judged(self, outcome: Outcome) -> tuple[Outcome, list[float] | None]:
+        """A complete outcome with its objective values; failed when one is missing, rejected by ``constraints.metrics``."""
+        bounded = list(self.settings.constraints.metrics)
+        for name, role in [*((o, "objective") for o in self.settings.objectives), *((b, "constraint") for b in bounded)]:
+            if measured(outcome, name) is None:
+                return outcome.model_copy(update={"status": "failed", "error": self._missing(name, role)}), None
+        reason = self.settings.constraints.metric_violation({name: measured(outcome, name) for name in bounded})
+        if reason is not None:
+            return outcome.model_copy(update={"status": "rejected", "error": reason}), None
+        return outcome, [float(measured(outcome, o)) for o in self.settings.objectives]  # type: ignore[arg-type]
+
+    def _missing(self, name: str, role: str) -> str:
+        if name not in self.metrics:
+            return f"the evaluator gave no '{name}' for {role} '{name}'"
+        return (f"the evaluator gave no value of {metric_label(name, self.metrics[name][1])} for {role} '{name}': "
+                "an evaluator measures plugin metrics when it takes a 'metrics' argument, as archforge's own does")
 
     def _with_summary(self, candidate: Candidate, outcome: Outcome) -> Outcome:
         # params and FLOPs for cost objectives and tie-breaking, when a custom evaluator did not give them.
@@ -251,37 +276,6 @@ def suggest(trial: Any, name: str, distribution: Any) -> Any:
     raise TypeError(f"decision {name}: no suggest method for {type(distribution).__name__}")
 
 
-def seed_result(seed: int, result: Any, history: list[float | None], *, epochs: int, pruned: bool, eval_s: float) -> SeedResult:
-    """A :class:`SeedResult` from what an evaluator returned (an ``EvalResult``, a mapping or any object with its fields).
-
-    It is ``pruned`` only when the pruner asked to stop and the evaluator did stop before ``epochs``.
-    """
-    def field(name: str) -> Any:
-        return result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
-
-    accuracy = finite(field("accuracy"))
-    timings = field("timings")
-    epochs_run = _count(field("epochs")) if _count(field("epochs")) is not None else len(history)
-    pruned = pruned and epochs_run < epochs
-    status, error = ("pruned" if pruned else "ok"), None
-    if accuracy is None or not 0.0 <= accuracy <= 1.0:
-        given = field("accuracy")
-        problem = "no accuracy" if given is None else f"accuracy {given!r}, not a finite number" if finite(given) is None \
-            else f"accuracy {given!r}, not in [0, 1]"
-        status, error, accuracy = "failed", f"the evaluator gave {problem}", None
-    return SeedResult(
-        seed=seed, status=status, error=error, accuracy=accuracy,
-        epochs_run=epochs_run,
-        history=[finite(a) for a in (field("history") if isinstance(field("history"), (list, tuple)) and field("history") else history)],
-        stopped_early=bool(field("stopped_early")) or pruned,
-        params=_count(field("params")), flops=_count(field("flops")),
-        latency_ms=finite(field("latency_ms")), latency_iqr_ms=finite(field("latency_iqr_ms")),
-        peak_memory_mb=finite(field("peak_memory_mb")), train_time_s=finite(field("train_time_s")),
-        eval_time_s=round(eval_s, 4),
-        timings={str(k): finite(v) for k, v in timings.items()} if isinstance(timings, Mapping) else {},
-    )
-
-
 class StopRule:
     """``study.optimize`` callback: stop when the budget is spent, every distinct candidate is known, or nothing new comes."""
 
@@ -310,16 +304,6 @@ class StopRule:
         """The budget is spent (claims of running trials other than ``me`` count), or every distinct candidate is known."""
         known = {r.hash for r in trials if r.hash is not None and r.status in (*COUNTED, "rejected")}
         return cache.budget_spent(trials, self.budget, me) or bool(self.distinct and len(known) >= self.distinct)
-
-
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if number.is_integer() and 0 <= number < 2**63 else None
 
 
 def _message(exc: BaseException) -> str:

@@ -23,7 +23,8 @@ Training recipe (the usual short-schedule recipe for small image classifiers):
 
 After training, the forward latency at ``latency_batch`` is measured by
 :func:`archforge.search.measure.measure_latency` (median and interquartile range of at
-least ``latency_repeats`` timed passes; 0 skips it and both are nan).
+least ``latency_repeats`` timed passes; 0 skips it and both are nan), then each plugin
+metric given in ``metrics`` (:mod:`archforge.search.metrics`).
 
 Determinism: the seed fixes Python's, NumPy's and torch's RNGs (so the initial
 weights), the data order (a dedicated generator) and the augmentation (another one).
@@ -50,14 +51,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from archforge.builder import build
-from archforge.builder.network import SpecLike, as_graph
+from archforge.builder.network import SpecLike, as_graph, check_device
 from archforge.data.augment import AugmentConfig, BatchAugment, default_augment
 from archforge.data.split import DataSplit
 from archforge.errors import SpecError
 from archforge.graph import Graph
-from archforge.registry import Registry
+from archforge.registry import MetricContext, Registry
 from archforge.search.failures import TrialError, describe_failure, format_traceback
 from archforge.search.measure import Latency, PeakMemory, flops_and_output, measure_latency, training_state_bytes
+from archforge.search.metrics import Metrics, measure_metrics
 from archforge.search.training import AugmentSettings, TrainConfig
 
 __all__ = ["EvalResult", "OnEpoch", "TrainConfig", "TrialError", "augment_config", "evaluate", "lr_at", "seed_everything",
@@ -71,7 +73,8 @@ _NOT_MEASURED = Latency(median_ms=math.nan, iqr_ms=math.nan, passes=0)
 @dataclass
 class EvalResult:
     """What a trial measured. ``timings`` (seconds) splits the trial's wall time by phase:
-    ``build``, ``summarize`` (params and FLOPs), ``setup``, ``train``, ``validate``, ``latency``, ``total``."""
+    ``build``, ``summarize`` (params and FLOPs), ``setup``, ``train``, ``validate``, ``latency``,
+    ``metrics`` (when plugin metrics were measured), ``total``."""
 
     accuracy: float  # top-1 on the validation split after the last epoch run, 0..1
     epochs: int  # epochs actually run
@@ -84,6 +87,7 @@ class EvalResult:
     train_time_s: float  # wall time of the training steps (validation excluded)
     latency_iqr_ms: float = math.nan  # interquartile range of the latency's timed runs; nan if skipped
     timings: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # plugin metric name → value on the trained model
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,30 +100,35 @@ def evaluate(
     *,
     on_epoch: OnEpoch | None = None,
     registry: Registry | None = None,
+    metrics: Metrics | None = None,
 ) -> EvalResult:
     """Train ``spec`` (a :class:`~archforge.Spec`, a path to one, or a compiled Graph) on ``data.train_*`` for ``config.epochs`` and measure it; see the module docstring.
 
     After each epoch the validation accuracy is computed and ``on_epoch(epoch, acc)``
     (epochs counted from 1) is called; returning True stops training there
     (``stopped_early``). Exceptions raised by ``on_epoch`` itself (e.g. a pruning
-    signal) propagate unchanged. Any failure of the candidate raises :class:`TrialError`.
+    signal) propagate unchanged. Any failure of the candidate raises :class:`TrialError`;
+    a device this machine cannot use raises :class:`~archforge.errors.SettingError` first.
+
+    ``metrics``: plugin metrics to measure on the trained model, by name, as
+    :attr:`archforge.registry.Registry.metrics` holds them; their values are ``EvalResult.metrics``.
     """
-    return _run(spec, data, config, on_epoch, registry, keep_model=False)[1]
+    return _run(spec, data, config, on_epoch, registry, metrics, keep_model=False)[1]
 
 
 def train_model(spec: SpecLike, data: DataSplit, config: TrainConfig, *, on_epoch: OnEpoch | None = None,
-                registry: Registry | None = None) -> tuple[nn.Module, EvalResult]:
+                registry: Registry | None = None, metrics: Metrics | None = None) -> tuple[nn.Module, EvalResult]:
     """:func:`evaluate`, returning the trained module too (on ``config.device``, in train mode) with its result."""
-    model, result = _run(spec, data, config, on_epoch, registry, keep_model=True)
+    model, result = _run(spec, data, config, on_epoch, registry, metrics, keep_model=True)
     assert model is not None
     return model, result
 
 
 def _run(spec: SpecLike, data: DataSplit, config: TrainConfig, on_epoch: OnEpoch | None, registry: Registry | None,
-         *, keep_model: bool) -> tuple[nn.Module | None, EvalResult]:
+         metrics: Metrics | None, *, keep_model: bool) -> tuple[nn.Module | None, EvalResult]:
     """One trial with the thread count set and restored, and its memory given back whether it fails or not."""
     previous_threads = torch.get_num_threads()
-    trial = _Trial(spec, data, config, registry)
+    trial = _Trial(spec, data, config, registry, metrics)
     failure: TrialError | None = None
     result: EvalResult | None = None
     model: nn.Module | None = None
@@ -177,7 +186,8 @@ def augment_config(setting: bool | AugmentSettings, input_shape: tuple[int, ...]
 class _Trial:
     """The state of one evaluation; :meth:`run` drives it, :meth:`_guard` turns failures into TrialErrors."""
 
-    def __init__(self, spec: SpecLike, data: DataSplit, config: TrainConfig, registry: Registry | None):
+    def __init__(self, spec: SpecLike, data: DataSplit, config: TrainConfig, registry: Registry | None, metrics: Metrics | None):
+        check_device(config.device)  # a device torch cannot use is the setting's fault, not the first block's
         self.data = data
         self.config = config
         self.device = torch.device(config.device)
@@ -191,6 +201,7 @@ class _Trial:
         self.phase = "while building the model"
         self._spec = spec
         self._registry = registry
+        self._metrics = dict(metrics or {})
         if config.epochs < 1 or config.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {config.epochs} and {config.batch_size}")
         if len(data.val_y) == 0 or len(data.train_y) == 0:
@@ -228,11 +239,16 @@ class _Trial:
         latency = _NOT_MEASURED
         if self.config.latency_repeats > 0:
             latency = self._timed("latency", self._guard, self._latency)
+        metrics: dict[str, float] = {}
+        if self._metrics:
+            self.phase = "while measuring plugin metrics"
+            context = MetricContext(input_dims=tuple(self.data.input_shape), device=self.device)
+            metrics = self._timed("metrics", measure_metrics, self.model, self._metrics, context)
         self.timings["total"] = time.perf_counter() - start
         return EvalResult(
             accuracy=history[-1], epochs=len(history), history=history, stopped_early=stopped,
             params=params, flops=flops, latency_ms=latency.median_ms, latency_iqr_ms=latency.iqr_ms,
-            peak_memory_mb=self.peak_memory_mb, train_time_s=train_time, timings=dict(self.timings),
+            peak_memory_mb=self.peak_memory_mb, train_time_s=train_time, timings=dict(self.timings), metrics=metrics,
         )
 
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:

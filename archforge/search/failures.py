@@ -22,8 +22,8 @@ class TrialError(Exception):
     """A candidate that could not be trained or measured; ``str(error)`` is one readable line.
 
     ``kind`` is ``"spec"`` (does not validate or build), ``"shape"`` (does not fit the
-    data), ``"nan"`` (non-finite loss), ``"oom"`` (out of memory) or ``"error"`` (an
-    exception while running it); ``epoch``/``step`` say when, where it applies.
+    data), ``"nan"`` (non-finite loss), ``"oom"`` (out of memory), ``"metric"`` (a plugin
+    metric raised or gave no finite number) or ``"error"`` (an exception while running it); ``epoch``/``step`` say when, where it applies.
     ``details`` holds the formatted traceback of the original exception, for logs (the
     exception objects themselves are not kept, so a failed trial frees its memory).
     """

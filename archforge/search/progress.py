@@ -118,6 +118,7 @@ def trial_line(r: TrialRecord) -> str:
         bits.append(f"params {r.params:,}")
     if r.latency_ms is not None:
         bits.append(f"{r.latency_ms:.2f} ms")
+    bits.extend(f"{name} {value:.4g}" for name, value in r.metrics.items() if value is not None)
     if r.parent is not None:
         bits.append(f"child of #{r.parent} ({r.mutated})")
     text = head + (" · " + " · ".join(bits) if bits else "")

@@ -4,7 +4,8 @@
 hash: a trial that reused another's result adds to that candidate's ``reuses``, never a row)
 and returns them with :class:`RankingNote` s, plain sentences a report prints under the table:
 
-- **order**: complete candidates by the first objective; equal values are broken by cost
+- **order**: complete candidates by the first objective (a built-in one, or a plugin metric in
+  the direction of its goal); equal values are broken by cost
   (fewer params, then lower latency; higher accuracy first when accuracy is not the first
   objective), then by trial number, and a ``ties`` note says how many ties that decided.
   With several objectives the Pareto front comes first: it is Optuna's own
@@ -27,12 +28,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
 from archforge.search.measure import NOISY_IQR_FRACTION  # the measurement's own threshold, re-exported
-from archforge.search.records import TrialRecord
+from archforge.search.records import TrialRecord, measured
 from archforge.search.settings import OBJECTIVES
 
 #: Confidence of the accuracy intervals.
@@ -68,6 +69,7 @@ class RankedRow(BaseModel):
     latency_noisy: bool = Field(False, description="latency_iqr_ms / latency_ms > NOISY_IQR_FRACTION.")
     peak_memory_mb: float | None = None
     train_time_s: float | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict, description="Plugin metrics by name.")
     epochs_run: int = 0
     epochs_full: int = 0
     reuses: int = Field(0, description="Later trials that reused this result instead of training again.")
@@ -145,32 +147,35 @@ def candidates(records: Iterable[TrialRecord]) -> list[tuple[TrialRecord, int]]:
         key = record.hash or f"#{record.number}"
         if record.duplicate_of is not None:
             reuses[key] = reuses.get(key, 0) + 1
-        elif record.counted:
+        elif record.counted and record.status in _STATUS_ORDER:  # not a trained candidate a metric constraint rejected
             old = chosen.get(key)
             if old is None or _STATUS_ORDER[record.status] < _STATUS_ORDER[old.status]:
                 chosen[key] = record
     return [(record, reuses.get(key, 0)) for key, record in chosen.items()]
 
 
-def rank(records: Sequence[TrialRecord], objectives: Sequence[str], *, front: Iterable[int] | None = None) -> Ranking:
+def rank(records: Sequence[TrialRecord], objectives: Sequence[str], *, front: Iterable[int] | None = None,
+         goals: Mapping[str, str] | None = None) -> Ranking:
     """Rank the evaluated candidates of ``records`` by ``objectives`` (see the module docstring).
 
     ``front``: the trial numbers of ``study.best_trials``, needed with several objectives.
     A front trial stands for its candidate, so a reuse on the front marks the candidate it reused.
+    ``goals``: the direction of each plugin metric an objective names.
     """
     objectives = list(objectives)
+    goals = dict(goals or {})
     for name in objectives:
-        if name not in OBJECTIVES:
-            raise ValueError(f"unknown objective {name!r}: use {', '.join(OBJECTIVES)}")
+        if name not in OBJECTIVES and name not in goals:
+            raise ValueError(f"unknown objective {name!r}: use {', '.join(OBJECTIVES)} or a metric given in goals")
     if len(objectives) > 1 and front is None:
         raise ValueError("ranking several objectives needs the Pareto front: pass front=[t.number for t in study.best_trials]")
     numbers = set(front or ()) if len(objectives) > 1 else set()
     front_hashes = {r.hash for r in records if r.number in numbers and r.hash is not None}
     rows = [_row(record, reuses, record.hash in front_hashes) for record, reuses in candidates(records)]
-    complete = sorted((r for r in rows if r.status == "complete"), key=lambda r: _order_key(r, objectives))
+    complete = sorted((r for r in rows if r.status == "complete"), key=lambda r: _order_key(r, objectives, goals))
     for position, row in enumerate(complete, 1):
         row.rank = position
-    pruned = sorted((r for r in rows if r.status == "pruned"), key=lambda r: (_signed(r, "accuracy"), r.trial))
+    pruned = sorted((r for r in rows if r.status == "pruned"), key=lambda r: (_signed(r, "accuracy", goals), r.trial))
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.trial)
     notes = [note for note in (tie_note(complete, objectives), separability_note(complete, objectives),
                                noisy_latency_note(complete)) if note is not None]
@@ -182,8 +187,8 @@ def tie_note(ranked: Sequence[RankedRow], objectives: Sequence[str]) -> RankingN
     primary = objectives[0]
     groups: list[list[RankedRow]] = []
     for row in ranked:
-        if groups and (groups[-1][0].pareto, getattr(groups[-1][0], primary)) == (row.pareto, getattr(row, primary)) \
-                and getattr(row, primary) is not None:
+        if groups and (groups[-1][0].pareto, measured(groups[-1][0], primary)) == (row.pareto, measured(row, primary)) \
+                and measured(row, primary) is not None:
             groups[-1].append(row)
         else:
             groups.append([row])
@@ -243,7 +248,7 @@ def _row(record: TrialRecord, reuses: int, pareto: bool) -> RankedRow:
         accuracy_low=bounds[0] if bounds else None, accuracy_high=bounds[1] if bounds else None,
         params=record.params, flops=record.flops, latency_ms=record.latency_ms, latency_iqr_ms=record.latency_iqr_ms,
         latency_noisy=latency_noisy(record.latency_ms, record.latency_iqr_ms), peak_memory_mb=record.peak_memory_mb,
-        train_time_s=record.train_time_s, epochs_run=record.epochs_run, epochs_full=record.epochs_full, reuses=reuses,
+        train_time_s=record.train_time_s, metrics=dict(record.metrics), epochs_run=record.epochs_run, epochs_full=record.epochs_full, reuses=reuses,
         parent=record.parent, mutated=record.mutated, proxy_score=record.proxy_score, error=record.error,
         decisions=dict(record.decisions),
     )
@@ -253,17 +258,17 @@ def _tie_keys(primary: str) -> list[str]:
     return [k for k in TIE_BREAK if k != primary]
 
 
-def _signed(row: RankedRow, name: str) -> float:
+def _signed(row: RankedRow, name: str, goals: Mapping[str, str]) -> float:
     """The value to sort ascending: maximised objectives negated, a missing value last."""
-    value = getattr(row, name)
+    value = measured(row, name)
     if value is None:
         return math.inf
-    return -float(value) if OBJECTIVES[name] == "maximize" else float(value)
+    return -float(value) if (OBJECTIVES.get(name) or goals[name]) == "maximize" else float(value)  # type: ignore[arg-type]
 
 
-def _order_key(row: RankedRow, objectives: Sequence[str]) -> tuple[Any, ...]:
+def _order_key(row: RankedRow, objectives: Sequence[str], goals: Mapping[str, str]) -> tuple[Any, ...]:
     primary = objectives[0]
-    return (not row.pareto, _signed(row, primary), *(_signed(row, k) for k in _tie_keys(primary)), row.trial)
+    return (not row.pareto, _signed(row, primary, goals), *(_signed(row, k, goals) for k in _tie_keys(primary)), row.trial)
 
 
 def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:

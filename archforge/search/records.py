@@ -9,15 +9,18 @@ A trial carries, as user attributes (keys in :data:`KEYS`):
 - ``seed_<s>`` (:class:`SeedResult`): one per training seed, written as soon as that seed
   finishes, so a killed worker loses at most one seed;
 - ``outcome`` (:class:`Outcome`): status, aggregated metrics, error; written once, when done;
+  plugin metrics (``metrics``, by name) beside the built-in ones, in seed results and outcomes;
 - ``proxy`` (:class:`ProxyAttr`) and ``lineage`` (:class:`LineageAttr`): why it was queued.
 
-The study carries the run (:class:`RunMeta`: space text, settings, training-settings key) under
+The study carries the run (:class:`RunMeta`: space text, settings, training-settings key, the
+plugin metrics measured with their goals) under
 ``archforge`` and the proxy phase (:class:`ProxyPhase`) under ``archforge_proxy``. Which trial a
 retried one replaces is Optuna's own record (``RetryFailedTrialCallback.retried_trial_number``).
 
 Reading goes through :meth:`TrialRecord.of`, which validates every attribute: a store edited by
 hand or by another program yields status ``unreadable`` with the reason, never a crash. CSV and
-JSON columns are the fields of :class:`TrialRecord`.
+JSON columns are the fields of :class:`TrialRecord`, with ``metric.<name>`` and ``decision.<name>`` columns.
+A measured value is read by name, built in or plugin metric alike, with :func:`measured`.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ Text = Annotated[str, AfterValidator(_short_text)]
 Count = Annotated[int, Field(ge=0, lt=2**63)]
 #: A finite float; ``None`` for a metric that was not measured.
 Metric = float | None
+#: Plugin metric values by metric name.
+PluginValues = dict[Text, Metric]
 
 
 class _Attr(BaseModel):
@@ -118,6 +123,7 @@ class Costs(_Attr):
     latency_iqr_ms: Metric = Field(None, description="Interquartile range of the latency's timed runs.")
     peak_memory_mb: Metric = None
     train_time_s: Metric = None
+    metrics: PluginValues = Field(default_factory=dict, description="Plugin metrics by name (an outcome: medians over seeds).")
 
 
 class SeedResult(Costs):
@@ -154,6 +160,16 @@ class Outcome(Costs):
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"accuracy {value} is not in [0, 1]")
         return value
+
+
+def measured(item: Any, name: str) -> float | None:
+    """The value of ``name`` on a seed result, outcome, trial record or ranked row: a built-in measurement
+    (``accuracy``, ``params``, ``latency_ms``, ...) or a plugin metric, which cannot take a built-in's name."""
+    from archforge.registry.extensions import BUILTIN_MEASUREMENTS
+
+    if name in BUILTIN_MEASUREMENTS:
+        return getattr(item, name, None)
+    return (getattr(item, "metrics", None) or {}).get(name)
 
 
 class ProxyAttr(_Attr):
@@ -201,6 +217,16 @@ def attrs(*values: _Attr) -> dict[str, Any]:
     return {key_of(v): dump(v) for v in values}
 
 
+class MetricInfo(_Attr):
+    """A plugin metric a run measured: its direction, and where it came from."""
+
+    goal: Literal["minimize", "maximize"]
+    plugin: Text
+    distribution: Text
+    version: Text = "?"
+    description: Text = ""
+
+
 class RunMeta(_Attr):
     """The run a study holds: enough to resume it, and to report it, from the store alone."""
 
@@ -213,6 +239,7 @@ class RunMeta(_Attr):
     config_key: str
     dataset: str
     decisions: list[dict[str, Any]] = Field(default_factory=list)
+    metrics: dict[Text, MetricInfo] = Field(default_factory=dict, description="The plugin metrics measured, by name.")
 
 
 class ProxyPhase(_Attr):
@@ -288,6 +315,7 @@ class TrialRecord(BaseModel):
     latency_iqr_ms: float | None = None
     peak_memory_mb: float | None = None
     train_time_s: float | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict, description="Plugin metrics by name.")
     epochs_run: int = 0
     epochs_full: int = 0
     error: str | None = None
@@ -307,8 +335,10 @@ class TrialRecord(BaseModel):
 
     @property
     def counted(self) -> bool:
-        """An evaluation of its own (not a reuse, rejection, interrupted or cancelled trial): it counts against the budget."""
-        return self.status in COUNTED and self.duplicate_of is None
+        """An evaluation of its own (not a reuse, interrupted or cancelled trial, nor one rejected before training):
+        it counts against the budget. A candidate a metric constraint rejected after training was trained: it counts."""
+        trained_then_rejected = self.status == "rejected" and self.epochs_run > 0
+        return (self.status in COUNTED or trained_then_rejected) and self.duplicate_of is None
 
     @classmethod
     def of(cls, trial: Any) -> "TrialRecord":
@@ -329,12 +359,12 @@ class TrialRecord(BaseModel):
         status = outcome.status if outcome is not None else {"RUNNING": "running", "WAITING": "waiting"}.get(trial.state.name, "interrupted")
         proxy: ProxyAttr | None = parsed.get("proxy")
         lineage: LineageAttr | None = parsed.get("lineage")
-        metrics = outcome.model_dump(exclude={"status"}) if outcome is not None else {}
+        results = outcome.model_dump(exclude={"status"}) if outcome is not None else {}
         if outcome is None:
-            metrics["epochs_run"] = sum(s.epochs_run for s in seeds.values())
+            results["epochs_run"] = sum(s.epochs_run for s in seeds.values())
         values = [float(v) for v in trial.values] if trial.values is not None else None
         return cls(
-            **base, **metrics, status=status, values=values, seeds=seeds, worker=parsed.get("worker"), progress=parsed.get("progress"),
+            **base, **results, status=status, values=values, seeds=seeds, worker=parsed.get("worker"), progress=parsed.get("progress"),
             hash=candidate.hash if candidate else None, config=candidate.config if candidate else None, decisions=candidate.decisions if candidate else {},
             spec=candidate.spec if candidate else None,
             parent=lineage.parent if lineage else None, mutated=lineage.mutated if lineage else None,
@@ -342,8 +372,10 @@ class TrialRecord(BaseModel):
         )
 
     def row(self) -> dict[str, Any]:
-        """The flat row of CSV/JSON exports (decisions as ``decision.<name>`` columns, no spec or per-seed detail)."""
-        row = self.model_dump(mode="json", exclude={"decisions", "spec", "seeds", "worker", "progress", "values"})
+        """The flat row of CSV/JSON exports (plugin metrics as ``metric.<name>`` columns, decisions as
+        ``decision.<name>`` columns, no spec or per-seed detail)."""
+        row = self.model_dump(mode="json", exclude={"decisions", "spec", "seeds", "worker", "progress", "values", "metrics"})
+        row.update({f"metric.{k}": v for k, v in self.metrics.items()})
         row.update({f"decision.{k}": v for k, v in self.decisions.items()})
         return row
 

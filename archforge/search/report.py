@@ -6,9 +6,10 @@ into a folder:
 
 ==================  ================================================================
 ``trials.csv``      one row per stored trial (reused, rejected, interrupted ones included);
-                    the columns are :meth:`TrialRecord.row` 's keys
-``trials.json``     the settings, the compute summary, the ranking with its notes, and
-                    every trial (its row, concrete spec and per-seed results)
+                    the columns are :meth:`TrialRecord.row` 's keys (plugin metrics as
+                    ``metric.<name>``, decisions as ``decision.<name>``)
+``trials.json``     the settings, the plugin metrics measured, the compute summary, the ranking
+                    with its notes, and every trial (its row, concrete spec and per-seed results)
 ``pareto.png``      accuracy vs parameters and vs latency (:mod:`archforge.search.plots`)
 ``placement.png``   mean accuracy per value of each decision
 ``best.yaml``       the best candidate's concrete spec (``archforge build`` builds it)
@@ -43,7 +44,7 @@ from archforge.search.ranking import RankedRow, Ranking, rank
 from archforge.search.records import (
     PROXY_KEY, RUN_KEY, ProxyPhase, RunMeta, TrialRecord, WorkerStats, first_error, read_study_attr, read_trials, read_worker_stats,
 )
-from archforge.search.settings import SearchSettings
+from archforge.search.settings import OBJECTIVES, SearchSettings
 
 #: Complete candidates whose stored spec is validated before they are ranked as best or written out.
 CHECKED_SPECS = 10
@@ -90,6 +91,16 @@ class RunData:
         return list(self.settings.objectives)
 
     @property
+    def goals(self) -> dict[str, str]:
+        """The direction of each plugin metric the run measured."""
+        return {name: info.goal for name, info in self.meta.metrics.items()}
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The plugin metrics of the run: those it measured, then any other a stored trial holds."""
+        return list(dict.fromkeys([*self.meta.metrics, *(name for r in self.records for name in r.metrics)]))
+
+    @property
     def decision_names(self) -> list[str]:
         return [d["name"] for d in self.meta.decisions if isinstance(d.get("name"), str)]
 
@@ -98,7 +109,7 @@ class RunData:
     def ranking(self) -> Ranking:
         """The ranking and its notes; the stored specs of the best :data:`CHECKED_SPECS` are validated first."""
         while self._ranking is None:
-            ranking = rank(self.records, self.objectives, front=self.front)
+            ranking = rank(self.records, self.objectives, front=self.front, goals=self.goals)
             bad = _first_bad_spec([self.record(row.trial) for row in ranking.ranked[:CHECKED_SPECS]])
             if bad is None:
                 self._ranking = ranking
@@ -184,12 +195,22 @@ class RunData:
 
 
 def settings_of(meta: RunMeta, name: str) -> SearchSettings:
-    """The stored settings of study ``name`` as :class:`SearchSettings` (see :meth:`SearchSettings.from_stored`)."""
+    """The stored settings of study ``name`` as :class:`SearchSettings` (see :meth:`SearchSettings.from_stored`).
+
+    Every objective is a built-in one or a plugin metric the run stored as measured, so a report
+    needs no plugin installed.
+    """
     try:
-        return SearchSettings.from_stored(meta.settings)
+        settings = SearchSettings.from_stored(meta.settings)
     except ValidationError as exc:
-        raise SearchError(f"study '{name}' has settings archforge cannot read ({first_error(exc)}); "
-                          "report a copy of the store made before it was edited") from None
+        problem = first_error(exc)
+    else:
+        unknown = [o for o in settings.objectives if o not in OBJECTIVES and o not in meta.metrics]
+        if not unknown:
+            return settings
+        problem = f"objectives: unknown objective '{unknown[0]}', neither built in nor a metric the run measured"
+    raise SearchError(f"study '{name}' has settings archforge cannot read ({problem}); "
+                      "report a copy of the store made before it was edited")
 
 
 def _unreadable(record: TrialRecord, reason: str) -> TrialRecord:
@@ -240,10 +261,11 @@ def _cell(value: Any) -> Any:
 
 
 def csv_columns(run: RunData) -> list[str]:
-    """:meth:`TrialRecord.row` 's keys: its fields, then ``decision.<name>`` for every decision of the run."""
+    """:meth:`TrialRecord.row` 's keys: its fields, ``metric.<name>`` for every plugin metric and
+    ``decision.<name>`` for every decision of the run."""
     base = list(TrialRecord(number=0, state="FAIL", status="unreadable").row())
     names = list(dict.fromkeys(run.decision_names + sorted({k for r in run.records for k in r.decisions})))
-    return base + [f"decision.{n}" for n in names]
+    return base + [f"metric.{n}" for n in run.metric_names] + [f"decision.{n}" for n in names]
 
 
 def write_csv(run: RunData, path: str | os.PathLike[str]) -> Path:
@@ -263,7 +285,8 @@ def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
     best = run.ranking.best
     data = {
         "run": run.name, "space_file": run.meta.space_file, "dataset": run.meta.dataset, "objectives": run.objectives,
-        "settings": run.meta.settings, "decisions": run.meta.decisions, "compute": run.compute,
+        "settings": run.meta.settings, "decisions": run.meta.decisions,
+        "metrics": {name: info.model_dump(mode="json") for name, info in run.meta.metrics.items()}, "compute": run.compute,
         "proxy": run.proxy.model_dump(mode="json") if run.proxy is not None else None,
         "best": best.model_dump() if best is not None else None,
         "ranking": run.table,
@@ -293,6 +316,8 @@ def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
         f"# validation accuracy {_accuracy_text(best)} on {run.meta.dataset} after {run.settings.epochs} epoch(s){params}",
         "# decisions: " + ", ".join(f"{k}={plots.value_text(v, 40)}" for k, v in best.decisions.items()),
     ]
+    if best.metrics:
+        header.insert(2, "# plugin metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in best.metrics.items() if v is not None))
     return write_text(path, "\n".join(_comment(line) for line in header) + "\n" + run.best_spec.to_yaml(), overwrite=True)
 
 

@@ -13,7 +13,7 @@ class SearchResult:
     """The result of a search.
 
     ``table``: ranked rows (dicts), complete candidates first (``rank`` 1, 2, ...), then pruned,
-    then failed ones; ``notes``: what the ranking cannot tell apart (ties broken by cost,
+    then failed ones; plugin metrics are each row's ``metrics`` (name → value); ``notes``: what the ranking cannot tell apart (ties broken by cost,
     candidates not separable over seeds). ``best``: the first row; ``best_spec``: its concrete
     :class:`~archforge.Spec`. ``trials``: every stored trial
     (:class:`~archforge.search.records.TrialRecord`). ``compute``: epochs run vs epochs full
@@ -32,6 +32,11 @@ class SearchResult:
     @property
     def table(self) -> list[dict[str, Any]]:
         return self.run.table
+
+    @property
+    def ranking(self) -> Any:
+        """The typed ranking (:class:`~archforge.search.ranking.Ranking`): rows, notes, ``best``, ``pareto``."""
+        return self.run.ranking
 
     @property
     def notes(self) -> list[str]:

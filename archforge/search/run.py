@@ -65,7 +65,7 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     study = None
     try:
         with storage_errors(ref.url), executors.ctrl_c_reported_once(), quiet_optuna():
-            study = _open(space, settings, ref, storage_obj, dataset, own_folder=where is None)
+            study = _open(space, settings, ref, storage_obj, dataset, prepared.metrics, own_folder=where is None)
             _run(study, space, settings, ref, storage_obj, alone, prepared, dataset=dataset, evaluator=evaluator,
                  progress=progress, console=console)
     except KeyboardInterrupt:
@@ -84,11 +84,14 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     return SearchResult(RunData.from_study(study, ref.run_dir), ref, study)
 
 
-def _open(space: Space, settings: SearchSettings, ref: Any, storage: Any, dataset: Any, *, own_folder: bool) -> Any:
+def _open(space: Space, settings: SearchSettings, ref: Any, storage: Any, dataset: Any, metrics: dict[str, Any], *,
+          own_folder: bool) -> Any:
     """The run's study, created or checked to be the same run; a copy of the space in a run folder of archforge's own."""
-    meta = run_meta(space, settings, dataset_name(dataset if dataset is not None else settings.dataset))
+    from archforge.search.metrics import goals
+
+    meta = run_meta(space, settings, dataset_name(dataset if dataset is not None else settings.dataset), metrics)
     with store_lock(sqlite_path(ref.url)):  # two searches starting at once: one creates, the other finds the study
-        study = open_study(storage, ref.study_name, meta, settings.directions, where=ref.url)
+        study = open_study(storage, ref.study_name, meta, settings.directions_with(goals(metrics)), where=ref.url)
     if own_folder and ref.run_dir is not None and ref.persistent:
         from archforge.files import write_text
 

@@ -10,6 +10,10 @@ Strict: ``true`` is not an integer, ``'4'`` is not a number, NaN and infinity ar
 and unknown keys (``train.batchsize``) are located errors with a suggestion. Amounts of work are
 bounded by :mod:`archforge.search.limits`. From Python, ``strategy`` may also be any Optuna
 sampler object and ``pruner`` any Optuna pruner object.
+
+What depends on this machine rather than on the text is checked with the run
+(:mod:`archforge.search.checks`): that ``train.device`` is usable, and that a name in
+``objectives`` or ``constraints.metrics`` that is no built-in objective is an installed plugin metric.
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema, field_serializer, field_validator, model_validator
 
 from archforge.errors import SettingError, SpecError, did_you_mean
+from archforge.registry.extensions import METRIC_NAME
 from archforge.search.training import AugmentSettings, Number, Strict, TrainConfig, at_most
 from archforge.spec.load import validation_error
 from archforge.spec.located_yaml import LocatedDocument
 
 PathT = tuple[Any, ...]
 
-#: Objectives a search can optimise, with their direction.
+#: Built-in objectives a search can optimise, with their direction (a plugin metric's is its ``goal``).
 OBJECTIVES: dict[str, Literal["maximize", "minimize"]] = {
     "accuracy": "maximize",
     "params": "minimize",
@@ -40,13 +45,41 @@ PRUNERS = ("successive_halving", "hyperband", "median")
 _PRUNER_NAMES = {"sh": "successive_halving", **{name: name for name in PRUNERS}}
 
 
+class Bounds(Strict):
+    """The range a measured value must lie in: ``{max: 5.0}``, ``{min: 0.9}`` or both."""
+
+    max: Number | None = None
+    min: Number | None = None
+
+    @model_validator(mode="after")
+    def _some_and_ordered(self) -> "Bounds":
+        if self.max is None and self.min is None:
+            raise ValueError("give 'max', 'min' or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min {_number(self.min)} is above max {_number(self.max)}: no candidate could pass")
+        return self
+
+
+def _measured_names(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        for name in value:
+            if name in ("params", "flops"):
+                raise ValueError(f"{name} is counted before training: bound it with max_{name} or min_{name}, not under metrics")
+            if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a metric name: a built-in objective or an installed plugin metric")
+    return value
+
+
 class Constraints(Strict):
-    """Limits checked on the concrete spec before any training (params and FLOPs per sample)."""
+    """Limits on a candidate: parameters and FLOPs per sample, checked on the concrete spec before any training;
+    ``metrics``, bounds of measured values (a plugin metric or a built-in objective), checked after training."""
 
     max_params: Number | None = Field(None, ge=0)
     min_params: Number | None = Field(None, ge=0)
     max_flops: Number | None = Field(None, ge=0)
     min_flops: Number | None = Field(None, ge=0)
+    metrics: Annotated[dict[str, Bounds], BeforeValidator(_measured_names)] = Field(
+        default_factory=dict, description="Name → {max, min}, checked after training (the trained model has the value).")
 
     @model_validator(mode="after")
     def _ordered(self) -> "Constraints":
@@ -57,7 +90,8 @@ class Constraints(Strict):
         return self
 
     def active(self) -> bool:
-        return any(v is not None for v in self.model_dump().values())
+        """Whether a bound is checked before training (params or FLOPs)."""
+        return any(getattr(self, key) is not None for key in ("max_params", "min_params", "max_flops", "min_flops"))
 
     def violation(self, params: int, flops: int) -> str | None:
         """Why a candidate with ``params`` and ``flops`` is refused, or ``None``."""
@@ -67,6 +101,21 @@ class Constraints(Strict):
                 return f"{name} {value:,} > max_{name} {_number(high)}"
             if low is not None and value < low:
                 return f"{name} {value:,} < min_{name} {_number(low)}"
+        return None
+
+    def metric_violation(self, values: Mapping[str, float | None]) -> str | None:
+        """Why a trained candidate with the measured ``values`` (by name) is refused, or ``None``.
+
+        ``values`` has every name of ``metrics``; one that is ``None`` (not measured) is not checked.
+        """
+        for name, bounds in self.metrics.items():
+            value = values[name]
+            if value is None:
+                continue
+            if bounds.max is not None and value > bounds.max:
+                return f"{name} {value:.6g} > max {_number(bounds.max)} (constraints.metrics, checked after training)"
+            if bounds.min is not None and value < bounds.min:
+                return f"{name} {value:.6g} < min {_number(bounds.min)} (constraints.metrics, checked after training)"
         return None
 
 
@@ -175,8 +224,10 @@ class SearchSettings(Strict):
         if isinstance(value, (list, tuple)):
             value = list(value)
             for name in value:
-                if name not in OBJECTIVES:
-                    raise ValueError(f"unknown objective {name!r}{did_you_mean(str(name), OBJECTIVES)}: use {', '.join(OBJECTIVES)}")
+                # Whether a name that is no built-in objective is an installed metric is the run's check (checks.py).
+                if name not in OBJECTIVES and not (isinstance(name, str) and METRIC_NAME.fullmatch(name)):
+                    raise ValueError(f"unknown objective {name!r}{did_you_mean(str(name), OBJECTIVES)}: use a built-in objective "
+                                     f"({', '.join(OBJECTIVES)}) or a plugin metric's name (a letter, then letters, digits or '_')")
             if len(set(value)) != len(value):
                 raise ValueError("an objective is listed twice")
         return value
@@ -232,7 +283,15 @@ class SearchSettings(Strict):
 
     @property
     def directions(self) -> list[str]:
-        return [OBJECTIVES[o] for o in self.objectives]
+        """The direction of each objective; for plugin metrics, see :meth:`directions_with`."""
+        return self.directions_with({})
+
+    def directions_with(self, goals: Mapping[str, str]) -> list[str]:
+        """The direction of each objective: a built-in one's, else the ``goal`` of the metric of that name in ``goals``."""
+        unknown = [o for o in self.objectives if o not in OBJECTIVES and o not in goals]
+        if unknown:
+            raise SettingError(f"objective '{unknown[0]}' is neither a built-in objective nor a metric of an installed plugin")
+        return [OBJECTIVES[o] if o in OBJECTIVES else goals[o] for o in self.objectives]
 
     @property
     def trial_budget(self) -> int | None:

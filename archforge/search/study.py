@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Mapping
 
 from archforge.errors import SearchError
-from archforge.search.records import RUN_KEY, RunMeta, read_study_attr
+from archforge.search.records import RUN_KEY, MetricInfo, RunMeta, measured, read_study_attr
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Space
 from archforge.search.training import NEUTRAL_FIELDS
@@ -32,11 +32,15 @@ def config_key(settings: SearchSettings, dataset: str) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_meta(space: Space, settings: SearchSettings, dataset: str) -> RunMeta:
+def run_meta(space: Space, settings: SearchSettings, dataset: str, metrics: Mapping[str, Any] | None = None) -> RunMeta:
+    """The run's metadata; ``metrics``: the installed plugin metrics it measures (name → (Metric, PluginInfo))."""
     return RunMeta(
         space=space.text, space_file=space.file, space_fingerprint=space.fingerprint, space_name=space.name,
         settings=settings.model_dump(mode="json"), config_key=config_key(settings, dataset), dataset=dataset,
         decisions=[d.to_dict() for d in space.decisions.values()],
+        metrics={name: MetricInfo(goal=metric.goal, plugin=plugin.name, distribution=plugin.distribution, version=plugin.version,
+                                  description=metric.description[:500] if isinstance(metric.description, str) else "")
+                 for name, (metric, plugin) in (metrics or {}).items()},
     )
 
 
@@ -55,7 +59,8 @@ def open_study(storage: Any, name: str, meta: RunMeta, directions: list[str], *,
                           "start a new run with --name")
     if old is not None and started:
         _check_same_run(old, meta, study, directions, f"run '{name}' ({where})")
-        meta = meta.model_copy(update={"decisions": old.decisions})
+        # Metrics measured in an earlier session stay described, even when their plugin is gone now.
+        meta = meta.model_copy(update={"decisions": old.decisions, "metrics": {**old.metrics, **meta.metrics}})
     elif [d.name.lower() for d in study.directions] != directions:
         # Optuna fixes the directions when a study is created; an untrained study is remade with the new ones.
         optuna.delete_study(study_name=name, storage=storage)
@@ -128,7 +133,7 @@ def _finish_as_stored(study: Any, trial: Any) -> int:
     except (KeyError, TypeError, ValueError):
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         return 1
-    values = [getattr(outcome, name, None) for name in objectives]
+    values = [measured(outcome, name) for name in objectives]
     if outcome.status == "complete" and all(v is not None for v in values):
         study.tell(trial.number, values=values, skip_if_finished=True)
     elif outcome.status in ("rejected", "pruned"):

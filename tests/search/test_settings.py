@@ -85,7 +85,7 @@ def test_an_empty_section_is_the_defaults():
 
 @pytest.mark.parametrize("text, message", [
     ("objectives: [accuracy, params, accuracy]", "an objective is listed twice"),
-    ("objectives: [acuracy]", "unknown objective 'acuracy' (did you mean 'accuracy'?)"),
+    ("objectives: ['acu racy']", "unknown objective 'acu racy' (did you mean 'accuracy'?): use a built-in objective"),  # not even a metric's name
     ("strategy: randm", "unknown strategy 'randm' (did you mean 'random'?)"),
     ("pruner: {kind: median, min_resource: 3}", "pruner min_resource 3 leaves no epoch to decide on"),
     ("{pruner: sh, objectives: [accuracy, params]}", "pruning (multi-fidelity) works with one objective"),
@@ -198,7 +198,7 @@ def test_unknown_override_is_a_setting_error_with_a_suggestion():
 @pytest.mark.parametrize("overrides, where", [
     ({"epochs": True}, "epochs: "), ({"epochs": 0}, "epochs: "), ({"train": {"lr": -1.0}}, "train.lr: "),
     ({"train": {"batchsize": 3}}, "train.batchsize: "), ({"val_fraction": "0.3"}, "val_fraction: "),
-    ({"seed": 2**32}, "seed: "), ({"objectives": ["speed"]}, "objectives: unknown objective 'speed'"),
+    ({"seed": 2**32}, "seed: "), ({"objectives": ["speed?"]}, "objectives: unknown objective 'speed?'"),
     ({"pruner": "bogus"}, "pruner: unknown pruner 'bogus'"), ({"strategy": 3}, "strategy: strategy must be one of"),
     ({"executor": "slurm"}, "executor: "), ({"constraints": {"max_params": math.nan}}, "constraints.max_params: "),
 ])

@@ -247,7 +247,7 @@ def test_structure_errors_point_into_the_space_file():
 @pytest.mark.parametrize("section, message, line", [
     ("search: {stratgy: grid}", "unknown key 'stratgy' in 'search' (did you mean 'strategy'?)", 6),
     ("search:\n  constraints: {max_param: 3}", "unknown key 'max_param' in 'search.constraints' (did you mean 'max_params'?)", 7),
-    ("search: {objectives: [accuracy, acuracy]}", "unknown objective 'acuracy'", 6),
+    ("search: {objectives: [accuracy, 'acu racy']}", "unknown objective 'acu racy'", 6),
     ("search: {strategy: annealing}", "search.strategy", 6),
     ("search: {pruner: sometimes}", "unknown pruner 'sometimes'", 6),
     ("search: {train: {epochs: 3}}", "set 'epochs' in the search section itself", 6),
