@@ -28,9 +28,11 @@ def test_every_block_and_arg_name_is_whole_and_every_line_fits(columns, capsys, 
         assert block in starts, f"block {block} is not at the start of a line"
         # Its args follow, up to the next block, in order, each starting a line of its own: `name: type[ = default]`.
         first = starts.index(block)
-        end = next((i for i in range(first + 1, len(lines)) if starts[i] in blocks), len(lines))
+        end = next((i for i in range(first + 1, len(lines)) if starts[i] in blocks or starts[i] in ("datasets:", "metrics:")), len(lines))
         named = re.findall(r"(?:^|  )([A-Za-z_]\w*): ", "\n".join(lines[first:end]), flags=re.MULTILINE)
         assert named == args, f"{block}: {named} != {args}"
+    # then the datasets and metrics the plugins provide
+    assert lines[-2].startswith("datasets: ") and "mnist (archforge-nn)" in lines[-2] and lines[-1].startswith("metrics: ")
 
 
 def test_the_layout_changes_with_the_width():

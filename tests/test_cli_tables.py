@@ -120,3 +120,12 @@ def test_fold_groups_indexed_decisions_in_index_order():
     names = ["stage.block[1]", "stage.block[10]", "width", "stage.block[2]", "stage.block[0]", "head[0]"]
     assert fold(names) == [("stage.block", ["stage.block[0]", "stage.block[1]", "stage.block[2]", "stage.block[10]"]),
                            ("width", ["width"]), ("head[0]", ["head[0]"])]
+
+
+def test_plugin_metrics_get_a_column_each():
+    from archforge.cli.tables import metric_columns
+
+    rows = [{"rank": 1, "trial": 0, "hash": "a", "accuracy": 0.5, "metrics": {"energy_mj": 1.23456, "mem_mb": 7.0}},
+            {"rank": 2, "trial": 1, "hash": "b", "accuracy": 0.4, "metrics": {"energy_mj": None}}]
+    columns = {c.header: c for c in metric_columns(rows, ["accuracy"])}
+    assert columns["energy_mj"].cells == ["1.235", "—"] and columns["mem_mb"].cells == ["7", "—"]

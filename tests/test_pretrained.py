@@ -39,14 +39,14 @@ PATCHES = (IMAGE // PATCH) ** 2  # 196
 Table = list[tuple[str, tuple[int, ...]]]
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "bench_models.py")
+def _load_plain_networks():
+    spec = importlib.util.spec_from_file_location("plain_networks", ROOT / "benchmarks" / "plain_networks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-bench = _load_bench()
+plain_networks = _load_plain_networks()
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_reference_state_dict_loads_strictly(name):
 def test_plain_networks_of_the_benchmark_have_the_references_state_dict(name):
     """The hand-written networks that tests/test_reference_models.py compares against are the references too."""
     with torch.device("meta"):
-        plain = bench.PLAIN[name][0]()
+        plain = plain_networks.PLAIN[name][0]()
     assert shapes(plain.state_dict()) == REFERENCES[name]
 
 
@@ -211,7 +211,7 @@ def test_plain_networks_of_the_benchmark_have_the_references_state_dict(name):
 
 def _plain_with_random_weights(name: str) -> torch.nn.Module:
     """The plain network with every tensor off its init: BN statistics, GPSA gates and positional weights matter."""
-    plain = bench.PLAIN[name][0]()
+    plain = plain_networks.PLAIN[name][0]()
     with torch.no_grad():
         for key, value in plain.state_dict().items():
             if key.endswith("running_var"):

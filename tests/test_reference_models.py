@@ -1,6 +1,6 @@
 """The reference specs in archforge/zoo/models are the published models: parameter counts equal to
 timm's / torchvision's, FLOPs within 1% of the reference MACs, and the same function as the
-networks written in plain PyTorch in benchmarks/bench_models.py (same weights loaded on both sides).
+networks written in plain PyTorch in benchmarks/plain_networks.py (same weights loaded on both sides).
 
 (That their state_dicts are timm's / torchvision's, key for key, is tests/test_pretrained.py's job;
 that every spec validates, builds and trains is tests/test_specs.py's.)
@@ -24,14 +24,14 @@ from conftest import ROOT, SPECS
 MODELS = SPECS / "models"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "bench_models.py")
+def _load_plain_networks():
+    spec = importlib.util.spec_from_file_location("plain_networks", ROOT / "benchmarks" / "plain_networks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-bench = _load_bench()
+plain_networks = _load_plain_networks()
 
 
 @functools.lru_cache(maxsize=None)
@@ -149,7 +149,7 @@ def test_same_function_as_the_plain_network(name, size):
                 value.normal_(0.0, 0.1)
             elif key.endswith(("gating_param", "pos_proj.weight")):
                 value.uniform_(-2.0, 2.0)
-    plain = bench.PLAIN[name][0]()
+    plain = plain_networks.PLAIN[name][0]()
     plain.load_state_dict(spec_model.state_dict(), strict=True)
     spec_model.eval(), plain.eval()
     x = torch.randn(1, 3, size, size)

@@ -66,6 +66,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     console.print(f"{len(blocks)} blocks", style="italic", markup=False)
     for line, style in block_table(blocks, console.width):
         console.print(line, style=style, markup=False)
+    # Datasets a search trains on and metrics it measures: one line each, name (distribution).
+    for what, items in (("datasets", registry.datasets), ("metrics", registry.metrics)):
+        listed = ", ".join(f"{name} ({info.distribution})" for name, (_, info) in sorted(items.items())) or "none installed"
+        console.print(f"{what}: {listed}", markup=False, soft_wrap=False)
     err = stderr_console()
     for name, owners in conflicts.items():
         err.print(f"error: block '{name}' is provided by several plugins: {', '.join(owners)}", markup=False)

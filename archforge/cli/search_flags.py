@@ -40,7 +40,8 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("what to search (the search: section's keys of the same name)")
     g.add_argument("--strategy", choices=list(STRATEGIES), help="how candidates are chosen")
     g.add_argument("--budget", type=positive_int, metavar="N", help="candidates to evaluate (default: the whole grid, else 20)")
-    g.add_argument("--objectives", metavar="LIST", help=f"comma-separated, from: {', '.join(OBJECTIVES)}")
+    g.add_argument("--objectives", metavar="LIST",
+                   help=f"comma-separated, from: {', '.join(OBJECTIVES)}, or an installed plugin metric (archforge plugins)")
     for name in CONSTRAINT_FIELDS:
         bound, what = name.split("_")
         g.add_argument(f"--{name.replace('_', '-')}", type=positive_number, metavar="N",

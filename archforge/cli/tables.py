@@ -92,6 +92,9 @@ def metric_columns(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str])
     for key, header, fmt, always in _METRICS:
         if key in objectives or (always and any(row.get(key) is not None for row in rows)):
             columns.append(Column(header, [_number(row.get(key), fmt) for row in rows], "right"))
+    plugin_metrics = dict.fromkeys(name for row in rows for name in (row.get("metrics") or {}))  # first-seen order
+    for name in plugin_metrics:
+        columns.append(Column(name, [_number((row.get("metrics") or {}).get(name), ".4g") for row in rows], "right"))
     if any(row.get("epochs_full") is not None for row in rows):
         columns.append(Column("epochs", [f"{row.get('epochs_run', 0)}/{row.get('epochs_full')}" for row in rows], "right"))
     if len(objectives) > 1:
