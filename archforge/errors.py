@@ -75,20 +75,20 @@ class SettingError(ValueError):
 
 
 class CheckpointError(ValueError):
-    """A file that :func:`archforge.load_checkpoint` cannot turn back into a network.
+    """A file that :func:`archforge.load_checkpoint` cannot turn back into a network, or weights that do not fit one.
 
     The message names the file and says what is wrong with it (missing, empty, truncated,
     not written by ``torch.save``, holding code, weights that do not fit the spec...).
     Problems inside the spec it carries are :class:`SpecError` located at ``FILE:spec:line:col``.
 
     Attributes:
-        path: the checkpoint file.
+        path: the checkpoint or weights file (empty for a state_dict given in memory).
     """
 
-    def __init__(self, path: str, problem: str):
+    def __init__(self, path: str, problem: str, what: str = "checkpoint"):
         self.path = path
         self.problem = one_line(problem)
-        super().__init__(f"checkpoint '{one_line(path)}' {self.problem}")
+        super().__init__(f"{what} '{one_line(path)}' {self.problem}" if path else f"{what} {self.problem}")
 
 
 class SpecWarning(UserWarning):

@@ -18,6 +18,7 @@ from torch import nn
 
 from archforge.registry import Block, Registry, Shape, hookimpl, load_registry
 from archforge.registry.block import contract_problems
+from archforge.registry.parameter_node import ParameterNode, parameter_node_problem
 
 
 class _BlocksPlugin:
@@ -58,7 +59,8 @@ def check_block(
 
     Checks: the class passes the contract checks the registry applies at load (the
     assertion lists the problems); args validate; ``infer`` on the ``meta`` device
-    agrees with the module's real output shape; forward and backward run in each of ``dtypes`` with finite
+    agrees with the module's real output shape; a :class:`ParameterNode` module keeps that
+    contract (static ``apply``, only ``tensor``, ``forward`` not overridden); forward and backward run in each of ``dtypes`` with finite
     outputs and gradients reaching the input; parameters land on ``device`` in the
     requested dtype; the parameter count equals ``expected_params`` (when given);
     under ``torch.autocast`` (bf16) the output is finite; with ``compile=True``,
@@ -75,6 +77,9 @@ def check_block(
     expected_shape = (batch, *inferred.dims())
 
     meta = block.build(block_input, parsed, device="meta")
+    if isinstance(meta, ParameterNode):
+        problem = parameter_node_problem(meta)
+        assert problem is None, f"{block.name}: the builder would refuse its module: {problem}"
     meta_out = meta(*_inputs(shapes, batch, torch.float32, "meta", False))
     assert tuple(meta_out.shape) == expected_shape, f"{block.name}: inferred {expected_shape}, meta forward gives {tuple(meta_out.shape)}"
 

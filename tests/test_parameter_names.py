@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import archforge
+import archforge.testing
 from archforge.errors import CheckpointError, SpecError
 from archforge.registry.parameter_node import ParameterNode
 from archforge.testing import registry_with
@@ -338,3 +339,89 @@ def test_an_unknown_arg_of_a_block_without_args_says_so():
     with pytest.raises(SpecError) as info:
         archforge.validate(spec("nodes:\n  - {id: sum, block: add, args: {x: 1}, in: [input, input]}\n"))
     assert info.value.message == "unknown key 'x' in node 'sum'; this block takes no args"
+
+
+class OwnForward(ChannelBias):
+    def forward(self, x):  # the network would not call this: it calls apply
+        return 2 * self.apply(x, self.tensor)
+
+
+def test_a_parameter_node_overriding_forward_is_refused_everywhere_it_is_built():
+    registry = registry_with(_block_building(OwnForward))
+    with pytest.raises(SpecError, match="OwnForward overrides forward\\(\\)"):
+        archforge.summarize(spec(BIAS_SPEC), registry=registry)
+    with pytest.raises(AssertionError, match="the builder would refuse its module: OwnForward overrides forward"):
+        archforge.testing.check_block(_block_building(OwnForward), archforge.Shape.map(3, 4, 4))
+
+
+def test_a_network_with_parameter_nodes_pickles_and_unpickles_in_a_fresh_process(tmp_path):
+    import pickle
+    import subprocess
+    import sys
+
+    model = archforge.build("convit_micro_28").eval()
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(model))(x), model(x))
+    torch.save({"model": model, "x": x, "y": model(x).detach()}, tmp_path / "m.pt")
+    code = ("import torch, sys; d = torch.load(sys.argv[1], weights_only=False); "
+            "torch.testing.assert_close(d['model'](d['x']), d['y']); print('same')")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.pt")], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "same", out.stderr
+
+
+def test_checkpoints_written_with_the_former_names_still_load(tmp_path):
+    """Before tensors took their node's name: ``cls_token.cls_token``, ``pos_embed.pos_embed``, a bare conv's ``conv1.conv.weight``."""
+    body = """
+    nodes:
+      - {id: conv1, block: conv, args: {channels: 8, kernel: 4, stride: 4, norm: none, act: none}}
+      - {id: tokens, block: to_tokens}
+      - {id: cls_token, block: class_token}
+      - {id: pos, block: learned_pos_embed}
+    """
+    model = archforge.build(spec(body, "[3, 8, 8]"))
+    former = {"conv1.weight": "conv1.conv.weight", "conv1.bias": "conv1.conv.bias", "cls_token": "cls_token.cls_token", "pos": "pos.pos_embed"}
+    state = {former.get(k, k): v for k, v in model.state_dict().items()}
+    assert set(state) == set(former.values())
+    torch.save({"spec": model.meta["archforge_graph"].spec.to_yaml(), "state_dict": state}, tmp_path / "old.pt")
+    loaded = archforge.load_checkpoint(tmp_path / "old.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_legacy_torch_save_files_and_safetensors_under_any_suffix_load(tmp_path):
+    plain = _plain()
+    x = torch.randn(2, 4, 8, 8)
+    torch.save(plain.state_dict(), tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    torch.testing.assert_close(archforge.build(spec(SMALL), weights=tmp_path / "legacy.pth").eval()(x), plain(x))
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    safetensors_torch.save_file(plain.state_dict(), str(tmp_path / "model.bin"))
+    torch.testing.assert_close(archforge.build(spec(SMALL), weights=tmp_path / "model.bin").eval()(x), plain(x))
+
+
+def test_a_network_whose_own_keys_start_with_module_keeps_them():
+    body = """
+    define:
+      unit:
+        nodes: [{id: fc, block: linear, args: {features: 2}}]
+    nodes:
+      - {id: pool, block: global_pool}
+      - {id: module, block: unit}
+    """
+    model = archforge.build(spec(body))
+    assert list(model.state_dict()) == ["module.fc.weight", "module.fc.bias"]
+    archforge.build(spec(body), weights=model.state_dict())  # loads as it is
+
+
+@pytest.mark.parametrize("weights, message", [
+    (b"w.pt", "weights must be a file path or a state_dict (a mapping of tensors), got a bytes: b'w.pt'"),
+    (["w.pt"], "weights must be a file path or a state_dict (a mapping of tensors), got a list: ['w.pt']"),
+    ("", "weights file name is empty: give the path of a weights file"),
+    ("missing.pth", "weights file 'missing.pth' does not exist"),
+])
+def test_a_weights_argument_that_cannot_be_one_is_refused_before_building(weights, message, monkeypatch):
+    import archforge.builder.network as network
+
+    monkeypatch.setattr(network, "probe_graph", lambda *a, **k: pytest.fail("the network was built first"))
+    with pytest.raises(CheckpointError) as info:
+        archforge.build(spec(SMALL), weights=weights)
+    assert str(info.value) == message

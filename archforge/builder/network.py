@@ -17,11 +17,11 @@ from torch import fx, nn
 
 from archforge.builder.node import build_node, node_error
 from archforge.builder.probe import NodeProbe, check_output, probe_graph, run_node
-from archforge.builder.weights import WeightsSource, load_weights
-from archforge.errors import PLUGIN_FAULTS, SettingError, SpecError, describe_exception
+from archforge.builder.weights import WeightsSource, check_weights_source, load_weights
+from archforge.errors import PLUGIN_FAULTS, SettingError, describe_exception
 from archforge.graph import INPUT, Graph, compile_graph
 from archforge.registry import Registry, Shape
-from archforge.registry.parameter_node import ParameterNode, parameter_node_problem
+from archforge.registry.parameter_node import ParameterNode, apply_parameter_node, parameter_node_target
 from archforge.spec.load import load_spec
 from archforge.spec.schema import Spec
 
@@ -66,21 +66,18 @@ def build(
     """
     check_device(device)
     check_dtype(dtype)
+    if weights is not None:
+        check_weights_source(weights)  # a missing file is refused before the network is built for it
     graph = as_graph(spec, registry)
     probes = probe_graph(graph, dtype=dtype, max_params=max_params)
     root = nn.Module()
-    tensor_functions: dict[str, Any] = {}  # node name -> apply() of a ParameterNode installed as a bare tensor
+    tensor_nodes: dict[str, str] = {}  # node name -> the ParameterNode class installed there as a bare tensor
     for probe in probes:
         module = build_node(probe.node, device=device, dtype=dtype)
         if probe.output is None:
             _check_for_real(probe, module, device, dtype)
-        if isinstance(module, ParameterNode):
-            problem = parameter_node_problem(module)
-            if problem is not None:
-                node = probe.node
-                raise SpecError(f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' built a module for node "
-                                f"'{node.path}' that breaks the ParameterNode contract: {problem}", node.location, node.path)
-            tensor_functions[probe.node.name] = type(module).apply
+        if isinstance(module, ParameterNode):  # build_node has checked its contract
+            tensor_nodes[probe.node.name] = parameter_node_target(module)
             _install(root, probe.node.name, module.tensor)
         else:
             _install(root, probe.node.name, module)
@@ -98,9 +95,9 @@ def build(
                     converted[key] = _convert(fx_graph, value, graph.shape_of(source), layout)
                 value = converted[key]
             inputs.append(value)
-        if node.name in tensor_functions:
+        if node.name in tensor_nodes:
             tensor = fx_graph.get_attr(node.name)
-            values[node.name] = fx_graph.create_node("call_function", tensor_functions[node.name], (*inputs, tensor),
+            values[node.name] = fx_graph.create_node("call_function", apply_parameter_node, (tensor_nodes[node.name], *inputs, tensor),
                                                      name=node.name.replace(".", "_") + "_out")
         else:
             values[node.name] = fx_graph.call_module(node.name, tuple(inputs))
@@ -109,7 +106,7 @@ def build(
     module = fx.GraphModule(root, fx_graph, class_name=_class_name(graph.name))
     module.meta["archforge_graph"] = graph
     if weights is not None:
-        load_weights(module, weights)
+        load_weights(module, weights, max_params=max_params)
     return module
 
 

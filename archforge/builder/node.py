@@ -9,6 +9,7 @@ from torch import nn
 
 from archforge.errors import PLUGIN_FAULTS, SpecError, describe_exception
 from archforge.graph import GraphNode
+from archforge.registry.parameter_node import ParameterNode, parameter_node_problem
 
 
 def build_node(node: GraphNode, *, device: Any = None, dtype: torch.dtype | None = None) -> nn.Module:
@@ -28,6 +29,11 @@ def build_node(node: GraphNode, *, device: Any = None, dtype: torch.dtype | None
             f"{type(module).__name__} instead of an nn.Module for node '{node.path}'",
             node.location, node.path,
         )
+    if isinstance(module, ParameterNode):
+        problem = parameter_node_problem(module)
+        if problem is not None:
+            raise SpecError(f"block '{node.block}' from plugin '{node.entry.plugin.distribution}' built a module for node "
+                            f"'{node.path}' that breaks the ParameterNode contract: {problem}", node.location, node.path)
     return module
 
 

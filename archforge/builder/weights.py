@@ -18,7 +18,8 @@ import re
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Union
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Union
 
 import torch
 from torch import nn
@@ -34,35 +35,65 @@ WeightsSource = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 _ZIP_MAGIC = b"PK\x03\x04"
+#: How the legacy (pre-1.6) torch.save format begins: protocol 2, then torch's magic number.
+_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
 _LISTED = 5  # keys named in a mismatch message
 _OVERHEAD_BYTES = 16 * 1024 * 1024  # pickle, key names, torch's records
+
+
+def check_weights_source(source: Any) -> None:
+    """Refuse a ``weights`` argument that cannot be a state_dict, before any network is built for it."""
+    if isinstance(source, Mapping):
+        return
+    if not isinstance(source, (str, os.PathLike)):
+        raise CheckpointError("", f"must be a file path or a state_dict (a mapping of tensors), got a {type(source).__name__}: "
+                                  f"{short_repr(source)}", what="weights")
+    if not str(source):
+        raise CheckpointError("", "file name is empty: give the path of a weights file", what="weights")
+    with _as_weights_error():
+        _check_regular_file(Path(source), str(source).replace("\0", "\\0"))
+
+
+@contextmanager
+def _as_weights_error() -> Iterator[None]:
+    """The file readers speak of checkpoints; for weights, say weights file."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CheckpointError(exc.path, exc.problem, what="weights file" if exc.path else "the state_dict") from None
 
 
 def load_weights(model: nn.Module, source: WeightsSource, *, max_params: int | None = None) -> None:
     """Load the state_dict ``source`` (a file path or a mapping) into ``model`` with ``strict=True``.
 
-    A file may hold the state_dict itself or wrap it under one of :data:`WRAPPER_KEYS`; keys
-    that all start with ``module.`` (``nn.DataParallel``) lose that prefix. Weights are cast
-    to the network's floating dtype and copied to its device. Raises :class:`CheckpointError`
-    for a file that cannot be read or holds no state_dict, and for keys, shapes or kinds of
-    dtype that do not match, naming them; ``model`` is untouched then.
+    A file is read as ``.safetensors`` when it is one (by its header, whatever its suffix), else
+    with ``torch.load(weights_only=True)`` (the zip format and the legacy one). It may hold the
+    state_dict itself or wrap it under one of :data:`WRAPPER_KEYS`; keys that all start with
+    ``module.`` (``nn.DataParallel``) lose that prefix unless the network's own keys have it.
+    Weights are cast to the network's floating dtypes and copied to its device (on the ``meta``
+    device, only names and shapes are checked). Raises :class:`CheckpointError` for a file that
+    cannot be read or holds no state_dict, and for keys, shapes or kinds of dtype that do not
+    match, naming them; ``model`` is untouched then.
     """
-    if isinstance(source, Mapping):
-        name, state = "the weights given", _state_dict(source, "the weights given")
-    else:
-        name = str(source).replace("\0", "\\0")  # a NUL would cut the message short in a terminal
-        path = Path(source)
-        data = _read_safetensors(path, name) if path.suffix == ".safetensors" else read_torch_file(path, name, max_params)
-        state = _state_dict(data, name)
-    check_state(model.state_dict(), state, name, "do not fit the network")
-    on_meta = any(t.is_meta for t in model.state_dict().values())
-    try:
-        model.load_state_dict(state, strict=True, assign=on_meta)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise CheckpointError(name, f"has weights that cannot be loaded into the network: {describe_file_error(exc)}") from None
+    check_weights_source(source)
+    expected = model.state_dict()
+    with _as_weights_error():
+        if isinstance(source, Mapping):  # a state_dict in memory: its messages name no file
+            name, state = "", _state_dict(source, "", expected)
+        else:
+            name = str(source).replace("\0", "\\0")  # a NUL would cut the message short in a terminal
+            path = Path(source)
+            data = _read_safetensors(path, name) if _is_safetensors(path, name) else read_torch_file(path, name, max_params)
+            state = _state_dict(data, name, expected)
+        check_state(expected, state, name, "do not fit the network")
+        on_meta = any(t.is_meta for t in expected.values())
+        try:
+            model.load_state_dict(state, strict=True, assign=on_meta)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(name, f"has weights that cannot be loaded into the network: {describe_file_error(exc)}") from None
 
 
-def _state_dict(data: Any, name: str) -> dict[str, torch.Tensor]:
+def _state_dict(data: Any, name: str, expected: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state_dict in ``data``: itself, or under one wrapper key; every key a string, every value a tensor."""
     if isinstance(data, Mapping) and not any(isinstance(v, torch.Tensor) for v in data.values()):
         wrapped = [key for key in WRAPPER_KEYS if isinstance(data.get(key), Mapping)]
@@ -80,9 +111,22 @@ def _state_dict(data: Any, name: str) -> dict[str, torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(name, f"is not a dict of tensors: the value of key {short_repr(key)} is a {type(value).__name__}")
         state[key] = value
-    if state and all(key.startswith("module.") for key in state):  # saved from nn.DataParallel / DistributedDataParallel
+    # Saved from nn.DataParallel / DistributedDataParallel; unless the network's own keys start so (a node called 'module').
+    if state and all(key.startswith("module.") for key in state) and not any(key.startswith("module.") for key in expected):
         state = {key.removeprefix("module."): value for key, value in state.items()}
     return state
+
+
+def _is_safetensors(path: Path, name: str) -> bool:
+    """A safetensors file starts with the 8-byte length of its JSON header, then ``{``; its suffix says nothing for sure."""
+    if path.suffix.lower() == ".safetensors":
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+    except OSError as exc:
+        raise CheckpointError(name, f"cannot be read: {exc.strerror or exc}") from None
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def _read_safetensors(path: Path, name: str) -> dict[str, torch.Tensor]:
@@ -117,15 +161,19 @@ def _check_regular_file(path: Path, name: str) -> int:
 
 def _check_size(path: Path, name: str, max_params: int | None) -> None:
     """Bound what torch.load would unpack by what a network within ``max_params`` can hold (8 bytes a weight)."""
-    limit = max_params_bound(max_params) * 8 + MAX_SPEC_BYTES + _OVERHEAD_BYTES
     try:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(entry.file_size for entry in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise CheckpointError(name, f"is truncated or damaged: {describe_file_error(exc)}") from None
+    _check_bytes(unpacked, name, max_params)
+
+
+def _check_bytes(unpacked: int, name: str, max_params: int | None) -> None:
+    limit = max_params_bound(max_params) * 8 + MAX_SPEC_BYTES + _OVERHEAD_BYTES
     if unpacked > limit:
         raise CheckpointError(name, f"holds {unpacked:,} bytes of data, more than a network within max_params can need "
-                                    f"({limit:,}); raise the bound with load_checkpoint(..., max_params=N) or {MAX_PARAMS_ENV}=N")
+                                    f"({limit:,}); raise the bound with max_params=N (archforge.build, load_checkpoint), --max-params N or {MAX_PARAMS_ENV}=N")
 
 
 def read_torch_file(path: Path, name: str, max_params: int | None) -> Any:
@@ -133,16 +181,19 @@ def read_torch_file(path: Path, name: str, max_params: int | None) -> Any:
     size = _check_regular_file(path, name)
     try:
         with path.open("rb") as f:
-            head = f.read(len(_ZIP_MAGIC))
+            head = f.read(len(_LEGACY_MAGIC))
     except OSError as exc:
         raise CheckpointError(name, f"cannot be read: {exc.strerror or exc}") from None
     if size == 0:
         raise CheckpointError(name, "is empty (0 bytes): it was not written completely")
-    if head != _ZIP_MAGIC:
+    if head == _LEGACY_MAGIC:  # torch.save before PyTorch 1.6 (or _use_new_zipfile_serialization=False): bounded by its size
+        _check_bytes(size, name, max_params)
+    elif not head.startswith(_ZIP_MAGIC):
         raise CheckpointError(name, "is not a PyTorch file: expected the zip archive that torch.save writes (or a .safetensors file)")
-    if not zipfile.is_zipfile(path):
+    elif not zipfile.is_zipfile(path):
         raise CheckpointError(name, f"is truncated or damaged: its zip directory is missing ({size:,} bytes)")
-    _check_size(path, name, max_params)
+    else:
+        _check_size(path, name, max_params)
     try:
         # Always onto the CPU first: the network is built on `device` and the weights copied there.
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -191,7 +242,7 @@ def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.
                           f"{_kind(expected[k].dtype)} ({str(expected[k].dtype).removeprefix('torch.')}) in the network"
                           for k in retyped[:_LISTED])
         problems.append(f"dtype mismatch: {shown}" + (f" (+{len(retyped) - _LISTED} more)" if len(retyped) > _LISTED else "")
-                        + "; only casts between floating types (float16, bfloat16, float32, float64) are made")
+                        + "; only casts between floating types (float16, bfloat16, float32, float64, float8) are made")
     if problems:
         raise CheckpointError(name, f"has weights that {what}: {'; '.join(problems)}")
 

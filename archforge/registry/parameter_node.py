@@ -4,8 +4,10 @@ timm, torchvision and the papers' code keep tensors such as ViT's class token an
 embedding directly on the network (``cls_token``, ``pos_embed``), not inside a module that
 holds them (``cls_token.cls_token``). A block whose module subclasses :class:`ParameterNode`
 gets that naming: the builder registers ``module.tensor`` on the network under the node's own
-name and calls ``type(module).apply(*inputs, tensor)`` in the generated forward, so a spec
-node ``cls_token`` has the parameter ``cls_token`` and a timm state_dict loads unchanged.
+name and calls ``type(module).apply(*inputs, tensor)`` in the generated forward (through
+:func:`apply_parameter_node`, which names the class by a string so that the network can be
+pickled), so a spec node ``cls_token`` has the parameter ``cls_token`` and a timm state_dict
+loads unchanged.
 
 Everything else (shape checks, parameter counts, ``module(x)`` on its own) sees an ordinary
 module whose ``forward`` is ``apply(*inputs, self.tensor)``. Example::
@@ -21,6 +23,9 @@ module whose ``forward`` is ``apply(*inputs, self.tensor)``. Example::
 
 from __future__ import annotations
 
+import importlib
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -29,8 +34,9 @@ class ParameterNode(nn.Module):
     """One learned tensor and a pure function of the node's inputs and it.
 
     Subclasses implement :meth:`apply` as a ``@staticmethod`` of plain tensor operations (it is
-    called from the generated forward, so it must not read ``self``) and hold nothing but
-    ``tensor``: no other parameters, buffers or submodules.
+    called from the generated forward, so it must not read ``self``), do not override
+    ``forward``, hold nothing but ``tensor`` (no other parameters, buffers or submodules), and
+    are defined at the top level of a module (the network names them by import path).
     """
 
     def __init__(self, tensor: torch.Tensor) -> None:
@@ -48,14 +54,48 @@ class ParameterNode(nn.Module):
 
 def parameter_node_problem(module: nn.Module) -> str | None:
     """Why ``module`` cannot be installed as a bare tensor (``None`` when it can)."""
-    owner = next(klass for klass in type(module).__mro__ if "apply" in klass.__dict__)
+    cls = type(module)
+    owner = next(klass for klass in cls.__mro__ if "apply" in klass.__dict__)
     if owner is ParameterNode:
-        return f"{type(module).__name__} subclasses ParameterNode but does not implement apply()"
+        return f"{cls.__name__} subclasses ParameterNode but does not implement apply()"
     if not isinstance(owner.__dict__["apply"], staticmethod):
         return f"{owner.__name__}.apply must be a @staticmethod: the generated forward calls it without the module"
+    if cls.forward is not ParameterNode.forward:
+        return f"{cls.__name__} overrides forward(): the network calls apply(*inputs, tensor), so forward must stay ParameterNode's"
+    if "<locals>" in cls.__qualname__:
+        return f"{cls.__qualname__} is defined inside a function: define it at the top level of a module, where the network can import it"
     names = [name for name, _ in module.named_parameters() if name != "tensor"]
     names += [name for name, _ in module.named_buffers()]
     names += [name for name, _ in module.named_children()]
     if names:
-        return f"{type(module).__name__} is a ParameterNode but also holds {', '.join(names)}: it may hold only 'tensor'"
+        return f"{cls.__name__} is a ParameterNode but also holds {', '.join(names)}: it may hold only 'tensor'"
     return None
+
+
+#: ``"<module>:<class qualname>"`` -> that class's ``apply``, filled when a network is built or first run.
+_APPLY: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def parameter_node_target(module: ParameterNode) -> str:
+    """The string the generated forward names ``module``'s class by; registers its ``apply``."""
+    cls = type(module)
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    _APPLY[target] = cls.apply
+    return target
+
+
+def apply_parameter_node(target: str, *inputs: torch.Tensor) -> torch.Tensor:
+    """``apply(*inputs)`` of the ParameterNode class ``target`` (``"<module>:<class qualname>"``).
+
+    What a network's generated forward calls for a ParameterNode node. The class is named by a
+    string, not by its function object, because a pickled network re-imports what its code
+    names and a staticmethod cannot be imported by name.
+    """
+    apply = _APPLY.get(target)
+    if apply is None:  # a network unpickled in a fresh process
+        module_name, _, qualname = target.partition(":")
+        owner = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            owner = getattr(owner, part)
+        apply = _APPLY[target] = owner.apply
+    return apply(*inputs)
