@@ -2,11 +2,11 @@
 
 The public API::
 
-    spec = archforge.load_spec("archforge/zoo/models/resnet_tiny.yaml")
+    spec = archforge.load_spec("resnet_tiny")       # a bundled model by name, or any spec file
     graph = archforge.validate(spec)          # every error is a located SpecError
     model = archforge.build(spec)             # a plain nn.Module (refused over max_params, default 10^9)
     print(archforge.summarize(spec).params)
-    result = archforge.search("archforge/zoo/spaces/placement_mnist.yaml")   # which placement wins
+    result = archforge.search("placement_mnist")     # which placement wins (archforge.search is callable)
 
 Plugin authors import from :mod:`archforge.plugin`, which is also the manual of the
 plugin contract (:class:`Block`, :class:`BlockArgs`, :class:`Shape`, :class:`ShapeError`,
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,7 +28,8 @@ if TYPE_CHECKING:
     from archforge.graph import Graph, compile_graph
     from archforge.plugin import Block, BlockArgs, Shape, hookimpl
     from archforge.registry import Registry
-    from archforge.search import SearchResult, search
+    from archforge import search
+    from archforge.search import SearchResult
     from archforge.spec import Spec, load_spec, parse_spec
     from archforge.spec.zoo import list_models
 
@@ -46,7 +45,7 @@ _HOMES = {
     "Graph": "archforge.graph", "compile_graph": "archforge.graph",
     "Block": "archforge.plugin", "BlockArgs": "archforge.plugin", "Shape": "archforge.plugin", "hookimpl": "archforge.plugin",
     "Registry": "archforge.registry",
-    "SearchResult": "archforge.search", "search": "archforge.search",
+    "SearchResult": "archforge.search",
     "Spec": "archforge.spec", "load_spec": "archforge.spec", "parse_spec": "archforge.spec",
     "list_models": "archforge.spec.zoo",
 }
@@ -85,22 +84,6 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_HOMES))
 
-
-class _Package(types.ModuleType):
-    """This package's module type: ``archforge.search`` stays the function once the subpackage is imported.
-
-    The import system binds a subpackage on its parent when it first loads it; for
-    ``archforge.search`` that would replace the function with the package. The package's
-    other names are imported from it directly: ``from archforge.search import load_space``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "search" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Block", "BlockArgs", "CheckpointError", "Graph", "Location", "PluginError", "Registry", "SearchResult", "SettingError", "Shape", "ShapeError", "Spec",

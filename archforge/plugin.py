@@ -85,7 +85,7 @@ from torch import nn
 from archforge.errors import ShapeError
 from archforge.registry.extensions import DatasetSource, ImageData, Metric, MetricContext
 from archforge.registry.parameter_node import ParameterNode
-from archforge.registry.shape import LAYOUTS, Layout, Shape
+from archforge.registry.shape import LAYOUTS, Layout, MapToTokens, Shape, TokensToMap
 
 #: The pluggy project name: the entry-point group and the prefix of every hook.
 PROJECT = "archforge"
@@ -157,7 +157,9 @@ class Block(Generic[ArgsT]):
     #: The number of inputs: ``1``, an integer ``n > 1``, or ``None`` for two or more (merges such
     #: as ``add``; the spec lists them in ``in:``). A wrong count is a spec error before any call.
     inputs: ClassVar[int | None] = 1
-    #: One of :data:`FAMILIES`; it colours ``archforge graph`` diagrams and groups summaries.
+    #: One of :data:`FAMILIES`; it colours ``archforge graph`` diagrams and groups summaries. A
+    #: block of family ``"merge"`` with several inputs also has its map and tokens inputs
+    #: converted to the layout of the first of them (``add`` of a conv and an attention branch).
     family: ClassVar[str] = "other"
     #: The pydantic model of the arguments, a subclass of :class:`BlockArgs` (strict and frozen),
     #: validated before :meth:`infer` runs. A block without arguments keeps ``BlockArgs``.
@@ -269,7 +271,7 @@ def archforge_metrics() -> Sequence[Metric] | None:
 
 
 __all__ = [
-    "FAMILIES", "LAYOUTS", "PROJECT", "Block", "BlockArgs", "DatasetSource", "ImageData", "Layout", "Metric",
-    "MetricContext", "ParameterNode", "Shape", "ShapeError", "archforge_blocks", "archforge_datasets",
+    "FAMILIES", "LAYOUTS", "PROJECT", "Block", "BlockArgs", "DatasetSource", "ImageData", "Layout", "MapToTokens", "Metric",
+    "MetricContext", "ParameterNode", "Shape", "ShapeError", "TokensToMap", "archforge_blocks", "archforge_datasets",
     "archforge_metrics", "hookimpl", "hookspec",
 ]

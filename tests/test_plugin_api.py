@@ -49,19 +49,21 @@ def test_the_plugin_import_loads_none_of_the_builder_graph_search_or_their_depen
     assert loaded == [True, []]
 
 
-def test_the_package_import_is_as_light_and_search_stays_the_function():
-    # The subpackage is imported before `archforge.search` is ever read: the import system then
-    # binds the package on its parent, which must leave the function in place.
+def test_the_package_import_is_as_light_and_search_is_a_callable_package():
+    # `archforge.search` is the package, whatever was imported first, and calling it runs the search.
     result = fresh(f"""
         import json, sys
         import archforge
         light = [name for name in {HEAVY!r} if name in sys.modules]
         from archforge.search.space import parse_space
+        import archforge.search.run as run
         from archforge.search import SearchSettings, load_space
-        function = callable(archforge.search) and type(archforge.search).__name__ == "function"
-        print(json.dumps([light, function, archforge.search.__module__, SearchSettings.__name__, "optuna" in sys.modules]))
+        run.search = lambda space, **options: ["called", space, options]   # what archforge.search(...) calls
+        called = archforge.search("placement_mnist", seeds=2)
+        print(json.dumps([light, called, archforge.search.__name__, archforge.search.SearchSettings.__name__,
+                          SearchSettings.__name__, "optuna" in sys.modules]))
     """)
-    assert result == [[], True, "archforge.search", "SearchSettings", False]
+    assert result == [[], ["called", "placement_mnist", {"seeds": 2}], "archforge.search", "SearchSettings", "SearchSettings", False]
 
 
 @pytest.mark.parametrize("module", [archforge, archforge.registry, archforge.plugin, sys.modules["archforge.search"]],

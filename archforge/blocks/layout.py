@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from archforge.plugin import Block, BlockArgs, Shape, ShapeError
-from archforge.registry.shape import MapToTokens, TokensToMap
+from archforge.plugin import Block, BlockArgs, MapToTokens, Shape, ShapeError, TokensToMap
 
 
 class ToTokens(Block):

@@ -4,13 +4,15 @@
 
     import archforge
 
-    result = archforge.search("archforge/zoo/spaces/placement_mnist.yaml")   # the space's search: section
-    result = archforge.search("archforge/zoo/spaces/placement_mnist.yaml", seeds=3, train={"lr": 1e-3})  # overrides
+    result = archforge.search("placement_mnist")             # a bundled space by name, or a file; its search: section
+    result = archforge.search("placement_mnist", seeds=3, train={"lr": 1e-3})  # overrides
     print(result.best["accuracy"], result.best["decisions"], result.notes)
     result.best_spec.to_yaml()                                        # a plain spec: archforge.build(result.best_spec)
     result.report("runs/placement_mnist/report")                      # CSV, JSON, plots, best.yaml
 
-The search language is documented in ``docs/search-spaces.md``. Running the same search again
+``archforge.search`` is this package, and calling it calls :func:`search`: so that
+``archforge.search(...)``, ``archforge.search.SearchSettings`` and ``import archforge.search.run``
+all work. The search language is documented in ``docs/search-spaces.md``. Running the same search again
 resumes it from its store (``runs/<name>/study.db``, an Optuna study that ``optuna.load_study``
 and optuna-dashboard open); the command line is the same thing: ``archforge space``,
 ``archforge search``, ``archforge report``.
@@ -31,6 +33,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -90,6 +94,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_HOMES))
+
+
+class _SearchPackage(types.ModuleType):
+    """This package's module type: calling the package runs :func:`search` (``archforge.search(space)``)."""
+
+    def __call__(self, space: Space | str | os.PathLike[str], **options: Any) -> SearchResult:
+        return search(space, **options)
+
+
+sys.modules[__name__].__class__ = _SearchPackage
 
 
 __all__ = [
