@@ -45,8 +45,9 @@ spec schema plus choice points and the top-level ``search:`` section. A choice p
 
 (``label``, ``step``, ``log``, ``per_copy`` optional), each the JSON Schema of its pydantic
 model in :mod:`archforge.search.choices`, and may stand for a param value, a define's
-param default, a node's ``block`` or ``repeat``, or any value in a node's args (also
-inside lists). In a block's args the options of a ``choice``, and the ends of a range,
+param default, a node's ``block``, ``repeat``, ``in`` (or one element of its list),
+``continues``, any value in a node's args (also inside lists), or the ``output`` of the
+spec or a define. In a block's args the options of a ``choice``, and the ends of a range,
 are checked against that arg's schema. What is arithmetic rather than form (a step that
 divides its range, low below high, options listed twice) is left to ``archforge space``. The ``search:`` section is checked against
 :class:`archforge.search.SearchSettings` (fields with shorthand forms, such as
@@ -121,6 +122,11 @@ def spec_json_schema(registry: Registry | None = None, *, search: bool = False) 
         props["block"]["anyOf"].append(_choice_schema({"type": "string", "pattern": BLOCK_REFERENCE}))
         props["repeat"]["anyOf"].append(_choice_schema({"anyOf": [{"type": "integer", "minimum": 0}, _TEMPLATE_REF]}))
         props["args"]["additionalProperties"] = _choice_if_choice()
+        for key in ("in", "continues"):
+            props[key] = _with_choice(props[key])
+        for alternative in props["in"]["anyOf"][0]["anyOf"]:  # an element of a list of inputs may be a choice too
+            if alternative.get("type") == "array":
+                alternative["items"] = {"anyOf": [alternative["items"], _choice_schema(copy.deepcopy(alternative["items"]))]}
 
     rules = []
     for name, entry in names.items():
@@ -137,6 +143,8 @@ def spec_json_schema(registry: Registry | None = None, *, search: bool = False) 
     if search:
         for holder in (schema["properties"]["params"], defs["DefineSpec"]["properties"]["params"]):
             holder["additionalProperties"] = _choice_if_choice()
+        for holder in (schema, defs["DefineSpec"]):
+            holder["properties"]["output"] = _with_choice(holder["properties"]["output"])
         schema["properties"]["search"] = section
 
     title = "archforge search space" if search else "archforge spec"
@@ -230,6 +238,13 @@ def _untitled(schema: Any) -> Any:
         elif key != "title":
             out[key] = _untitled(value)
     return out
+
+
+def _with_choice(field: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema that also accepts a choice point whose options are values of the field (``None`` too, if it has one)."""
+    annotations = {key: field[key] for key in _ANNOTATIONS if key in field}
+    values = {key: value for key, value in field.items() if key not in _ANNOTATIONS and key != "title"}
+    return {**annotations, "anyOf": [values, _choice_schema(copy.deepcopy(values))]}
 
 
 def _choice_if_choice() -> dict[str, Any]:

@@ -273,6 +273,12 @@ def test_choice_options_are_checked_against_the_args(change, path, space_schema)
     (lambda d: d["params"].update(depth={"int": [1, 3], "step": 0}), ["params", "depth"]),
     (lambda d: d["params"].update(depth={"float": [0.1, 0.5], "per_copy": "yes"}), ["params", "depth"]),
     (lambda d: d["params"].update(depth={"choice": [1, 2], "label": "9lives"}), ["params", "depth"]),
+    (lambda d: d["nodes"][2].update(repeat=2, continues={"choice": ["9body", None]}), ["nodes", 2, "continues"]),
+    (lambda d: d["nodes"][2].update(repeat=2, continues={"int": [1, 2]}), ["nodes", 2, "continues"]),
+    (lambda d: d["nodes"][3].update({"in": {"choice": [3, "stem"]}}), ["nodes", 3, "in"]),
+    (lambda d: d["nodes"][3].update({"in": {"choice": [["stem", {"choice": ["body", "mixer"]}]]}}), ["nodes", 3, "in"]),  # nested
+    (lambda d: d["nodes"][2].update({"id": {"choice": ["mixer", "mix"]}}), ["nodes", 2, "id"]),
+    (lambda d: d.update(output={"choice": [{"node": "head"}]}), ["output"]),
 ])
 def test_malformed_search_spaces_fail(change, path, space_schema):
     data = copy.deepcopy(SPACE)
@@ -289,6 +295,12 @@ def test_malformed_search_spaces_fail(change, path, space_schema):
     lambda d: d["nodes"][3]["args"].update(dropout={"float": [0.0, 0.5], "step": 0.1}),
     lambda d: d["search"].update(pruner="hyperband", proxy="synflow", objectives="accuracy"),  # shorthands
     lambda d: d["search"].update(constraints={"max_params": 2e5, "max_flops": 3.0e7}, train={"lr": 0.01}),
+    lambda d: d["nodes"][2].update(repeat=2, continues={"choice": ["body", None]}),
+    lambda d: d["nodes"][2].update(repeat=2, continues={"choice": ["body", None]}, block={"choice": ["conv", "pair"], "per_copy": True}),
+    lambda d: d["nodes"][3].update({"in": {"choice": ["stem", ["mixer"], None]}}),
+    lambda d: d["nodes"][3].update({"in": [{"choice": ["stem", "mixer"]}]}),
+    lambda d: d.update(output={"choice": ["head", "mixer"]}),
+    lambda d: d["define"]["pair"].update(output={"choice": ["a", None]}),
 ])
 def test_search_space_forms(change, space_schema):
     data = copy.deepcopy(SPACE)

@@ -5,15 +5,18 @@ for each copy::
 
     - {id: stage, block: {choice: [conv_unit, attn_unit], per_copy: true}, repeat: 3, args: {channels: 32}}
 
-The repeat is unrolled into explicit nodes ``stage_0``, ``stage_1``, ``stage_2`` (chained;
-whatever read ``stage`` reads the last copy) with decisions ``stage.block[0]``,
-``stage.block[1]``, ``stage.block[2]``. The unrolling is structural, the same for every
-candidate, so concrete specs stay plain specs and parameter names
-(``stage_1.attn.qkv.weight``) are stable across candidates. Choice points of the node
-without ``per_copy`` stay one decision shared by all copies. The repeat count must be a
-fixed integer (a literal or a ``$param`` holding one). Other nodes of the list keep the id
-expansion would have given them at their written place, and errors in a concrete spec
-point at the line of the space file the node came from (:class:`UnrolledDocument`).
+The repeat is unrolled into a chain of one-copy repeats, ``stage``, ``stage_1``,
+``stage_2``, each continuing the series of the one before it (``continues:``), with
+decisions ``stage.block[0]``, ``stage.block[1]``, ``stage.block[2]``. The copies are
+numbered and named as the copies of the repeat are, so parameter names are those of the
+same spec without choice points (``stage.1.attn.qkv.weight``; after the copies of the node
+it ``continues``, if it does), the same for every candidate, and concrete specs stay plain
+specs. Whatever read ``stage`` (``in``, ``output``) reads the last copy, and each copy's
+args read ``index`` = its copy number. Choice points of the node without ``per_copy`` stay
+one decision shared by all copies. The repeat count must be a fixed integer (a literal or
+a ``$param`` holding one). Other nodes of the list keep the id expansion would have given
+them at their written place, and errors in a concrete spec point at the line of the space
+file the node came from (:class:`UnrolledDocument`).
 
 Unrolling is bounded before any copy is made: by ``archforge.search.limits.MAX_DECISIONS``
 (per-copy decisions count) and ``MAX_UNROLLED_VALUES`` (values the copies add).
@@ -61,9 +64,9 @@ class DefaultId:
 
 
 def may_be_per_copy(path: PathT) -> bool:
-    """Whether a choice point at ``path`` may be ``per_copy``: in the block or args of a node (not its id, in or repeat)."""
+    """Whether a choice point at ``path`` may be ``per_copy``: in the block or args of a node (not its id, in, repeat or continues)."""
     node = _node_path(path)
-    return node is not None and path[len(node)] not in ("id", "in", "repeat")
+    return node is not None and path[len(node)] not in ("id", "in", "repeat", "continues")
 
 
 class Unroller:
@@ -104,49 +107,78 @@ class Unroller:
     def _unroll_list(self, nodes: list[Any], list_path: PathT, output: Any) -> tuple[list[Any], Any]:
         if not any(_has_per_copy(n) for n in nodes):
             return nodes, None
+        ids = {n.get("id") for n in nodes if isinstance(n, dict) and isinstance(n.get("id"), str)}
+        counts: dict[int, int] = {}  # written index of each per-copy node: its number of copies
+        for i, node in enumerate(nodes):
+            if _has_per_copy(node):
+                if not isinstance(node.get("id"), str):
+                    raise self.error("a node with per-copy choices needs an 'id' (its copies are named <id>, <id>_1, <id>_2, ...)",
+                                     list_path + (i,))
+                counts[i] = self._fixed_repeat(node, list_path + (i,))
+        # whatever read a repeated node reads its last copy; the first copy keeps the node's id
+        renamed = {nodes[i]["id"]: _copy_id(nodes[i]["id"], n - 1) for i, n in counts.items() if n > 1}
+        for i, node in enumerate(nodes):
+            if isinstance(node, dict):
+                self._refuse_chosen_reference(node.get("in"), renamed, list_path + (i, "in"))
+        self._refuse_chosen_reference(output, renamed, list_path[:-1] + ("output",))
         out: list[Any] = []
         index_map: list[int] = []
-        renamed: dict[str, str] = {}
-        ids = {n.get("id") for n in nodes if isinstance(n, dict) and isinstance(n.get("id"), str)}
         for i, node in enumerate(nodes):
-            path = list_path + (i,)
-            if not _has_per_copy(node):
-                if isinstance(node, dict) and node.get("id") is None:
-                    node = dict(node, id=DefaultId(i))  # keep the id expansion would have given it
-                out.append(node)
-                index_map.append(i)
-                continue
-            node_id = node.get("id")
-            if not isinstance(node_id, str):
-                raise self.error("a node with per-copy choices needs an 'id' (its copies are named <id>_0, <id>_1, ...)", path)
-            count = self._fixed_repeat(node, path)
-            self._check_bounds(node, path, count)
-            copies = [f"{node_id}_{k}" for k in range(count)]
-            for name in copies:
-                if name in ids:
-                    raise self.error(f"unrolling '{node_id}' makes a node '{name}', but that id is already used in this list", path + ("id",))
-            for k, name in enumerate(copies):
-                body = map_tree(
-                    {key: value for key, value in node.items() if key != "repeat"},
-                    lambda v, k=k: Slot(self._copy_decision(v, node_id, k)) if isinstance(v, PerCopy) else v,
-                )
-                if isinstance(body.get("args"), dict):  # each copy's args see `index` = k, as the repeat's copies do
-                    body["args"] = map_tree(body["args"], lambda v, k=k: _with_index(v, k))
-                body["id"] = name
-                if k > 0:
-                    body["in"] = copies[k - 1]
-                out.append(body)
-                index_map.append(i)
-            renamed[node_id] = copies[-1]
-        for node in out:  # whatever read the repeated node now reads its last copy
             if isinstance(node, dict) and "in" in node:
-                ref = node["in"]
-                if isinstance(ref, str):
-                    node["in"] = renamed.get(ref, ref)
-                elif isinstance(ref, list):
-                    node["in"] = [renamed.get(r, r) if isinstance(r, str) else r for r in ref]
+                node = dict(node, **{"in": _renamed_inputs(node["in"], renamed)})
+            if i in counts:
+                placed = self._copies(node, list_path + (i,), counts[i], ids)
+            elif isinstance(node, dict) and node.get("id") is None:
+                placed = [dict(node, id=DefaultId(i))]  # keep the id expansion would have given it
+            else:
+                placed = [node]
+            out += placed
+            index_map += [i] * len(placed)
         self.index_maps[list_path] = index_map
         return out, renamed.get(output) if isinstance(output, str) else None
+
+    def _copies(self, node: dict[str, Any], path: PathT, count: int, ids: set[Any]) -> list[dict[str, Any]]:
+        """The copies of a per-copy node: one-copy repeats, each continuing the series of the one before it.
+
+        Numbered and named as the copies of the node's repeat are (``stage.0``, ``stage.1``, ...; after
+        the copies of the node it ``continues``, if it does), so parameter names are the plain spec's.
+        """
+        self._check_bounds(node, path, count)
+        node_id = node["id"]
+        names = [_copy_id(node_id, k) for k in range(count)]
+        for name in names[1:]:
+            if name in ids:
+                raise self.error(f"unrolling '{node_id}' makes a node '{name}', but that id is already used in this list", path + ("id",))
+        copies = []
+        for k, name in enumerate(names):
+            body = map_tree(node, lambda v, k=k: Slot(self._copy_decision(v, node_id, k)) if isinstance(v, PerCopy) else v)
+            if isinstance(body.get("args"), dict):  # each copy's args see `index` = k, as the repeat's copies do
+                body["args"] = map_tree(body["args"], lambda v, k=k: _with_index(v, k))
+            body.update(id=name, repeat=1)
+            if k > 0:
+                body.update({"in": names[k - 1], "continues": names[k - 1]})
+            copies.append(body)
+        return copies
+
+    def _refuse_chosen_reference(self, ref: Any, renamed: Mapping[str, str], path: PathT) -> None:
+        """Refuse a choice point in an ``in`` or ``output`` with an option naming an unrolled per-copy node.
+
+        A written reference to the node is rewritten to its last copy; an option is the value of a
+        decision, which stays as written, and would read the first copy (which keeps the node's id).
+        """
+        if isinstance(ref, Slot):
+            slots = [(path, ref)]
+        else:
+            slots = [(path + (j,), r) for j, r in enumerate(ref) if isinstance(r, Slot)] if isinstance(ref, list) else []
+        for where, slot in slots:
+            decision = self.decisions[slot.name]
+            for option in decision.options or ():
+                for name in option if isinstance(option, list) else [option]:
+                    if isinstance(name, str) and name in renamed:
+                        raise self.error(
+                            f"choice point '{decision.name}' offers '{name}', a node unrolled for its per-copy choices: as an "
+                            f"option it would read the first copy, not the last ('{renamed[name]}'); write this reference "
+                            "without a choice point", where)
 
     def _fixed_repeat(self, node: dict[str, Any], path: PathT) -> int:
         repeat = node.get("repeat")
@@ -220,6 +252,20 @@ def fill_default_ids(data: dict[str, Any]) -> None:
                     node["id"] = default_node_id(block, node["id"].index)
                 else:  # no block name to take it from: the spec's own check reports the block
                     del node["id"]
+
+
+def _copy_id(node_id: str, k: int) -> str:
+    """The id of copy ``k`` of an unrolled node: the node's own for the first (it names the series), ``<id>_<k>`` after."""
+    return node_id if k == 0 else f"{node_id}_{k}"
+
+
+def _renamed_inputs(ref: Any, renamed: Mapping[str, str]) -> Any:
+    """An ``in`` (one reference or a list) with each reference to a per-copy node replaced by its last copy."""
+    if isinstance(ref, str):
+        return renamed.get(ref, ref)
+    if isinstance(ref, list):
+        return [renamed.get(r, r) if isinstance(r, str) else r for r in ref]
+    return ref
 
 
 def _with_index(value: Any, k: int) -> Any:

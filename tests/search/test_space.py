@@ -135,17 +135,20 @@ def test_per_copy_unrolls_the_repeat_into_named_copies():
     values = {"stage.channels": 4, "stage.block[0]": "conv", "stage.block[1]": "identity_unit", "stage.block[2]": "conv"}
     data = sp.concretize(values).data
     nodes = {n["id"]: n for n in data["nodes"]}
-    assert [n["id"] for n in data["nodes"]] == ["stem", "stage_0", "stage_1", "stage_2", "act_2", "head"]
-    assert [nodes[f"stage_{k}"]["block"] for k in range(3)] == ["conv", "identity_unit", "conv"]
-    assert "in" not in nodes["stage_0"] and nodes["stage_1"]["in"] == "stage_0" and nodes["stage_2"]["in"] == "stage_1"
+    assert [n["id"] for n in data["nodes"]] == ["stem", "stage", "stage_1", "stage_2", "act_2", "head"]
+    assert [nodes[k]["block"] for k in ("stage", "stage_1", "stage_2")] == ["conv", "identity_unit", "conv"]
+    # one-copy repeats, each numbered on from the one before it
+    assert "in" not in nodes["stage"] and "continues" not in nodes["stage"]
+    assert [(nodes[k]["in"], nodes[k]["continues"]) for k in ("stage_1", "stage_2")] == [("stage", "stage"), ("stage_1", "stage_1")]
+    assert all(nodes[k]["repeat"] == 1 for k in ("stage", "stage_1", "stage_2"))
     assert nodes["head"]["in"] == "stage_2"  # whatever read the repeated node reads its last copy
-    assert all(nodes[f"stage_{k}"]["args"] == {"channels": 4} for k in range(3))  # not per copy: shared
-    assert "repeat" not in nodes["stage_0"]
-    # parameter names follow the copies' ids, the same for every candidate
+    assert all(nodes[k]["args"] == {"channels": 4} for k in ("stage", "stage_1", "stage_2"))  # not per copy: shared
+    # parameter names are those of the plain repeat, the same for every candidate
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", archforge.SpecWarning)  # the act node is left unused on purpose
-        model = archforge.build(sp.concretize(values).spec)
-    assert {name.split(".")[0] for name, _ in model.named_parameters()} >= {"stem", "stage_0", "stage_2", "head"}
+        model = archforge.build(sp.concretize(values).spec, device="meta")
+    assert {name.rsplit(".", 1)[0] for name, _ in model.named_parameters()} == {"stem.conv", "stem.norm", "stage.0.conv", "stage.0.norm",
+                                                                              "stage.2.conv", "stage.2.norm", "head.fc"}
 
 
 def test_per_copy_keeps_default_ids_and_reads_repeat_from_a_param():
@@ -158,7 +161,7 @@ def test_per_copy_keeps_default_ids_and_reads_repeat_from_a_param():
     """)
     assert list(sp.decisions) == ["stage.block[0]", "stage.block[1]"]
     data = sp.concretize({"stage.block[0]": "batch_norm", "stage.block[1]": "batch_norm"}).data
-    assert [n["id"] for n in data["nodes"]] == ["conv_0", "stage_0", "stage_1", "classifier_2"]
+    assert [n["id"] for n in data["nodes"]] == ["conv_0", "stage", "stage_1", "classifier_2"]
     archforge.validate(sp.concretize({"stage.block[0]": "batch_norm", "stage.block[1]": "batch_norm"}).spec)
 
 
@@ -172,7 +175,7 @@ def test_unrolling_names_nodes_without_id_as_plain_expansion_does():
         params: {head: classifier}
     """)
     candidate = sp.concretize({"stage.block[0]": "act", "stage.block[1]": "batch_norm"})
-    assert [n["id"] for n in candidate.data["nodes"]] == ["conv_0", "stage_0", "stage_1", "head_2"]
+    assert [n["id"] for n in candidate.data["nodes"]] == ["conv_0", "stage", "stage_1", "head_2"]
     plain = archforge.parse_spec(HEADER + textwrap.dedent("""
         params: {head: classifier}
         nodes:
@@ -241,7 +244,7 @@ def test_structure_errors_point_into_the_space_file():
               - {id: stage, block: {choice: [conv, act], per_copy: true}, repeat: 2, blok: 3}
         """)
     assert info.value.location.line == 6
-    assert "unknown key 'blok' in node 'stage_0'" in info.value.message
+    assert "unknown key 'blok' in node 'stage'" in info.value.message
 
 
 @pytest.mark.parametrize("section, message, line", [
