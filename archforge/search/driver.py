@@ -16,7 +16,8 @@ For each trial the objective
 
 Optuna does the rest: heartbeats while a trial runs, failing and retrying the trials of dead
 workers (``RetryFailedTrialCallback``), the trial state on an exception or Ctrl-C. An evaluator
-that raises (a crashing block, NaN, out of memory, even ``sys.exit``) fails its trial only.
+that raises (a crashing block, NaN, out of memory, even ``sys.exit``), or returns what cannot be
+read (:mod:`archforge.search.seed_results`), fails its trial only.
 :class:`StopRule` ends the loop when the budget is spent, the space is exhausted, or the
 sampler keeps proposing candidates already known.
 """
@@ -34,10 +35,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
-from archforge.errors import SpecError, SpecWarning
+from archforge.errors import PLUGIN_FAULTS, SpecError, SpecWarning, describe_exception
 from archforge.search import cache, records
 from archforge.search.progress import Display
-from archforge.search.metrics import installed_metrics, metric_label
+from archforge.search.metrics import installed_metrics, metric_label, shown
 from archforge.search.records import COUNTED, CandidateAttr, Outcome, ProgressAttr, SeedResult, TrialRecord, WorkerAttr, finite, measured
 from archforge.search.seed_results import seed_result, takes_metrics
 from archforge.search.settings import SearchSettings
@@ -174,12 +175,16 @@ class Objective:
         except BaseException as exc:  # noqa: BLE001 - TrialError, NaN, OOM, a crashing block, sys.exit: fail this trial only
             error = _error_text(exc)
             if isinstance(exc, SystemExit):
-                error = f"the evaluator called sys.exit({exc.code!r})"
+                error = f"the evaluator called sys.exit({shown(exc.code)})"
                 self.display.message(f"#{trial.number}: {error}; the trial is failed and the search goes on")
             return SeedResult(seed=seed, status="failed", error=error[:2000], epochs_run=len(history), history=history,
                               eval_time_s=round(time.perf_counter() - started, 4))
-        return seed_result(seed, result, history, epochs=config.epochs, pruned=pruned, eval_s=time.perf_counter() - started,
-                           metrics=self.metrics)
+        try:
+            return seed_result(seed, result, history, epochs=config.epochs, pruned=pruned, eval_s=time.perf_counter() - started,
+                               metrics=self.metrics)
+        except PLUGIN_FAULTS as exc:  # seed_result reads every field defensively; what it did not foresee fails this seed only
+            return SeedResult(seed=seed, status="failed", error=f"the evaluator's result cannot be read: {describe_exception(exc, 300)}",
+                              epochs_run=len(history), history=history, eval_time_s=round(time.perf_counter() - started, 4))
 
     def aggregate(self, candidate: Candidate, results: Mapping[int, SeedResult], fresh: set[int]) -> Outcome:
         """One outcome from the seeds: mean ± std of accuracy, the first failure or pruning, median costs."""
@@ -312,7 +317,10 @@ def _message(exc: BaseException) -> str:
 
 def _error_text(exc: BaseException) -> str:
     name = type(exc).__name__
-    message = str(exc).strip().replace("\n", " ")
+    try:
+        message = str(exc).strip().replace("\n", " ")
+    except PLUGIN_FAULTS:  # an exception of user code whose __str__ itself raises
+        message = ""
     if name == "TrialError":
         return message or name
     if isinstance(exc, MemoryError) or "out of memory" in message.lower():

@@ -16,6 +16,7 @@ from torch import nn
 
 from archforge.errors import one_line
 from archforge.graph import Graph, GraphNode
+from archforge.registry.parameter_node import apply_parameter_node
 
 
 class TrialError(Exception):
@@ -75,17 +76,22 @@ def describe_failure(
 
 
 def failing_node(exc: BaseException, model: nn.Module | None, graph: Graph | None) -> GraphNode | None:
-    """The innermost graph node on the exception's stack: a frame of its module, or a frame with a ``node`` local."""
+    """The innermost graph node on the exception's stack: a frame of its module, a frame with a ``node`` local, or
+    the call of a :class:`~archforge.registry.parameter_node.ParameterNode`'s ``apply`` on the node's own tensor."""
     if graph is None:
         return None
     nodes = {node.name: node for node in graph.live_nodes()}
     modules = {id(m): name for name, m in model.named_modules() if name} if model is not None else {}
+    # A ParameterNode's apply is a staticmethod, with no module in its frame: the node's tensor, its last argument, names it.
+    tensors = {id(p): name for name, p in model.named_parameters() if name in nodes} if model is not None else {}
     found: GraphNode | None = None
     tb = exc.__traceback__
     while tb is not None:
         local: dict[str, Any] = tb.tb_frame.f_locals
         owner = local.get("self")
         name = modules.get(id(owner)) if owner is not None else None
+        if tb.tb_frame.f_code is apply_parameter_node.__code__ and local.get("inputs"):
+            name = tensors.get(id(local["inputs"][-1]))
         while name and name not in nodes:
             name = name.rpartition(".")[0]
         if name:

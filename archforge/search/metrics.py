@@ -46,23 +46,63 @@ def goals(metrics: Metrics) -> dict[str, str]:
 
 
 def number(value: Any) -> float | None:
-    """``value`` as a finite float when it is a real number (a NumPy scalar or a one-element tensor too), else ``None``."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+    """``value`` as a finite float when it is a real number (a NumPy scalar or a one-element tensor too), else ``None``.
+
+    Never raises: a real number that cannot be converted (an integer too large for a float, a
+    ``__float__`` that raises) is ``None`` too; :func:`not_a_number` says why.
+    """
+    try:
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+                return None
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # True is no measurement
             return None
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # True is no measurement
+        value = float(value)
+    except PLUGIN_FAULTS:
         return None
-    value = float(value)
     return value if math.isfinite(value) else None
 
 
 def not_a_number(value: Any) -> str:
-    """What a metric returned instead of a finite number, in a few words."""
-    if isinstance(value, float) or isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return f"{float(value)!r}, not a finite number"
-    text = repr(value) if not isinstance(value, torch.Tensor) else f"a tensor of shape {list(value.shape)}"
-    return f"{text[:80]}, not a number"
+    """What was returned instead of a finite number, in a few words; never raises."""
+    try:
+        if isinstance(value, torch.Tensor):
+            if value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+                return not_a_number(value.item())
+            return f"a tensor of shape {list(value.shape)}, not a number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return f"{shown(value)}, not a number"
+        return conversion_failure(value) or f"{float(value)!r}, not a finite number"
+    except PLUGIN_FAULTS as exc:
+        return f"{shown(value)}, which cannot be read as a number ({describe_exception(exc, 120)})"
+
+
+def conversion_failure(value: Any) -> str | None:
+    """Why ``value``, meant as a number (a real number, or anything with ``__float__``), cannot be converted to a float;
+    ``None`` when it can, or when it is no number at all (``None``, a text, a list). Never raises."""
+    try:
+        if isinstance(value, (bool, str, bytes)) or not (isinstance(value, numbers.Real) or hasattr(type(value), "__float__")):
+            return None
+        float(value)
+    except OverflowError:
+        return f"{shown(value)}, too large for a float"
+    except PLUGIN_FAULTS as exc:
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            return f"a tensor of shape {list(value.shape)}, not a number"
+        return f"{shown(value)}, which cannot be read as a number ({describe_exception(exc, 120)})"
+    return None
+
+
+def shown(value: Any) -> str:
+    """``value`` for a message, in at most 80 characters; never raises."""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:  # a huge integer: its magnitude
+            return f"about {'-' if value < 0 else ''}1e{int(math.log10(abs(value)))}"
+        text = repr(value)
+    except PLUGIN_FAULTS:  # a __repr__ that raises
+        return f"an object of type {type(value).__name__}"
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def measure_metrics(model: nn.Module, metrics: Metrics, context: MetricContext) -> dict[str, float]:

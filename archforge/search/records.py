@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from archforge.errors import PLUGIN_FAULTS
 from archforge.search import limits
 
 #: Optuna user-attribute keys of a trial.
@@ -440,11 +441,15 @@ def _iso(value: _dt.datetime | None) -> str | None:
 
 
 def finite(value: Any) -> float | None:
-    """``value`` as a finite float, else ``None`` (NaN, infinity, not a number)."""
-    if isinstance(value, (bool, str, bytes)):  # "0.5" is a text, not a measurement
-        return None
+    """``value`` as a finite float, else ``None`` (NaN, infinity, not a number); never raises.
+
+    Values come from user code: a conversion that fails in any way (an integer too large for a
+    float, a ``__float__`` that raises) is ``None`` as well.
+    """
     try:
+        if isinstance(value, (bool, str, bytes)):  # "0.5" is a text, not a measurement
+            return None
         value = float(value)
-    except (TypeError, ValueError):
+    except PLUGIN_FAULTS:
         return None
     return value if math.isfinite(value) else None

@@ -146,10 +146,26 @@ PLUGIN = PluginInfo("energy", "archforge-energy", "1.0")
 CONTEXT = MetricContext(input_dims=(4,), device=torch.device("cpu"))
 
 
+class NoFloat(float):
+    """A real number whose conversion raises, as plugin code may define one."""
+
+    def __float__(self):
+        raise RuntimeError("no float for you")
+
+
+class Unprintable:
+    def __repr__(self):
+        raise ValueError("no text")
+
+
 @pytest.mark.parametrize("returned, words", [
     (math.nan, "returned nan, not a finite number"), (math.inf, "returned inf, not a finite number"),
     ("fast", "returned 'fast', not a number"), (None, "returned None, not a number"), (True, "returned True, not a number"),
-    (torch.ones(2), "returned a tensor of shape [2], not a number"),
+    (torch.ones(2), "returned a tensor of shape [2], not a number"), (torch.tensor(math.nan), "returned nan, not a finite number"),
+    (10**400, "returned about 1e400, too large for a float"),
+    pytest.param(-(10**5000), "returned about -1e5000, too large for a float", id="beyond-the-digit-limit"),
+    (NoFloat(0.5), "returned 0.5, which cannot be read as a number (RuntimeError: no float for you)"),
+    (Unprintable(), "returned an object of type Unprintable, not a number"),
 ])
 def test_a_metric_that_gives_no_finite_number_fails_the_candidate_naming_metric_and_distribution(returned, words):
     with pytest.raises(TrialError) as info:
@@ -251,6 +267,26 @@ def test_a_metric_that_raises_fails_its_candidate_and_the_search_goes_on(install
                                 f"no energy model for this size; fix or uninstall '{DIST}'")
 
 
+def test_a_metric_value_no_float_holds_fails_its_candidate_and_the_search_goes_on(install, tmp_path):
+    install("af_metrics_huge", """
+        import archforge
+        from archforge.registry import Metric
+
+        def huge(model, context):
+            return 10**400 if sum(p.numel() for p in model.parameters()) > 100 else 1
+
+        @archforge.hookimpl
+        def archforge_metrics():
+            return [Metric("huge", huge)]
+    """)
+    result = run(tmp_path)
+    rows = by_width(result.table)
+    assert rows[4]["status"] == "complete" and rows[4]["metrics"] == {"huge": 1.0}
+    assert rows[8]["status"] == "failed"
+    assert rows[8]["error"] == (f"metric 'huge' of plugin 'af_metrics_huge' from '{DIST}' returned about 1e400, too large for a float; "
+                                f"fix or uninstall '{DIST}'")
+
+
 def test_a_metric_ranks_in_the_direction_of_its_goal():
     def record(number: int, value: float) -> TrialRecord:
         return TrialRecord(number=number, state="COMPLETE", status="complete", hash=f"{number:012x}", accuracy=0.5,
@@ -288,6 +324,23 @@ def test_a_reused_result_carries_its_metric_values(install):
     assert reused, "the random strategy never asked for a candidate twice"
     assert {w: r["metrics"] for w, r in by_width(result.table).items()} == {4: {"kparams": 0.004}, 8: {"kparams": 0.008}}
     assert all(r.metrics == {"kparams": r.decisions["width"] / 1000} and r.epochs_run == 0 for r in reused)
+
+
+def huge_metric_evaluate(spec, data, config, on_epoch=None, metrics=None):
+    """A custom evaluator that gives a metric value no float holds for width 8."""
+    width = spec.to_dict()["params"]["width"]
+    return {"accuracy": 0.5, "epochs": 1, "params": width, "flops": width,
+            "metrics": {name: 10**400 if width == 8 else width for name in metrics or {}}}
+
+
+def test_an_evaluator_giving_a_metric_value_no_float_holds_fails_that_trial_only(install):
+    install("af_metrics_given", KPARAMS_PLUGIN)
+    result = search(parse_space(SPACE), dataset=FAKE, evaluator=huge_metric_evaluate, storage="memory", progress=False)
+    rows = by_width(result.table)
+    assert (rows[4]["status"], rows[4]["metrics"]) == ("complete", {"kparams": 4.0})
+    assert rows[8]["status"] == "failed"
+    assert rows[8]["error"] == (f"the evaluator gave metric 'kparams' of plugin 'af_metrics_given' from '{DIST}' = about 1e400, "
+                                "too large for a float")
 
 
 def test_an_evaluator_that_cannot_measure_a_metric_objective_fails_its_trials_saying_why(install, tmp_path):
@@ -395,3 +448,26 @@ def test_evaluate_refuses_the_device_instead_of_blaming_a_block():
     space = parse_space(SPACE)
     with pytest.raises(SettingError, match=r"^device 'cuda:99' is not available"):
         evaluate(space.concretize({"width": 4}).spec, FAKE, TrainConfig(device="cuda:99"))
+
+
+# --------------------------------------------------------------------------- blame
+
+
+def test_a_failure_in_a_parameter_nodes_apply_blames_its_block_and_node():
+    """A ParameterNode's ``apply`` is a staticmethod called from the generated forward: its own tensor names the node."""
+    from archforge import build, parse_spec
+    from archforge.search.failures import failing_node
+
+    model = build(parse_spec("""\
+archforge: 1
+name: blame
+input: {shape: [3, 8, 8]}
+nodes:
+  - {id: conv1, block: conv, args: {channels: 8, kernel: 4, stride: 4, norm: none, act: none}}
+  - {id: tokens, block: to_tokens}
+  - {id: pos_embed, block: learned_pos_embed}
+""", "blame.yaml"))
+    with pytest.raises(RuntimeError) as info:
+        model(torch.randn(1, 3, 12, 12))  # 9 tokens where the embedding has 4: the addition in apply fails
+    node = failing_node(info.value, model, model.meta["archforge_graph"])
+    assert (node.block, node.path) == ("learned_pos_embed", "pos_embed")

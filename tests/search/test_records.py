@@ -328,7 +328,125 @@ def test_read_study_attr():
         records.read_study_attr(study, RunMeta, records.RUN_KEY)
 
 
+class NoFloat(float):
+    """A real number whose conversion raises, as user code may define one."""
+
+    def __float__(self):
+        raise RuntimeError("no float for you")
+
+
+class Exits(float):
+    def __float__(self):
+        raise SystemExit(2)
+
+
 @pytest.mark.parametrize("value, expected", [(0.5, 0.5), (3, 3.0), (True, None), (None, None), (math.nan, None),
-                                             (math.inf, None), (-math.inf, None), ("abc", None), ([1], None), (object(), None)])
+                                             (math.inf, None), (-math.inf, None), ("abc", None), ([1], None), (object(), None),
+                                             (10**400, None), (-(10**400), None), (NoFloat(0.5), None), (Exits(0.5), None)])
 def test_finite(value, expected):
     assert records.finite(value) == expected
+
+
+# --------------------------------------------------------------------------- what a custom evaluator returns
+
+
+class RaisingField:
+    """An evaluator result whose ``latency_ms`` property raises."""
+
+    accuracy = 0.5
+
+    @property
+    def latency_ms(self):
+        raise RuntimeError("clock not started")
+
+
+@pytest.mark.parametrize("result, error", [
+    ({"accuracy": 0.5, "latency_ms": 10**400}, "the evaluator gave latency_ms about 1e400, too large for a float"),
+    ({"accuracy": 10**400}, "the evaluator gave accuracy about 1e400, too large for a float"),
+    ({"accuracy": NoFloat(0.5)}, "the evaluator gave accuracy 0.5, which cannot be read as a number (RuntimeError: no float for you)"),
+    ({"accuracy": 0.5, "train_time_s": Exits(1.0)},
+     "the evaluator gave train_time_s 1.0, which cannot be read as a number (SystemExit: 2)"),
+    ({"accuracy": 0.5, "history": [0.25, -(10**400)]}, "the evaluator gave history[1] about -1e400, too large for a float"),
+    ({"accuracy": 0.5, "timings": {"forward": 10**400}}, "the evaluator gave timings['forward'] about 1e400, too large for a float"),
+    ({"accuracy": 0.5, "flops": NoFloat(3.0)},
+     "the evaluator gave flops 3.0, which cannot be read as a number (RuntimeError: no float for you)"),
+    (RaisingField(), "the evaluator's result raised RuntimeError: clock not started when its 'latency_ms' was read"),
+])
+def test_a_result_field_that_cannot_be_read_fails_the_seed_naming_it(result, error):
+    from archforge.search.seed_results import seed_result
+
+    seed = seed_result(0, result, [0.5], epochs=1, pruned=False, eval_s=0.0)
+    assert (seed.status, seed.error) == ("failed", error)
+    assert SeedResult.model_validate(records.dump(seed)) == seed  # stored, it reads back
+
+
+def test_counts_too_large_for_a_float_are_no_counts_and_texts_of_numbers_still_are():
+    from archforge.search.seed_results import seed_result
+
+    given = {"accuracy": 0.5, "params": 10**400, "flops": " 12 ", "epochs": 10**400}
+    seed = seed_result(0, given, [0.5], epochs=1, pruned=False, eval_s=0.0)
+    assert (seed.status, seed.params, seed.flops, seed.epochs_run) == ("ok", None, 12, 1)
+
+
+SPACE = """\
+archforge: 1
+name: hostile
+input: {shape: [1, 8, 8]}
+params: {width: {choice: [4, 8, 16]}}
+nodes:
+  - {id: stem, block: conv, args: {channels: $width}}
+  - {id: head, block: classifier, args: {classes: 10}}
+"""
+
+
+def hostile_evaluate(spec, data, config, on_epoch=None):
+    """Width 8 gives a latency no float holds and reports an epoch accuracy that cannot be converted."""
+    width = spec.to_dict()["params"]["width"]
+    if on_epoch is not None:
+        on_epoch(1, NoFloat(0.5) if width == 8 else 0.5)
+    return {"accuracy": 0.5, "epochs": 1, "params": width, "flops": width, "latency_ms": 10**400 if width == 8 else 1.0}
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+def test_a_value_no_float_holds_fails_its_trial_only_and_the_store_stays_readable(storage, tmp_path):
+    from types import SimpleNamespace
+
+    from archforge.search import parse_space, search
+
+    data = SimpleNamespace(input_shape=(1, 8, 8), num_classes=10, name="fake")
+    where = "memory" if storage == "memory" else str(tmp_path / "hostile.db")
+    result = search(parse_space(SPACE), dataset=data, evaluator=hostile_evaluate, storage=where, progress=False, epochs=1,
+                    runs_dir=tmp_path / "runs")
+    by_width = {r.decisions["width"]: r for r in result.trials}
+    assert {w: r.status for w, r in by_width.items()} == {4: "complete", 8: "failed", 16: "complete"}
+    assert by_width[8].error == "the evaluator gave latency_ms about 1e400, too large for a float"
+    assert by_width[8].seeds[0].history == [None]
+    reread = [TrialRecord.of(t) for t in result.study.get_trials()]
+    assert "unreadable" not in {r.status for r in reread}
+    json.dumps([r.row() for r in reread], allow_nan=False)
+
+
+def test_a_result_seed_result_cannot_read_fails_the_seed_and_an_exception_whose_text_raises_is_named(monkeypatch):
+    """What the reading of a result did not foresee, and an exception whose ``__str__`` raises, fail one trial each."""
+    from types import SimpleNamespace
+
+    from archforge.search import driver, parse_space, search
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise ValueError("no text")
+
+    def unforeseen(*args, **kwargs):
+        raise OverflowError("int too large to convert to float")
+
+    def evaluate(spec, data, config, on_epoch=None):
+        if spec.to_dict()["params"]["width"] == 16:
+            raise Unprintable()
+        return {"accuracy": 0.5}
+
+    monkeypatch.setattr(driver, "seed_result", unforeseen)
+    data = SimpleNamespace(input_shape=(1, 8, 8), num_classes=10, name="fake")
+    result = search(parse_space(SPACE), dataset=data, evaluator=evaluate, storage="memory", progress=False, epochs=1)
+    errors = {r.decisions["width"]: r.error for r in result.trials}
+    assert errors == {4: "the evaluator's result cannot be read: OverflowError: int too large to convert to float",
+                      8: "the evaluator's result cannot be read: OverflowError: int too large to convert to float", 16: "Unprintable"}
