@@ -428,3 +428,85 @@ def test_a_weights_argument_that_cannot_be_one_is_refused_before_building(weight
     with pytest.raises(CheckpointError) as info:
         archforge.build(spec(SMALL), weights=weights)
     assert str(info.value) == message
+
+
+def test_dataparallel_weights_of_a_network_with_its_own_module_node():
+    body = """
+    define:
+      unit:
+        nodes: [{id: fc, block: linear, args: {features: 2}}]
+    nodes:
+      - {id: pool, block: global_pool}
+      - {id: module, block: unit}
+    """
+    model = archforge.build(spec(body))
+    wrapped = {f"module.{k}": v for k, v in model.state_dict().items()}  # module.module.fc.weight
+    loaded = archforge.build(spec(body), weights=wrapped)
+    assert torch.equal(loaded.get_parameter("module.fc.weight"), model.get_parameter("module.fc.weight"))
+
+
+def test_weights_saved_with_the_former_names_load_through_build(tmp_path):
+    model = archforge.build(spec(SMALL))
+    former = {("conv1.conv." + k.split(".")[1] if k.startswith("conv1.") else k): v for k, v in model.state_dict().items()}
+    assert "conv1.conv.weight" in former and "conv1.weight" not in former
+    torch.save(former, tmp_path / "old.pth")
+    loaded = archforge.build(spec(SMALL), weights=tmp_path / "old.pth")
+    assert torch.equal(loaded.conv1.weight, model.conv1.weight)
+
+
+class CheckedBias(ChannelBias):
+    @staticmethod
+    def apply(x, bias):
+        if x.shape[1] != bias.shape[1]:  # control flow on shapes: fine at run time, and the traced call stays one node
+            raise ValueError("channels differ")
+        return x + bias
+
+
+class CheckedBiasBlock(Bias):
+    """``bias_node`` building :class:`CheckedBias` (a top-level class: the pickled network names its block)."""
+
+    def build(self, x, args, *, device=None, dtype=None):
+        return CheckedBias(x.channels, device=device, dtype=dtype)
+
+
+def test_a_parameter_node_with_control_flow_survives_pickling_and_tracing():
+    import pickle
+
+    model = archforge.build(spec(BIAS_SPEC), registry=registry_with(CheckedBiasBlock)).eval()
+    x = torch.randn(2, 4, 8, 8)
+    again = pickle.loads(pickle.dumps(model))
+    torch.testing.assert_close(again(x), model(x))
+    traced = torch.fx.symbolic_trace(model)
+    torch.testing.assert_close(traced(x), model(x))
+    assert [n.target.__name__ for n in traced.graph.nodes if n.op == "call_function"] == ["apply_parameter_node"] * 3
+
+
+def test_a_class_defined_again_under_the_same_name_leaves_built_networks_alone():
+    first = archforge.build(spec(BIAS_SPEC), registry=registry_with(_block_building(ChannelBias))).eval()
+    x = torch.randn(1, 4, 8, 8)
+    before = first(x)
+
+    class ChannelBias2(ChannelBias):
+        @staticmethod
+        def apply(x, bias):
+            return x * 0 + 100
+
+    ChannelBias2.__qualname__, ChannelBias2.__module__ = ChannelBias.__qualname__, ChannelBias.__module__  # as a re-run cell would
+    ChannelBias2.__name__ = "ChannelBias"
+    import sys
+
+    module = sys.modules[ChannelBias.__module__]
+    original = module.ChannelBias
+    module.ChannelBias = ChannelBias2
+    try:
+        second = archforge.build(spec(BIAS_SPEC), registry=registry_with(_block_building(ChannelBias2))).eval()
+        assert torch.equal(second(x), torch.full_like(x[:, :3], 100.0))
+    finally:
+        module.ChannelBias = original
+    torch.testing.assert_close(first(x), before)
+
+
+def test_a_parameter_node_class_that_cannot_be_imported_by_its_name_is_refused():
+    made = type("Made", (ChannelBias,), {"apply": staticmethod(lambda x, t: x + t), "__module__": __name__})
+    with pytest.raises(SpecError, match=r"Made cannot be imported as test_parameter_names\.Made: define it at the top level"):
+        archforge.build(spec(BIAS_SPEC), registry=registry_with(_block_building(made)))

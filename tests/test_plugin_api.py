@@ -180,3 +180,13 @@ def test_block_is_subscriptable_with_a_forward_reference():
             return nn.Identity()
 
     assert Nested.contract_problems() == [] and Nested.Args(k=2).k == 2
+
+
+def test_the_search_package_pickles_and_copies_as_itself():
+    import copy
+    import functools
+    import pickle
+
+    partial = pickle.loads(pickle.dumps(functools.partial(archforge.search, "placement_mnist", seeds=2)))
+    assert partial.func is sys.modules["archforge.search"] and partial.keywords == {"seeds": 2}
+    assert copy.copy(archforge.search) is archforge.search and copy.deepcopy(archforge.search) is archforge.search

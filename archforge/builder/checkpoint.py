@@ -16,7 +16,7 @@ import torch
 from torch import fx
 
 from archforge.builder.network import build, check_device
-from archforge.builder.weights import check_state, describe_file_error, read_torch_file, short_repr
+from archforge.builder.weights import check_state, describe_file_error, read_torch_file, short_repr, with_current_names
 from archforge.errors import CheckpointError
 from archforge.files import OVERWRITE_HINT, atomic_output
 from archforge.registry import Registry
@@ -94,27 +94,3 @@ def _contents(data: Any, name: str) -> tuple[str, dict[str, torch.Tensor]]:
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(name, f"has a 'state_dict' that is not a dict of tensors: the value of key {short_repr(key)} is a {type(value).__name__}")
     return spec, dict(state)
-
-
-#: Suffixes of keys in checkpoints written before a node's own tensors took the node's name.
-_LEGACY_SUFFIXES = (".cls_token", ".pos_embed", ".conv.weight", ".conv.bias")
-
-
-def with_current_names(expected: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with the names older archforge versions wrote renamed to today's, where the network lacks them.
-
-    A ``class_token`` node ``n`` held ``n.cls_token`` (now ``n``), a ``learned_pos_embed`` node
-    ``n.pos_embed`` (now ``n``), and a ``conv`` without norm and activation ``n.conv.weight``
-    (now ``n.weight``). A key is renamed only when its new name is one the network has and
-    the state lacks, so no current key is ever touched.
-    """
-    renamed = {}
-    for key, value in state.items():
-        if key not in expected and key.endswith(_LEGACY_SUFFIXES):
-            head, _, leaf = key.rpartition(".")
-            current = head if leaf in ("cls_token", "pos_embed") else f"{head.removesuffix('.conv')}.{leaf}"
-            if current in expected and current not in state:
-                key = current
-        renamed[key] = value
-    return renamed
-

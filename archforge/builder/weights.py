@@ -111,10 +111,36 @@ def _state_dict(data: Any, name: str, expected: Mapping[str, torch.Tensor]) -> d
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(name, f"is not a dict of tensors: the value of key {short_repr(key)} is a {type(value).__name__}")
         state[key] = value
-    # Saved from nn.DataParallel / DistributedDataParallel; unless the network's own keys start so (a node called 'module').
-    if state and all(key.startswith("module.") for key in state) and not any(key.startswith("module.") for key in expected):
-        state = {key.removeprefix("module."): value for key, value in state.items()}
-    return state
+    # Saved from nn.DataParallel / DistributedDataParallel: taken off only when that makes the keys the network's
+    # (a network may have a node called 'module' of its own).
+    if state and all(key.startswith("module.") for key in state) and set(state) != set(expected):
+        stripped = {key.removeprefix("module."): value for key, value in state.items()}
+        if set(stripped) == set(expected) or not any(key.startswith("module.") for key in expected):
+            state = stripped
+    return with_current_names(expected, state)
+
+
+#: Suffixes of keys in files written before a node's own tensors took the node's name.
+_FORMER_SUFFIXES = (".cls_token", ".pos_embed", ".conv.weight", ".conv.bias")
+
+
+def with_current_names(expected: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the names older archforge versions wrote renamed to today's, where the network lacks them.
+
+    A ``class_token`` node ``n`` held ``n.cls_token`` (now ``n``), a ``learned_pos_embed`` node
+    ``n.pos_embed`` (now ``n``), and a ``conv`` without norm and activation ``n.conv.weight``
+    (now ``n.weight``). A key is renamed only when its new name is one the network has and
+    the state lacks, so no current key is ever touched.
+    """
+    renamed = {}
+    for key, value in state.items():
+        if key not in expected and key.endswith(_FORMER_SUFFIXES):
+            head, _, leaf = key.rpartition(".")
+            current = head if leaf in ("cls_token", "pos_embed") else f"{head.removesuffix('.conv')}.{leaf}"
+            if current in expected and current not in state:
+                key = current
+        renamed[key] = value
+    return renamed
 
 
 def _is_safetensors(path: Path, name: str) -> bool:

@@ -24,10 +24,11 @@ module whose ``forward`` is ``apply(*inputs, self.tensor)``. Example::
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import sys
+from typing import Any, Callable
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 
 class ParameterNode(nn.Module):
@@ -62,8 +63,9 @@ def parameter_node_problem(module: nn.Module) -> str | None:
         return f"{owner.__name__}.apply must be a @staticmethod: the generated forward calls it without the module"
     if cls.forward is not ParameterNode.forward:
         return f"{cls.__name__} overrides forward(): the network calls apply(*inputs, tensor), so forward must stay ParameterNode's"
-    if "<locals>" in cls.__qualname__:
-        return f"{cls.__qualname__} is defined inside a function: define it at the top level of a module, where the network can import it"
+    if _importable(f"{cls.__module__}:{cls.__qualname__}") is not cls:
+        return (f"{cls.__qualname__} cannot be imported as {cls.__module__}.{cls.__qualname__}: define it at the top level "
+                "of a module (not in a function or with type()), where a saved network can import it")
     names = [name for name, _ in module.named_parameters() if name != "tensor"]
     names += [name for name, _ in module.named_buffers()]
     names += [name for name, _ in module.named_children()]
@@ -72,30 +74,54 @@ def parameter_node_problem(module: nn.Module) -> str | None:
     return None
 
 
-#: ``"<module>:<class qualname>"`` -> that class's ``apply``, filled when a network is built or first run.
+def _importable(target: str) -> Any:
+    """The object ``"<module>:<qualname>"`` names (importing the module), or ``None``."""
+    module_name, _, qualname = target.partition(":")
+    try:
+        owner: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+        for part in qualname.split("."):
+            owner = getattr(owner, part)
+    except Exception:  # any failure means: not importable by that name
+        return None
+    return owner
+
+
+#: ``"<module>:<class qualname>[#n]"`` -> that class's ``apply``, filled when a network is built or first run.
 _APPLY: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 def parameter_node_target(module: ParameterNode) -> str:
-    """The string the generated forward names ``module``'s class by; registers its ``apply``."""
+    """The string the generated forward names ``module``'s class by; registers its ``apply``.
+
+    A class defined again under the same name (a notebook cell run twice, a reloaded plugin)
+    gets a new ``#n`` key, so networks built before keep calling the ``apply`` they were built with.
+    """
     cls = type(module)
-    target = f"{cls.__module__}:{cls.__qualname__}"
+    target = base = f"{cls.__module__}:{cls.__qualname__}"
+    n = 0
+    while _APPLY.get(target, cls.apply) is not cls.apply:
+        n += 1
+        target = f"{base}#{n}"
     _APPLY[target] = cls.apply
     return target
 
 
-def apply_parameter_node(target: str, *inputs: torch.Tensor) -> torch.Tensor:
+def apply_parameter_node(target: str, *inputs: Any) -> Any:
     """``apply(*inputs)`` of the ParameterNode class ``target`` (``"<module>:<class qualname>"``).
 
     What a network's generated forward calls for a ParameterNode node. The class is named by a
     string, not by its function object, because a pickled network re-imports what its code
-    names and a staticmethod cannot be imported by name.
+    names and a staticmethod cannot be imported by name. Under ``torch.fx`` tracing (which
+    unpickling a network repeats) the call stays one node, as the builder emitted it.
     """
+    for value in inputs:
+        if isinstance(value, fx.Proxy):
+            return value.tracer.create_proxy("call_function", apply_parameter_node, (target, *inputs), {})
     apply = _APPLY.get(target)
     if apply is None:  # a network unpickled in a fresh process
-        module_name, _, qualname = target.partition(":")
-        owner = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            owner = getattr(owner, part)
+        owner = _importable(target.partition("#")[0])
+        if owner is None:
+            raise RuntimeError(f"the network calls the ParameterNode class {target.partition('#')[0]!r}, which cannot be "
+                               "imported here: install the plugin that provides it")
         apply = _APPLY[target] = owner.apply
     return apply(*inputs)

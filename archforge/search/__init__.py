@@ -102,6 +102,17 @@ class _SearchPackage(types.ModuleType):
     def __call__(self, space: Space | str | os.PathLike[str], **options: Any) -> SearchResult:
         return search(space, **options)
 
+    # A module is one object per process: copies are the module itself, and pickles re-import it
+    # (``functools.partial(archforge.search, ...)`` sent to a worker process).
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return importlib.import_module, (self.__name__,)
+
+    def __copy__(self) -> _SearchPackage:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SearchPackage:
+        return self
+
 
 sys.modules[__name__].__class__ = _SearchPackage
 

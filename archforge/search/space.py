@@ -80,6 +80,12 @@ class Candidate:
         return ", ".join(f"{n}={value_label(self.values[n], 24)}" for n in names if n in self.values)
 
 
+#: How per-copy choice points unroll, which names the candidates' parameters and so sets their
+#: hashes: 2 = a chain of one-copy repeats named like a plain repeat's copies (``stage.1``).
+#: A stored run of such a space made under another naming is not resumed.
+PER_COPY_NAMING = 2
+
+
 class Space:
     """A parsed search space. Create one with :func:`load_space` or :func:`parse_space`."""
 
@@ -189,8 +195,10 @@ class Space:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the space file's text, first 16 hex digits."""
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+        """sha256 of the space file's text (and, for a space with per-copy choice points, of how
+        they unroll: :data:`PER_COPY_NAMING`), first 16 hex digits."""
+        prefix = f"per-copy naming {PER_COPY_NAMING}\n" if self._index_maps else ""
+        return hashlib.sha256((prefix + self.text).encode("utf-8")).hexdigest()[:16]
 
     def concretize(self, values: Mapping[str, Any]) -> Candidate:
         """The candidate for decision ``values`` (every decision needs one)."""

@@ -71,6 +71,9 @@ def open_study(storage: Any, name: str, meta: RunMeta, directions: list[str], *,
 
 def _check_same_run(old: RunMeta, new: RunMeta, study: Any, directions: list[str], where: str) -> None:
     if old.space_fingerprint != new.space_fingerprint:
+        if old.space_fingerprint == hashlib.sha256(new.space.encode("utf-8")).hexdigest()[:16]:
+            raise SearchError(f"{where} was made by an earlier archforge, which named the copies of per-copy choice points "
+                              "otherwise (so its candidates have other hashes); start a new run with --name")
         raise SearchError(f"{where} was started from another version of the search space ({old.space_file}); "
                           "resume it with that space, or start a new run with --name")
     old_objectives = old.settings.get("objectives", [])

@@ -551,3 +551,28 @@ def test_stop_rule_gives_up_after_idle_trials(monkeypatch):
     assert not study.stopped
     rule(study, reused)
     assert study.stopped
+
+
+PER_COPY_SPACE = """\
+archforge: 1
+name: unit
+input: {shape: [1, 8, 8]}
+nodes:
+  - {id: stage, block: conv, repeat: 2, args: {channels: 4, kernel: {choice: [1, 3], per_copy: true}}}
+  - {id: head, block: classifier, args: {classes: 10}}
+"""
+
+
+def test_a_per_copy_run_stored_under_the_former_naming_is_not_resumed():
+    """Its candidates' hashes changed with the naming of per-copy copies: resuming would train duplicates."""
+    import hashlib
+
+    text_hash = hashlib.sha256(PER_COPY_SPACE.encode("utf-8")).hexdigest()[:16]
+    assert parse_space(PER_COPY_SPACE, "unit.yaml").fingerprint != text_hash
+    assert parse_space(SPACE, "unit.yaml").fingerprint == hashlib.sha256(SPACE.encode("utf-8")).hexdigest()[:16]
+    storage = optuna.storages.InMemoryStorage()
+    study, meta = _open(storage, text=PER_COPY_SPACE)
+    _start(study)
+    study.set_user_attr(records.RUN_KEY, meta.model_copy(update={"space_fingerprint": text_hash}).model_dump(mode="json"))
+    with pytest.raises(SearchError, match="was made by an earlier archforge, which named the copies of per-copy choice points"):
+        _open(storage, text=PER_COPY_SPACE)
