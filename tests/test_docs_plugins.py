@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import tomllib
 import types
 import warnings
@@ -76,13 +77,18 @@ def ids(examples: list[Example]) -> list[str]:
 
 
 def run_example(example: Example) -> dict:
-    """Execute one block as a module of its own; return its namespace after its ``test_*`` functions passed."""
-    namespace: dict = {"__name__": f"plugins_md_line{example.line}"}
-    exec(compile(example.text, example.where, "exec"), namespace)
-    for name, value in list(namespace.items()):
-        if name.startswith("test_") and callable(value):
-            value()
-    return namespace
+    """Execute one block as a module of its own (importable while it runs, as a plugin's module is); return its
+    namespace after its ``test_*`` functions passed."""
+    module = types.ModuleType(f"plugins_md_line{example.line}")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(example.text, example.where, "exec"), module.__dict__)
+        for name, value in list(module.__dict__.items()):
+            if name.startswith("test_") and callable(value):
+                value()
+    finally:
+        del sys.modules[module.__name__]
+    return module.__dict__
 
 
 @pytest.fixture
