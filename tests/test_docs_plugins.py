@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-import tomllib
 import types
 import warnings
 from dataclasses import dataclass
@@ -121,6 +120,7 @@ def test_yaml_example_is_a_spec_that_validates(example):
 
 @pytest.mark.parametrize("example", TOML, ids=ids(TOML))
 def test_toml_example_declares_an_entry_point_and_depends_on_archforge_nn(example):
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
     project = tomllib.loads(example.text)["project"]
     assert any(re.match(r"archforge-nn\b", dependency) for dependency in project["dependencies"]), example.where
     for name, value in project["entry-points"]["archforge"].items():
