@@ -18,9 +18,10 @@ Every name here is imported on first use, so ``import archforge`` (and a plugin'
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from archforge._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from archforge.builder import Summary, build, load_checkpoint, summarize
@@ -64,26 +65,7 @@ def validate(spec: Spec | str | os.PathLike[str], *, registry: Registry | None =
     return compile_graph(spec, registry)
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is not None:
-        value = getattr(importlib.import_module(home), name)
-    elif name.startswith("_"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    else:
-        try:  # a subpackage used as an attribute (`archforge.errors.PluginWarning` after `import archforge`)
-            value = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as missing:
-            if missing.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
-
+__getattr__, __dir__ = lazy_attributes(globals(), _HOMES, subpackages=True)
 
 __all__ = [
     "Block", "BlockArgs", "CheckpointError", "Graph", "Location", "PluginError", "Registry", "SearchResult", "SettingError", "Shape", "ShapeError", "Spec",

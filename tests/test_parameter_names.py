@@ -401,15 +401,19 @@ def test_legacy_torch_save_files_and_safetensors_under_any_suffix_load(tmp_path)
     torch.testing.assert_close(archforge.build(spec(SMALL), weights=tmp_path / "model.bin").eval()(x), plain(x))
 
 
+#: A network with a node called ``module``, as DataParallel prefixes keys.
+MODULE_NODE = """
+define:
+  unit:
+    nodes: [{id: fc, block: linear, args: {features: 2}}]
+nodes:
+  - {id: pool, block: global_pool}
+  - {id: module, block: unit}
+"""
+
+
 def test_a_network_whose_own_keys_start_with_module_keeps_them():
-    body = """
-    define:
-      unit:
-        nodes: [{id: fc, block: linear, args: {features: 2}}]
-    nodes:
-      - {id: pool, block: global_pool}
-      - {id: module, block: unit}
-    """
+    body = MODULE_NODE
     model = archforge.build(spec(body))
     assert list(model.state_dict()) == ["module.fc.weight", "module.fc.bias"]
     archforge.build(spec(body), weights=model.state_dict())  # loads as it is
@@ -431,14 +435,7 @@ def test_a_weights_argument_that_cannot_be_one_is_refused_before_building(weight
 
 
 def test_dataparallel_weights_of_a_network_with_its_own_module_node():
-    body = """
-    define:
-      unit:
-        nodes: [{id: fc, block: linear, args: {features: 2}}]
-    nodes:
-      - {id: pool, block: global_pool}
-      - {id: module, block: unit}
-    """
+    body = MODULE_NODE
     model = archforge.build(spec(body))
     wrapped = {f"module.{k}": v for k, v in model.state_dict().items()}  # module.module.fc.weight
     loaded = archforge.build(spec(body), weights=wrapped)

@@ -23,14 +23,13 @@ module's own parameters and buffers before its submodules', so ``cls_token`` and
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
 import torch
 
 import archforge
-from conftest import ROOT, SPECS
+from conftest import SPECS, load_plain_networks
 
 MODELS = SPECS / "models"
 CLASSES, IMAGE, PATCH, CHANNELS = 1000, 224, 16, 3
@@ -39,14 +38,7 @@ PATCHES = (IMAGE // PATCH) ** 2  # 196
 Table = list[tuple[str, tuple[int, ...]]]
 
 
-def _load_plain_networks():
-    spec = importlib.util.spec_from_file_location("plain_networks", ROOT / "benchmarks" / "plain_networks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plain_networks = _load_plain_networks()
+plain_networks = load_plain_networks()
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ that every spec validates, builds and trains is tests/test_specs.py's.)
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,19 +18,12 @@ import pytest
 import torch
 
 import archforge
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, load_plain_networks
 
 MODELS = SPECS / "models"
 
 
-def _load_plain_networks():
-    spec = importlib.util.spec_from_file_location("plain_networks", ROOT / "benchmarks" / "plain_networks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plain_networks = _load_plain_networks()
+plain_networks = load_plain_networks()
 
 
 @functools.lru_cache(maxsize=None)

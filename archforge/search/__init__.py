@@ -37,6 +37,8 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from archforge._lazy import lazy_attributes
+
 if TYPE_CHECKING:
     from archforge.errors import SearchError
     from archforge.search.result import SearchResult
@@ -83,17 +85,7 @@ def load_run(source: str | os.PathLike[str], study: str | None = None) -> Any:
     return _load_run(source, study)
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_attributes(globals(), _HOMES)
 
 
 class _SearchPackage(types.ModuleType):
