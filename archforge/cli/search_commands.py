@@ -1,4 +1,4 @@
-"""``archforge space``, ``search`` and ``report``: look at a search space, search it, report a run.
+"""``archforge space``, ``search``, ``worker`` and ``report``: look at a search space, search it, join a search, report a run.
 
 ``space`` checks everything ``search`` would check before storing anything (the settings,
 the strategy against the space, the dataset, the evaluator: :func:`archforge.search.checks.check_run`),
@@ -153,10 +153,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         files = result.report()
         console.print("report: " + ", ".join(str(p) for p in files.values()), markup=False)
     elif result.storage and result.storage != "memory":
-        where = result.run_dir if result.run_dir is not None and result.storage.startswith("sqlite") else result.storage
-        console.print(f"stored in {result.storage}; plots and files: archforge report {where}", markup=False)
+        from archforge.search.storage import shown_url
+
+        local = result.run_dir is not None and result.storage.startswith("sqlite")
+        where = str(result.run_dir) if local else f"{shown_url(result.storage)} --study {result.run.name}"
+        console.print(f"stored in {shown_url(result.storage)}; plots and files: archforge report {where}", markup=False)
     if result.best is None:
         return fail(f"no candidate of '{space.name}' completed training; the reasons are above and in archforge report")
+    return 0
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from archforge.search.join import join
+
+    with quiet_optuna():
+        stats = join(args.storage, args.study, device=args.device, threads=args.threads,
+                     progress=True if args.progress and sys.stderr.isatty() else "lines")
+    stderr_console().print(f"worker done: {stats.trials} trial(s), {stats.evaluated} evaluated, in {stats.wall_s:.1f}s "
+                           "(the budget is spent or every candidate is known)", markup=False)
     return 0
 
 
@@ -261,6 +278,24 @@ def add_commands(subparsers: Any) -> None:
     defer_arguments(s, _add_search_arguments)
     s.set_defaults(func=cmd_search)
 
+    s = subparsers.add_parser("worker", help="one more worker for a search whose study is on a server", **command_help(
+        "Join a search started with `archforge search SPACE --storage URL --name NAME` and train its candidates until "
+        "the budget is spent or every candidate is known, then exit. The study carries the space and the settings: "
+        "this machine needs only the same archforge, plugins and dataset. No candidate and seed is trained twice; a "
+        "worker that dies mid-trial loses nothing: when its heartbeat stops (search.heartbeat.grace, 60 s) its trial "
+        "is failed and another worker trains the candidate.",
+        "archforge worker --storage postgresql://me@db.example.org/archforge --study placement_mnist",
+        "archforge worker --storage postgresql://me@db.example.org/archforge --study placement_mnist --device cuda:1",
+        "archforge worker --storage runs/placement_mnist/study.db --study placement_mnist --threads 1",
+    ))
+    s.add_argument("--storage", required=True, metavar="URL", help="the search's storage: postgresql://user@host/db, "
+                   "or a study.db on this machine")
+    s.add_argument("--study", required=True, metavar="NAME", help="the search's study (its run name)")
+    s.add_argument("--device", help="train on this device instead of the run's train.device: cpu, cuda, cuda:1")
+    s.add_argument("--threads", type=int_range(1, 1024), metavar="N", help="torch threads of this worker")
+    s.add_argument("--progress", action="store_true", help="progress bars on a terminal (default: one line per finished trial)")
+    s.set_defaults(func=cmd_worker)
+
     s = subparsers.add_parser(
         "report", help="ranking, CSV/JSON, Pareto and placement plots and best.yaml of a search run",
         **command_help(
@@ -292,4 +327,4 @@ def _add_search_arguments(s: Any) -> None:
     g.add_argument("--report", action="store_true", help="also write the report files into <run>/report")
 
 
-__all__ = ["add_commands", "cmd_report", "cmd_search", "cmd_space", "print_run"]
+__all__ = ["add_commands", "cmd_report", "cmd_search", "cmd_space", "cmd_worker", "print_run"]

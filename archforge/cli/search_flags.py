@@ -21,7 +21,9 @@ from archforge.errors import SettingError, did_you_mean
 
 #: Flags that set the field of the same name.
 SCALAR_FIELDS = ("dataset", "limit", "val_fraction", "strategy", "budget", "epochs", "seeds", "objectives", "pruner",
-                 "workers", "executor", "seed", "name")
+                 "workers", "devices", "executor", "seed", "name")
+#: Flags of the ``ray:`` section: flag → field.
+RAY_FLAGS = {"address": "address", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial"}
 CONSTRAINT_FIELDS = ("max_params", "min_params", "max_flops", "min_flops")
 #: Shorthand flags of ``--train KEY=VALUE``.
 TRAIN_SHORTHANDS = ("batch_size", "lr", "device")
@@ -67,11 +69,19 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="the same as --train device=DEVICE: cpu, cuda, cuda:1, mps")
 
     g = parser.add_argument_group("where and how")
-    g.add_argument("--name", help="run name (default: the space's name)")
-    g.add_argument("--storage", metavar="URL", help="an Optuna storage URL (e.g. postgresql://...) or a .db file, anywhere "
-                   "(a space file's search.storage may only name a place inside the working folder)")
+    g.add_argument("--name", "--study", dest="name", help="run name, which is the study's name in the storage (default: the space's name)")
+    g.add_argument("--storage", metavar="URL", help="a PostgreSQL URL (postgresql://user@host/db: workers on other machines "
+                   "join with archforge worker) or a .db file, anywhere (a space file's search.storage may only name a "
+                   "place inside the working folder)")
     g.add_argument("--workers", type=int_range(1, limits.MAX_WORKERS), metavar="N", help="worker processes sharing the study (default 1)")
+    g.add_argument("--devices", type=device_list, metavar="LIST",
+                   help="spread the workers over these devices, one each unless --workers says more: cuda:0,cuda:1")
     g.add_argument("--executor", choices=["local", "ray"], help="run workers as local processes or Ray tasks")
+    g.add_argument("--address", metavar="ADDRESS", help="ray.address: the Ray cluster to join (auto, ray://HOST:10001; "
+                   "default: start a local one)")
+    g.add_argument("--cpus-per-trial", type=positive_number, metavar="N", help="ray.cpus_per_trial: CPUs Ray reserves per trial")
+    g.add_argument("--gpus-per-trial", type=non_negative_number, metavar="N",
+                   help="ray.gpus_per_trial: GPUs Ray reserves per trial (0.5: two trials share one)")
 
 
 def search_overrides(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
@@ -95,6 +105,9 @@ def search_overrides(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
             train[name] = value
     if train:
         overrides["train"] = {**settings.train.model_dump(exclude={"epochs", "seed"}), **train}
+    ray = {field: getattr(args, flag) for flag, field in RAY_FLAGS.items() if getattr(args, flag) is not None}
+    if ray:
+        overrides["ray"] = {**settings.ray.model_dump(), **ray}
     evolution = dict(args.evolution or [])
     if evolution:
         overrides["evolution"] = {**settings.evolution.model_dump(), **evolution}
@@ -113,6 +126,30 @@ def _proxy(args: argparse.Namespace, settings: Any) -> Any:
         raise SettingError("--proxy-sample and --proxy-keep set the proxy of the space, which has none: add --proxy synflow or naswot")
     base = settings.proxy.model_dump() if settings.proxy is not None and args.proxy in (None, settings.proxy.score) else {}
     return {**base, **({"score": args.proxy} if args.proxy is not None else {}), **parts}
+
+
+def device_list(text: str) -> list[str]:
+    """An argparse ``type=``: devices separated by commas (``cuda:0,cuda:1``); whether they exist is checked by the run."""
+    import re
+
+    from archforge.search.training import DEVICE_PATTERN
+
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    bad = next((d for d in devices if not re.fullmatch(DEVICE_PATTERN, d)), None)
+    if not devices or bad is not None:
+        raise argparse.ArgumentTypeError(f"{bad or text!r} is not a list of devices such as cuda:0,cuda:1 or cpu,cpu")
+    return devices
+
+
+def non_negative_number(text: str) -> float:
+    """An argparse ``type=``: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of 0 or more")
+    return value
 
 
 def section_pair(section: str, model: Any, exclude: tuple[str, ...] = ()) -> Callable[[str], tuple[str, Any]]:

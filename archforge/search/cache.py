@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from archforge.search.records import SeedResult, TrialRecord
@@ -90,21 +89,23 @@ def budget_spent(trials: Sequence[TrialRecord], budget: int | None, me: int | No
 
 
 def claim(study: Any, key: str, config: str, me: Any, seeds: Sequence[int], *, epochs: int, budget: int | None,
-          lock: Path | None, wait: Callable[[float], None] = time.sleep) -> Known | None:
+          lock: str, wait: Callable[[float], None] = time.sleep) -> Known | None:
     """What the store knows about candidate ``key``, and the claim of trial ``me`` to train what is missing.
 
     Returns what is known; when something is left to train, the trial has claimed it (a
     :class:`~archforge.search.records.ProgressAttr` written under the store's lock, so that no
     two trials claim one candidate and no claim exceeds the budget). Waits while another trial
     trains the candidate. ``None``: the budget is spent by other trials, nothing was claimed.
+    ``lock``: the storage URL, whose study lock (:func:`archforge.search.locks.study_lock`) the
+    claim is made under, on one machine or many.
     """
     import optuna
 
-    from archforge.search.locks import store_lock
+    from archforge.search.locks import study_lock
     from archforge.search.records import ProgressAttr, read_trials, write
 
     while True:
-        with store_lock(lock):
+        with study_lock(lock, study.study_name):
             trials = read_trials(study)
             found, busy = known(trials, key, config, me.number)
             if found.rejected is not None or found.complete(seeds):

@@ -49,11 +49,14 @@ def prepare(space: Space, settings: SearchSettings, *, dataset: Any = None, eval
     check_device_setting(space, settings)
     metrics = installed_metrics()
     check_measured_names(space, settings, metrics)
-    if settings.workers > 1 and not persistent:
+    if settings.worker_count > 1 and not persistent:
         raise SearchError("several workers share a study through a persistent storage: drop storage='memory'")
     if settings.executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise SearchError("executor 'ray' needs the optional 'ray' package: pip install 'ray'")
-    if settings.workers > 1 and evaluator is not None and not isinstance(evaluator, str):
+        raise SearchError("executor 'ray' needs the optional 'ray' package: pip install 'archforge-nn[ray]'")
+    if settings.executor == "ray" and not persistent:
+        raise SearchError("executor 'ray' runs workers in other processes, which share the study through a persistent "
+                          "storage: drop storage='memory'")
+    if (settings.worker_count > 1 or settings.executor == "ray") and evaluator is not None and not isinstance(evaluator, str):
         try:
             pickle.dumps(evaluator)
         except Exception:
@@ -134,6 +137,13 @@ def check_device_setting(space: Space, settings: SearchSettings) -> None:
         if written:
             raise SpecError(f"search.train.device: {exc}", space.document.locate(("search", "train", "device"))) from None
         raise SettingError(f"train.device: {exc}") from None
+    for i, device in enumerate(settings.devices or ()):
+        try:
+            check_device(device)
+        except SettingError as exc:
+            if space.settings.devices == settings.devices and _written(space, ("search", "devices")):
+                raise SpecError(f"search.devices: {exc}", space.document.locate(("search", "devices", i))) from None
+            raise SettingError(f"devices: {exc}") from None
 
 
 def check_measured_names(space: Space, settings: SearchSettings, metrics: Mapping[str, Any]) -> None:

@@ -25,6 +25,7 @@ sampler keeps proposing candidates already known.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -43,7 +44,6 @@ from archforge.search.records import COUNTED, CandidateAttr, Outcome, ProgressAt
 from archforge.search.seed_results import seed_result, takes_metrics
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Candidate, Space
-from archforge.search.storage import sqlite_path
 
 #: Consecutive trials that brought nothing new (reused or rejected) after which a worker gives up.
 MAX_IDLE = 200
@@ -65,6 +65,13 @@ class RunPlan:
     distinct: int | None = None  # distinct candidates of a finite space (None: infinite or too many to list)
     threads: int | None = None
 
+    def on_device(self, device: str | None) -> "RunPlan":
+        """This plan for a worker that trains on ``device`` (``None``: the settings' ``train.device``)."""
+        if device is None:
+            return self
+        train = self.settings.train.model_copy(update={"device": device})
+        return dataclasses.replace(self, settings=self.settings.model_copy(update={"train": train}))
+
 
 class TrialFailed(Exception):
     """The trial's outcome is stored; Optuna marks it ``FAIL`` (passed to ``study.optimize(catch=...)``)."""
@@ -85,7 +92,7 @@ class Objective:
         self.worker = WorkerAttr(host=socket.gethostname(), pid=os.getpid(), index=index)
         self.seeds = list(range(self.settings.seeds))
         self.distributions = space.distributions()
-        self.lock = sqlite_path(plan.storage_url)  # claims are made under the store's lock (SQLite on this machine)
+        self.lock = plan.storage_url  # claims are made under the study's lock (locks.study_lock)
         self.eval_s = 0.0
         self._summaries: dict[str, tuple[int, int]] = {}
         self.metrics = installed_metrics()
@@ -282,24 +289,31 @@ def suggest(trial: Any, name: str, distribution: Any) -> Any:
 
 
 class StopRule:
-    """``study.optimize`` callback: stop when the budget is spent, every distinct candidate is known, or nothing new comes."""
+    """``study.optimize`` callback: stop when the budget is spent, every distinct candidate is known, or nothing new comes.
 
-    def __init__(self, budget: int | None, distinct: int | None, display: Display | None = None):
+    When what is left of the budget is claimed by other workers' running trials, this worker
+    waits for them rather than leaving: a trial whose worker died (its heartbeat stops) is then
+    failed and its candidate queued again, and this worker takes it. ``grace``: seconds without
+    a heartbeat after which a running trial is stale (the run's ``heartbeat.grace``).
+    """
+
+    def __init__(self, budget: int | None, distinct: int | None, display: Display | None = None, *,
+                 grace: float | None = None, poll_s: float = 1.0):
+        from archforge.search.storage import GRACE_PERIOD
+
         self.budget = budget
         self.distinct = distinct
         self.display = display or Display()
+        self.grace = GRACE_PERIOD if grace is None else grace
+        self.poll_s = poll_s
         self.idle = 0
 
     def __call__(self, study: Any, trial: Any) -> None:
-        from archforge.search.study import fail_abandoned, retry_interrupted
-
-        if fail_abandoned(study, alone=False):  # a worker that died before its first heartbeat: its candidate is retried
-            retry_interrupted(study, None)
-        trials = records.read_trials(study)
+        trials = self._recover(study)
         mine = TrialRecord.of(trial)
         self.idle = 0 if mine.counted else self.idle + 1
         self.display.trial_finished(mine, sum(r.counted for r in trials))
-        if self.satisfied(trials, me=trial.number):
+        if self.satisfied(trials, me=trial.number) and self.finished(study, me=trial.number):
             study.stop()
         elif self.idle >= MAX_IDLE:
             self.display.message(f"stopping: the last {MAX_IDLE} trials found no new candidate")
@@ -309,6 +323,41 @@ class StopRule:
         """The budget is spent (claims of running trials other than ``me`` count), or every distinct candidate is known."""
         known = {r.hash for r in trials if r.hash is not None and r.status in (*COUNTED, "rejected")}
         return cache.budget_spent(trials, self.budget, me) or bool(self.distinct and len(known) >= self.distinct)
+
+    def finished(self, study: Any, me: int | None = None) -> bool:
+        """Wait while other workers' running trials hold what is left of the budget; whether nothing is left to do.
+
+        ``False``: one of them ended without a result (its candidate is queued again) or a
+        candidate was queued: this worker goes on and takes it.
+        """
+        while True:
+            trials = records.read_trials(study)
+            if not self.satisfied(trials, me):
+                return False
+            if any(r.status == "waiting" for r in trials):
+                return False  # a retried candidate: Optuna hands queued trials out first
+            if self.satisfied([r for r in trials if r.status != "running"], me):
+                return True  # spent by finished trials alone
+            time.sleep(self.poll_s)
+            self._recover(study, stale=True)
+
+    def _recover(self, study: Any, *, stale: bool = False) -> list[TrialRecord]:
+        """Fail the trials of dead workers and queue their candidates again; the study's trials after that.
+
+        A worker that died before its first heartbeat is found here; ``stale``: also those whose
+        heartbeats stopped (Optuna looks for them itself only when a trial starts).
+        """
+        import optuna
+
+        from archforge.search.study import fail_abandoned, retry_interrupted
+
+        if stale:
+            with warnings.catch_warnings():  # an "experimental" Optuna API
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        if fail_abandoned(study, alone=False, grace=self.grace):  # a worker that died before its first heartbeat
+            retry_interrupted(study, None)
+        return records.read_trials(study)
 
 
 def _message(exc: BaseException) -> str:

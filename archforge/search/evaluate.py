@@ -19,7 +19,7 @@ Training recipe (the usual short-schedule recipe for small image classifiers):
   was trained exactly as the first k epochs of a full run;
 * cross-entropy with label smoothing (Szegedy et al. 2016);
 * batch augmentation on the device (random shift, ``augment``; see :func:`augment_config`);
-* bf16 autocast and channels_last on CUDA only; float32 on CPU.
+* bf16 autocast on CUDA only (``amp``), float32 on CPU; channels-last memory order on CUDA (``channels_last``).
 
 After training, the forward latency at ``latency_batch`` is measured by
 :func:`archforge.search.measure.measure_latency` (median and interquartile range of at
@@ -193,6 +193,8 @@ class _Trial:
         self.device = torch.device(config.device)
         self.cuda = self.device.type == "cuda"
         self.amp = bool(config.amp and self.cuda)
+        # channels-last feeds tensor cores on CUDA; on the CPU it mostly costs layout conversions.
+        self.channels_last = config.channels_last is True or (config.channels_last == "auto" and self.cuda)
         self.timings: dict[str, float] = {}
         self.model: nn.Module | None = None
         self.graph: Graph | None = None
@@ -273,7 +275,7 @@ class _Trial:
             raise TrialError(f"the spec's output shape {list(output.dims())} ({output.layout}) is not a vector of the data's "
                              f"{self.data.num_classes} classes [{self.data.num_classes}] (dataset '{self.data.name}')", kind="shape")
         model = build(graph, device=self.device)
-        if self.cuda:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
 
@@ -306,7 +308,7 @@ class _Trial:
         self.train_y = data.train_y.to(device)
         self.val_x = data.val_x.to(device)
         self.val_y = data.val_y.to(device)
-        if self.cuda and self.train_x.dim() == 4:
+        if self.channels_last and self.train_x.dim() == 4:
             self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
             self.val_x = self.val_x.contiguous(memory_format=torch.channels_last)
         n = len(self.train_y)
@@ -362,7 +364,7 @@ class _Trial:
         y = self.train_y.index_select(0, index)
         if self.augment is not None:
             x = self.augment(x)
-        if self.cuda and x.dim() == 4:
+        if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             logits = self.model(x)
@@ -402,7 +404,7 @@ class _Trial:
         c = self.config
         # The model is warm from validation; two passes at the latency batch size set up its kernels.
         return measure_latency(self.model, self.data.input_shape, device=self.device, batch=c.latency_batch,
-                               repeats=c.latency_repeats, warmup=2, amp=self.amp)
+                               repeats=c.latency_repeats, warmup=2, amp=self.amp, channels_last=self.channels_last)
 
     # -- failures --------------------------------------------------------------------------------
 

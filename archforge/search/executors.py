@@ -6,6 +6,8 @@ needs) that join the same study, each with ``cores / N`` torch threads and its o
 sampler; this process watches the store and draws the progress. Workers end when this process
 dies (``kill -9`` included), so no orphan keeps training. Ctrl-C: each worker fails its trial
 (Optuna marks it), the run ends with ``KeyboardInterrupt``, and the same command resumes it.
+``devices: [cuda:0, cuda:1]`` gives the workers those devices in turn. Ray tasks:
+:mod:`archforge.search.ray_executor`.
 """
 
 from __future__ import annotations
@@ -30,12 +32,20 @@ from archforge.search.space import Space
 
 def run_workers(plan: RunPlan, study: Any, display: Display, *, workers: int, executor: str, **in_process: Any) -> None:
     """Run ``workers`` workers on ``plan`` until they stop; ``in_process``: objects the single in-process worker reuses."""
-    if workers == 1:
-        run_worker(plan, display=display, **in_process)
-    elif executor == "ray":
-        _run_ray(plan, study, display, workers)
+    if executor == "ray":
+        from archforge.search.ray_executor import run_ray
+
+        run_ray(plan, study, display, workers, plan.settings.ray)
+    elif workers == 1:
+        run_worker(plan.on_device(_device(plan, 0)), display=display, **in_process)
     else:
         _run_processes(plan, study, display, workers)
+
+
+def _device(plan: RunPlan, index: int) -> str | None:
+    """The device of worker ``index``: the settings' ``devices`` in turn (``None``: ``train.device``)."""
+    devices = plan.settings.devices
+    return devices[index % len(devices)] if devices else None
 
 
 def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, data: Any = None, storage: Any = None,
@@ -49,7 +59,7 @@ def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, dat
     from archforge.search.storage import open_storage, sqlite_path
 
     space = space if space is not None else _parse_space(plan)
-    storage = storage if storage is not None else open_storage(plan.storage_url)
+    storage = storage if storage is not None else open_storage(plan.storage_url, heartbeat=plan.settings.heartbeat)
     data = data if data is not None else load_data(plan.dataset, plan.settings)
     display = display or Display()
     claim, _ = claim_store(sqlite_path(plan.storage_url))  # held while this worker runs
@@ -63,12 +73,13 @@ def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, dat
             study.pruner = strategies.make_pruner(plan.settings)
             objective = Objective(plan, space, data, resolve_evaluator(plan.evaluator), display=display, index=index,
                                   lineage=lambda number: strategies.lineage(sampler, number))
-            stop = StopRule(plan.budget, plan.distinct, display)
+            stop = StopRule(plan.budget, plan.distinct, display, grace=plan.settings.heartbeat.grace)
             warm_up(space, data)
             stats = records.WorkerStats(index=index)
             started = time.perf_counter()
-            # A resumed run whose budget is spent, or whose space is exhausted, asks for nothing new.
-            if not stop.satisfied(trials):
+            # A resumed run whose budget is spent, or whose space is exhausted, asks for nothing new;
+            # a worker joining a run whose last candidates others are training waits to take over a dead one's.
+            if not (stop.satisfied(trials) and stop.finished(study)):
                 study.optimize(objective, callbacks=[stop], catch=(TrialFailed,))
             stats.wall_s = time.perf_counter() - started
             stats.eval_s = objective.eval_s
@@ -190,7 +201,8 @@ def _run_processes(plan: RunPlan, study: Any, display: Display, workers: int) ->
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=worker_main, args=(plan, i, True), name=f"archforge-worker-{i}") for i in range(workers)]
+    processes = [context.Process(target=worker_main, args=(plan.on_device(_device(plan, i)), i, True), name=f"archforge-worker-{i}")
+                 for i in range(workers)]
     try:
         for p in processes:
             p.start()
@@ -230,26 +242,6 @@ def _interrupt(processes: Sequence[Any], grace: float = 10.0) -> None:
     for p in processes:
         if p.is_alive():
             p.terminate()
-
-
-def _run_ray(plan: RunPlan, study: Any, display: Display, workers: int) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise SearchError("executor 'ray' needs the optional 'ray' package: pip install 'ray'") from None
-    if plan.storage_url == "memory":
-        raise SearchError("executor 'ray' needs a storage every worker can reach")
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=True)
-    remote = ray.remote(num_cpus=max(1, plan.threads or 1))(worker_main)
-    pending = [remote.remote(plan, i) for i in range(workers)]
-
-    def alive() -> bool:
-        nonlocal pending
-        _, pending = ray.wait(pending, timeout=0, num_returns=len(pending))
-        return bool(pending)
-
-    monitor(study, display, alive)
 
 
 def monitor(study: Any, display: Display, alive: Callable[[], bool], interval: float = 1.0) -> None:

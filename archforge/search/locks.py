@@ -1,7 +1,12 @@
-"""File locks that let several processes on one machine share a SQLite study store safely.
+"""Locks that let many processes share one study store: file locks for SQLite, advisory locks for PostgreSQL.
 
-- :func:`store_lock`: serialises creating a store (concurrent schema creation fails in
+- :func:`store_lock`: serialises creating a SQLite store (concurrent schema creation fails in
   SQLAlchemy/Alembic) and the check that a file is a store;
+- :func:`study_lock`: serialises the claims of one study's workers (a candidate claimed for
+  training, :func:`archforge.search.cache.claim`), on one machine (SQLite) or on many (a
+  PostgreSQL advisory lock: the server releases it when a worker's connection dies, so a killed
+  worker never leaves it taken); :func:`server_lock` is the PostgreSQL half, also used while
+  Optuna creates its tables on a new database;
 - :func:`claim_store` / :func:`sole_user`: every driver and worker holds a shared lock on
   ``<db>.alive`` while it runs. A process that can take it exclusively knows that no other
   process on this machine uses the store, so every trial still ``RUNNING`` there was left by a
@@ -11,10 +16,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from archforge.errors import SearchError
 
@@ -39,6 +46,53 @@ def store_lock(path: Path | None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@contextmanager
+def study_lock(url: str, study_name: str) -> Iterator[None]:
+    """Hold the lock of study ``study_name`` in the store at ``url`` (nothing to lock in memory)."""
+    from archforge.search.storage import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None:
+        with store_lock(path):
+            yield
+    else:
+        with server_lock(url, f"study:{study_name}"):
+            yield
+
+
+_engines: dict[str, Any] = {}
+_engines_lock = threading.Lock()
+
+
+@contextmanager
+def server_lock(url: str, name: str) -> Iterator[None]:
+    """Hold the PostgreSQL advisory lock ``name`` on the server at ``url``; nothing for other stores.
+
+    A session lock on a connection of its own: it is released when the block ends, or by the
+    server when this process dies and its connection drops.
+    """
+    from archforge.search.storage import engine_url, is_postgres
+
+    if not is_postgres(url):
+        yield
+        return
+    import sqlalchemy
+
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = sqlalchemy.create_engine(engine_url(url), pool_size=1, max_overflow=2, pool_pre_ping=True)
+    key = int.from_bytes(hashlib.sha256(f"archforge:{name}".encode()).digest()[:8], "big", signed=True)
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            connection.commit()
 
 
 def claim_store(path: Path | None) -> tuple[int | None, bool]:

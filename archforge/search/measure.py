@@ -138,13 +138,15 @@ def measure_latency(
     warmup: int = 5,
     amp: bool = False,
     min_run_time: float | None = None,
+    channels_last: bool | None = None,
 ) -> Latency:
     """Forward latency of ``model`` on ``device`` at ``batch``: at least ``repeats`` timed passes; see the module docstring.
 
     ``warmup`` untimed passes come first (at least one: its time sizes the measurement);
     ``min_run_time`` defaults to :data:`MIN_RUN_TIME_S`. The model must already be on
     ``device``; it is put in eval mode for the measurement and restored afterwards.
-    ``amp`` runs under bf16 autocast (CUDA only). Torch's thread count is left as found.
+    ``amp`` runs under bf16 autocast (CUDA only); ``channels_last``: images in channels-last order
+    (default: on CUDA), as the model was trained. Torch's thread count is left as found.
     """
     device = torch.device(device)
     if repeats < 1:
@@ -152,8 +154,9 @@ def measure_latency(
     on_device = [p.device for p in model.parameters()][:1]
     if on_device and on_device[0].type != device.type:
         raise ValueError(f"the model's parameters are on {on_device[0]}, not on {device}")
-    channels_last = device.type == "cuda" and len(input_shape) == 3
-    x = example_input(input_shape, batch, device, channels_last=channels_last)
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    x = example_input(input_shape, batch, device, channels_last=channels_last and len(input_shape) == 3)
     clock = _clock(device)
     timer = Timer("model(x)", globals={"model": model, "x": x}, timer=clock, num_threads=torch.get_num_threads())
     floor = MIN_RUN_TIME_S if min_run_time is None else min_run_time

@@ -129,3 +129,15 @@ def trial_line(r: TrialRecord) -> str:
     if r.eval_time_s:
         text += f" ({r.eval_time_s:.1f}s)"
     return text
+
+
+def make_display(progress: bool | str | None, console: Any = None) -> Display:
+    """The display ``progress`` asks for: ``True`` rich bars, ``"lines"``, ``False`` nothing; ``None``: bars on a terminal."""
+    import sys
+
+    show = sys.stderr.isatty() if progress is None else progress
+    if show == "lines":
+        return LineDisplay(console)
+    if show:
+        return RichDisplay(console)
+    return Display()

@@ -241,6 +241,11 @@ class RunMeta(_Attr):
     dataset: str
     decisions: list[dict[str, Any]] = Field(default_factory=list)
     metrics: dict[Text, MetricInfo] = Field(default_factory=dict, description="The plugin metrics measured, by name.")
+    # What a worker joining from another machine (archforge worker) needs besides the space and settings:
+    budget: int | None = Field(None, description="Evaluations the run makes (after a proxy phase, its choice); none: all.")
+    evaluator: str | None = Field(None, description=(
+        "'module:function' of a custom evaluator; '<...>' for one not importable by name; none: archforge's own."))
+    own_data: bool = Field(False, description="The dataset is an object passed from Python, not a name workers can load.")
 
 
 class ProxyPhase(_Attr):
@@ -281,6 +286,12 @@ def read_worker_stats(study: Any) -> list[WorkerStats]:
             except ValidationError:
                 continue
     return stats
+
+
+def update_run_meta(study: Any, **fields: Any) -> None:
+    """Change fields of the study's :class:`RunMeta` (written by the driver that opened the run)."""
+    meta = read_study_attr(study, RunMeta, RUN_KEY)
+    study.set_user_attr(RUN_KEY, meta.model_copy(update=fields).model_dump(mode="json"))
 
 
 def read_study_attr(study: Any, model: type[_Attr], key: str) -> Any:

@@ -16,14 +16,14 @@ from typing import Any
 from archforge.search import executors, records
 from archforge.search.checks import dataset_name, prepare
 from archforge.search.driver import RunPlan, quiet_optuna
-from archforge.search.locks import claim_store, sole_user, store_lock
-from archforge.search.progress import Display, LineDisplay, RichDisplay
+from archforge.search.locks import claim_store, sole_user, study_lock
+from archforge.search.progress import Display, make_display
 from archforge.search.result import SearchResult
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Space, load_space
 from archforge.search.storage import in_memory, resolve_storage, sqlite_path, storage_errors
 from archforge.search.records import RUN_KEY, RunMeta
-from archforge.search.study import fail_abandoned, open_study, retry_interrupted, run_meta
+from archforge.search.study import evaluator_name, fail_abandoned, open_study, retry_interrupted, run_meta
 
 
 def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storage: Any = None, evaluator: Any = None,
@@ -60,12 +60,12 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     # Every check before the store is touched: a command that fails them leaves nothing behind.
     prepared = prepare(space, settings, dataset=dataset, evaluator=evaluator, persistent=not in_memory(where))
     ref, storage_obj = resolve_storage(where, settings.name or space.name, runs_dir,
-                                       from_spec=storage is None and settings.storage is not None)
+                                       from_spec=storage is None and settings.storage is not None, heartbeat=settings.heartbeat)
     claim, alone = claim_store(sqlite_path(ref.url))  # held while this search runs
     study = None
     try:
         with storage_errors(ref.url), executors.ctrl_c_reported_once(), quiet_optuna():
-            study = _open(space, settings, ref, storage_obj, dataset, prepared.metrics, own_folder=where is None)
+            study = _open(space, settings, ref, storage_obj, dataset, prepared.metrics, evaluator, own_folder=where is None)
             _run(study, space, settings, ref, storage_obj, alone, prepared, dataset=dataset, evaluator=evaluator,
                  progress=progress, console=console)
     except KeyboardInterrupt:
@@ -84,14 +84,16 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     return SearchResult(RunData.from_study(study, ref.run_dir), ref, study)
 
 
-def _open(space: Space, settings: SearchSettings, ref: Any, storage: Any, dataset: Any, metrics: dict[str, Any], *,
-          own_folder: bool) -> Any:
+def _open(space: Space, settings: SearchSettings, ref: Any, storage: Any, dataset: Any, metrics: dict[str, Any],
+          evaluator: Any, *, own_folder: bool) -> Any:
     """The run's study, created or checked to be the same run; a copy of the space in a run folder of archforge's own."""
     from archforge.search.metrics import goals
 
-    meta = run_meta(space, settings, dataset_name(dataset if dataset is not None else settings.dataset), metrics)
-    with store_lock(sqlite_path(ref.url)):  # two searches starting at once: one creates, the other finds the study
-        study = open_study(storage, ref.study_name, meta, settings.directions_with(goals(metrics)), where=ref.url)
+    meta = run_meta(space, settings, dataset_name(dataset if dataset is not None else settings.dataset), metrics,
+                    evaluator=evaluator_name(evaluator), own_data=dataset is not None)
+    # Two searches starting at once (on one machine or several): one creates the study, the other finds it.
+    with study_lock(ref.url, ref.study_name):
+        study = open_study(storage, ref.study_name, meta, settings.directions_with(goals(metrics)), where=ref.shown)
     if own_folder and ref.run_dir is not None and ref.persistent:
         from archforge.files import write_text
 
@@ -101,9 +103,9 @@ def _open(space: Space, settings: SearchSettings, ref: Any, storage: Any, datase
 
 def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: Any, alone: bool, prepared: Any, *,
          dataset: Any, evaluator: Any, progress: bool | str | None, console: Any) -> None:
-    display = _display(progress, console)
+    display = make_display(progress, console)
     budget = settings.trial_budget
-    resumed = _resume(study, storage, alone, budget)
+    resumed = _resume(study, storage, alone, budget, settings.heartbeat.grace)
     if resumed:
         display.message(resumed)
     if settings.proxy is not None:
@@ -113,15 +115,17 @@ def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: 
         display.message(f"proxy {phase.score}: scored {phase.scored} candidates ({phase.rejected} rejected) in "
                         f"{phase.time_s:.1f}s; training the best {phase.kept}")
         budget = phase.kept if budget is None else min(budget, phase.kept)
+        records.update_run_meta(study, budget=budget)  # what workers joining later spend
     plan = RunPlan(space_text=space.text, space_file=space.file, settings=settings, storage_url=ref.url,
                    study_name=ref.study_name, config_key=records.read_study_attr(study, RunMeta, RUN_KEY).config_key,
                    dataset=dataset if dataset is not None else settings.dataset,
-                   evaluator=evaluator, budget=budget, distinct=_distinct(space), threads=executors.default_threads(settings.workers))
+                   evaluator=evaluator, budget=budget, distinct=_distinct(space),
+                   threads=executors.default_threads(settings.worker_count))
     total = budget if budget is not None else plan.distinct
     counted = sum(r.counted for r in records.read_trials(study))
     try:
-        with display.running(total, counted, epochs_bar=settings.workers == 1):
-            executors.run_workers(plan, study, display, workers=settings.workers, executor=settings.executor,
+        with display.running(total, counted, epochs_bar=settings.worker_count == 1 and settings.executor == "local"):
+            executors.run_workers(plan, study, display, workers=settings.worker_count, executor=settings.executor,
                                   space=space, data=prepared.data, storage=storage)
     except KeyboardInterrupt:
         done = sum(r.counted for r in records.read_trials(study))
@@ -149,9 +153,9 @@ def _refuse_inside_spawned_import() -> None:
         raise SystemExit(1)
 
 
-def _resume(study: Any, storage: Any, alone: bool, budget: int | None) -> str | None:
+def _resume(study: Any, storage: Any, alone: bool, budget: int | None, grace: float) -> str | None:
     """Fail what dead processes left running, queue interrupted candidates again; what resuming found, in words."""
-    fail_abandoned(study, alone=alone)
+    fail_abandoned(study, alone=alone, grace=grace)
     retry_interrupted(study, storage)
     trials = records.read_trials(study)
     done = sum(r.counted for r in trials)
@@ -167,12 +171,3 @@ def _resume(study: Any, storage: Any, alone: bool, budget: int | None) -> str | 
 def _distinct(space: Space) -> int | None:
     candidates = space.distinct_candidates()
     return len(candidates) if candidates is not None else None
-
-
-def _display(progress: bool | str | None, console: Any) -> Display:
-    show = sys.stderr.isatty() if progress is None else progress
-    if show == "lines":
-        return LineDisplay(console)
-    if show:
-        return RichDisplay(console)
-    return Display()

@@ -21,11 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema, field_serializer, field_validator, model_validator
 
 from archforge.errors import SettingError, SpecError, did_you_mean
 from archforge.registry.extensions import METRIC_NAME
-from archforge.search.training import AugmentSettings, Number, Strict, TrainConfig, at_most
+from archforge.search.training import DEVICE_PATTERN, AugmentSettings, Number, Strict, TrainConfig, at_most
 from archforge.spec.load import validation_error
 from archforge.spec.located_yaml import LocatedDocument
 
@@ -180,6 +180,30 @@ def _object_name(value: Any) -> Any:
     return value if value is None or isinstance(value, str) else f"{type(value).__module__}.{type(value).__qualname__}"
 
 
+class RaySettings(Strict):
+    """``executor: ray``: the cluster to join and what each trial reserves on it (Ray's own resource accounting)."""
+
+    address: str | None = Field(None, max_length=500, description=(
+        "The cluster: 'auto' (the one `ray start` made on this machine), 'ray://HOST:10001', or none: a new local one."))
+    cpus_per_trial: Number = Field(1.0, gt=0, le=1024, description="CPUs Ray reserves for each trial (also its torch threads).")
+    gpus_per_trial: Number = Field(0.0, ge=0, le=64, description="GPUs Ray reserves for each trial (0.5: two trials share one).")
+
+
+class HeartbeatSettings(Strict):
+    """How a trial whose worker died is found: Optuna's heartbeats, in seconds (the same for every worker of a study)."""
+
+    interval: int = Field(10, gt=0, le=3600, description="Seconds between two heartbeats of a running trial.")
+    grace: int = Field(60, gt=0, le=86400, description=(
+        "Seconds without a heartbeat after which a trial is failed and its candidate retried."))
+
+    @model_validator(mode="after")
+    def _grace_covers_beats(self) -> "HeartbeatSettings":
+        if self.grace <= self.interval:
+            raise ValueError(f"heartbeat grace {self.grace} s must exceed the interval {self.interval} s, "
+                             "else a live worker's trial is failed between two beats")
+        return self
+
+
 #: A strategy name, or (from Python) an Optuna sampler; stored by class name.
 Strategy = Annotated[Any, PlainValidator(_strategy), PlainSerializer(_object_name), WithJsonSchema({"enum": list(STRATEGIES)})]
 #: A pruner's settings (or shorthand name), or (from Python) an Optuna pruner; stored by class name.
@@ -205,6 +229,12 @@ class SearchSettings(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="How each candidate is trained (batch_size, lr, ...).")
     workers: Annotated[int, at_most("MAX_WORKERS")] = Field(1, gt=0, description="Worker processes sharing the study.")
     executor: Literal["local", "ray"] = Field("local", description="Where workers run: local processes, or Ray tasks.")
+    devices: list[Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]] | None = Field(
+        None, min_length=1, max_length=256, description=(
+            "Devices the local workers are spread over, one worker each unless workers says more (cuda:0, cuda:1); "
+            "none: every worker uses train.device."))
+    ray: RaySettings = Field(default_factory=RaySettings, description="The Ray cluster and resources per trial (executor: ray).")
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings, description="How dead workers are found.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the samplers (NumPy's range: 0 to 2**32 - 1).")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=100, description="Run name (default: the space's name).")
     storage: str | None = Field(None, description="Where trials are stored (default runs/<name>/study.db).")
@@ -279,7 +309,15 @@ class SearchSettings(Strict):
                              "epochs, or raise epochs")
         if self.pruner is not None and len(self.objectives) > 1:
             raise ValueError("pruning (multi-fidelity) works with one objective; Optuna cannot prune multi-objective trials")
+        if self.devices is not None and self.executor == "ray":
+            raise ValueError("devices spreads local workers over devices; Ray gives each trial its own GPUs: "
+                             "set ray.gpus_per_trial instead")
         return self
+
+    @property
+    def worker_count(self) -> int:
+        """Workers to start: ``workers``, and at least one per device of ``devices``."""
+        return max(self.workers, len(self.devices or ()))
 
     @property
     def directions(self) -> list[str]:

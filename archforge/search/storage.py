@@ -6,9 +6,13 @@ file for heartbeats (a dead worker's trial is failed and retried by Optuna's ret
 journal has none) and robustness: a killed writer can leave the journal's lock file behind
 (every writer then stalls 30 s) and a torn last record makes it unreadable. The journal is
 2-3× faster per trial (``benchmarks/bench_storage.py``), but 60-80 ms of store time per trial
-is noise next to training. Any other Optuna storage URL
-(``postgresql://...``) serves workers on many machines; ``optuna.load_study`` and
-optuna-dashboard open both.
+is noise next to training. A PostgreSQL server (``postgresql://user@host/db``, driver: the
+``postgres`` extra) serves workers on many machines; ``optuna.load_study`` and optuna-dashboard
+open both. Other database servers are refused: the claim that keeps two workers from training
+one candidate is a lock only SQLite (a file lock) and PostgreSQL (an advisory lock) provide here
+(:mod:`archforge.search.locks`).
+
+Messages show a URL with its password masked (:func:`shown_url`).
 
 Faults. Only a file that already is an Optuna store (or a new one) is ever opened as one; a
 storage failure (read-only or full disk, I/O error) is a one-line :class:`SearchError` saying
@@ -20,6 +24,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sqlite3
 import warnings
 from contextlib import contextmanager
@@ -53,6 +58,54 @@ class StorageRef:
     def persistent(self) -> bool:
         return self.url != "memory"
 
+    @property
+    def shown(self) -> str:
+        """The URL as messages show it: the password masked."""
+        return shown_url(self.url)
+
+
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+_SERVERS = ("postgresql", "postgres")
+
+
+def shown_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``postgresql://me:***@db/archforge``)."""
+    return _PASSWORD.sub(r"\1***@", str(url))
+
+
+def is_postgres(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL server (``postgresql://``, ``postgresql+psycopg://``, ``postgres://``)."""
+    scheme = str(url).partition("://")[0].lower()
+    return scheme.split("+", 1)[0] in _SERVERS
+
+
+def engine_url(url: str) -> str:
+    """``url`` as SQLAlchemy opens it: a PostgreSQL URL without a driver gets psycopg 3 when psycopg2 is missing.
+
+    Raises a one-line :class:`SearchError` naming the extra to install when no driver is.
+    """
+    if not is_postgres(url):
+        return url
+    import importlib.util
+
+    scheme, _, rest = url.partition("://")
+    dialect, _, driver = scheme.lower().partition("+")
+    wanted = {"": ("psycopg2", "psycopg"), "psycopg2": ("psycopg2",), "psycopg": ("psycopg",)}.get(driver, (driver,))
+    found = next((name for name in wanted if importlib.util.find_spec(name) is not None), None)
+    if found is None:
+        raise SearchError(f"storage {shown_url(url)}: the PostgreSQL driver ({' or '.join(wanted)}) is not installed: "
+                          "pip install 'archforge-nn[postgres]'")
+    return f"postgresql+{found}://{rest}"
+
+
+def check_server_url(url: str) -> None:
+    """Refuse a database server archforge cannot coordinate workers on (anything but SQLite and PostgreSQL)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme.split("+", 1)[0] not in ("sqlite", *_SERVERS):
+        raise SearchError(f"storage {shown_url(url)}: archforge stores searches in SQLite files or on a PostgreSQL server "
+                          "(postgresql://user@host/db); other databases have no lock that keeps two workers from "
+                          "training the same candidate")
+
 
 def check_run_name(name: Any) -> str:
     """``name`` if it is one safe folder name, else a :class:`SearchError` saying what to use."""
@@ -76,12 +129,13 @@ def in_memory(storage: Any) -> bool:
 
 
 def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = RUNS_DIR, *,
-                    from_spec: bool = False) -> tuple[StorageRef, Any]:
+                    from_spec: bool = False, heartbeat: Any = None) -> tuple[StorageRef, Any]:
     """Turn ``storage`` (``None``, a URL, a ``.db`` path, ``"memory"`` or an Optuna storage) into a reference.
 
     Returns the reference and the storage object to use in this process. ``from_spec``: the
     storage was written in a space file, which may only name a database server or a file
-    inside the working folder or the runs folder (symbolic links followed).
+    inside the working folder or the runs folder (symbolic links followed). ``heartbeat``: the
+    run's :class:`~archforge.search.settings.HeartbeatSettings` (default: 10 s beats, 60 s grace).
     """
     from optuna.storages import BaseStorage, InMemoryStorage
 
@@ -97,6 +151,7 @@ def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = 
         url = f"sqlite:///{path}"
     elif "://" in str(storage):
         url = str(storage)
+        check_server_url(url)
         if from_spec and sqlite_path(url) is not None:
             _confine(sqlite_path(url), storage, runs)
     else:
@@ -113,7 +168,7 @@ def resolve_storage(storage: Any, name: str, runs_dir: str | os.PathLike[str] = 
         if db is not None:
             # Under the lock: a store another search is creating right now is briefly empty or half-made.
             check_store_file(db)
-        return StorageRef(url, name, run_dir), open_storage(url)
+        return StorageRef(url, name, run_dir), open_storage(url, heartbeat=heartbeat)
 
 
 def _make_folder(path: Path, what: str) -> Path:
@@ -196,6 +251,7 @@ _ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is us
 
 def storage_error(exc: BaseException, where: str) -> SearchError | None:
     """A one-line :class:`SearchError` for a storage or file-system fault found in ``exc``'s chain, else ``None``."""
+    where = shown_url(where)
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -229,37 +285,65 @@ def storage_errors(where: str) -> Iterator[None]:
         raise mapped from None
 
 
-def open_storage(url: str, *, heartbeat: bool = True) -> Any:
-    """An Optuna storage for ``url``: SQLite in WAL mode with a generous lock timeout, heartbeats on."""
+def open_storage(url: str, *, heartbeat: Any = True) -> Any:
+    """An Optuna storage for ``url``: SQLite in WAL mode with a generous lock timeout, heartbeats on.
+
+    ``heartbeat``: ``True`` (the defaults), ``False`` (none: for reading a run) or a
+    :class:`~archforge.search.settings.HeartbeatSettings` (the run's interval and grace period).
+    """
     import optuna
     from optuna.storages import InMemoryStorage
+
+    from archforge.search.locks import server_lock
 
     if url == "memory":
         return InMemoryStorage()
     if sqlite_path(url) is not None:
         check_store_file(sqlite_path(url))
+    interval, grace = _heartbeat(heartbeat)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 120}}
+    elif is_postgres(url):
+        # A server that went away (a restart, a dropped connection) is noticed before a query, not by it.
+        engine_kwargs = {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna
+        # Optuna creates its tables on first use; two workers doing it at once on a new database collide.
+        with server_lock(url, "schema"), warnings.catch_warnings():
+            # heartbeats and the retry callback are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL if heartbeat else None,
-                grace_period=GRACE_PERIOD if heartbeat else None,
-                **{_retry_argument(): retry_callback() if heartbeat else None},
+                engine_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
+                **{_retry_argument(): retry_callback() if interval else None},
             )
+    except SearchError:
+        raise
     except ImportError as exc:
-        raise SearchError(f"storage {url}: {exc} (install the database driver)") from None
+        raise SearchError(f"storage {shown_url(url)}: {exc} (install the database driver)") from None
     except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server, ...
-        mapped = storage_error(exc, url)
+        mapped = storage_error(exc, shown_url(url))
         if mapped is not None:
             raise mapped from None
-        raise SearchError(f"cannot open storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise SearchError(f"cannot open storage {shown_url(url)}: {type(exc).__name__}: {_first_line(exc, url)}") from None
     if url.startswith("sqlite"):
         _sqlite_pragmas(storage)
     return storage
+
+
+def _heartbeat(heartbeat: Any) -> tuple[int | None, int | None]:
+    if heartbeat is True:
+        return HEARTBEAT_INTERVAL, GRACE_PERIOD
+    if not heartbeat:
+        return None, None
+    return heartbeat.interval, heartbeat.grace
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    """The first line of a driver's error, the password masked even where the driver quotes the URL or its parts."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = shown_url(text)
+    password = re.match(r"[^:]+://[^/@:]*:([^/@]*)@", url)
+    return text.replace(password.group(1), "***") if password and password.group(1) else text
 
 
 @functools.cache
@@ -315,24 +399,29 @@ def study_names(storage: Any) -> list[str]:
 # --------------------------------------------------------------------------- opening runs
 
 
+def run_url(source: str | os.PathLike[str]) -> str:
+    """The storage URL of a run: ``source`` is a run folder, a ``.db`` file or a storage URL (which must exist)."""
+    text = str(source)
+    if "://" in text:
+        check_server_url(text)
+        db = sqlite_path(text)
+        if db is not None and not db.exists():  # reading a run never creates a store
+            raise SearchError(f"no search run at {source}: {db} does not exist")
+        return text
+    path = Path(source)
+    if path.is_dir():
+        path = path / STUDY_FILE
+    if not path.exists():
+        raise SearchError(f"no search run at {source}: expected a run folder (runs/<name>), a study.db or a storage URL")
+    return f"sqlite:///{path.resolve()}"
+
+
 def load_run_study(source: str | os.PathLike[str], study_name: str | None = None) -> Any:
     """The study of a finished or running search: a run folder, a ``.db`` file or a storage URL."""
     import optuna
 
-    text = str(source)
-    if "://" in text:
-        url = text
-        db = sqlite_path(url)
-        if db is not None and not db.exists():  # reading a run never creates a store
-            raise SearchError(f"no search run at {source}: {db} does not exist")
-    else:
-        path = Path(source)
-        if path.is_dir():
-            path = path / STUDY_FILE
-        if not path.exists():
-            raise SearchError(f"no search run at {source}: expected a run folder (runs/<name>), a study.db or a storage URL")
-        url = f"sqlite:///{path.resolve()}"
-    storage = open_storage(url, heartbeat=False)
+    storage = open_storage(run_url(source), heartbeat=False)
+    source = shown_url(str(source))
     names = study_names(storage)
     if study_name is None:
         if len(names) != 1:

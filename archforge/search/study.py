@@ -32,16 +32,38 @@ def config_key(settings: SearchSettings, dataset: str) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_meta(space: Space, settings: SearchSettings, dataset: str, metrics: Mapping[str, Any] | None = None) -> RunMeta:
-    """The run's metadata; ``metrics``: the installed plugin metrics it measures (name → (Metric, PluginInfo))."""
+def run_meta(space: Space, settings: SearchSettings, dataset: str, metrics: Mapping[str, Any] | None = None, *,
+             evaluator: str | None = None, own_data: bool = False) -> RunMeta:
+    """The run's metadata; ``metrics``: the installed plugin metrics it measures (name → (Metric, PluginInfo)).
+
+    ``evaluator`` (see :func:`evaluator_name`) and ``own_data`` (a dataset object, not a name)
+    tell a worker joining from elsewhere whether it can run the same evaluations.
+    """
     return RunMeta(
         space=space.text, space_file=space.file, space_fingerprint=space.fingerprint, space_name=space.name,
         settings=settings.model_dump(mode="json"), config_key=config_key(settings, dataset), dataset=dataset,
+        budget=settings.trial_budget, evaluator=evaluator, own_data=own_data,
         decisions=[d.to_dict() for d in space.decisions.values()],
         metrics={name: MetricInfo(goal=metric.goal, plugin=plugin.name, distribution=plugin.distribution, version=plugin.version,
                                   description=metric.description[:500] if isinstance(metric.description, str) else "")
                  for name, (metric, plugin) in (metrics or {}).items()},
     )
+
+
+def evaluator_name(evaluator: Any) -> str | None:
+    """How a run names its evaluator for workers started elsewhere: ``module:function``, ``<...>`` if not importable, or ``None``.
+
+    ``None`` is archforge's own evaluator. A function defined in a script (``__main__``) or
+    inside another function cannot be imported by a worker on another machine.
+    """
+    if evaluator is None:
+        return None
+    if isinstance(evaluator, str):
+        return evaluator
+    module, name = getattr(evaluator, "__module__", None), getattr(evaluator, "__qualname__", None)
+    if not module or not name or module == "__main__" or "<" in name:
+        return f"<{module or '?'}.{name or type(evaluator).__name__}>"
+    return f"{module}:{name}"
 
 
 def open_study(storage: Any, name: str, meta: RunMeta, directions: list[str], *, where: str) -> Any:
@@ -100,13 +122,14 @@ def _changes(old: RunMeta, new: RunMeta) -> str:
     return ", ".join(diffs) or "training settings differ"
 
 
-def fail_abandoned(study: Any, *, alone: bool = True) -> int:
+def fail_abandoned(study: Any, *, alone: bool = True, grace: float | None = None) -> int:
     """Fail the ``RUNNING`` trials no live worker holds; returns how many.
 
     ``alone``: no other process uses the store, so every ``RUNNING`` trial was left by a dead
     one. Otherwise only a trial whose worker never wrote its first attribute, started more
-    than the heartbeat grace period ago, is failed: a worker killed between Optuna's ``ask``
-    and its first heartbeat leaves a trial the heartbeats never see.
+    than the heartbeat grace period (``grace`` seconds; default the storage's) ago, is failed:
+    a worker killed between Optuna's ``ask`` and its first heartbeat leaves a trial the
+    heartbeats never see.
     """
     import datetime
 
@@ -114,11 +137,12 @@ def fail_abandoned(study: Any, *, alone: bool = True) -> int:
 
     from archforge.search.storage import GRACE_PERIOD
 
+    grace = GRACE_PERIOD if grace is None else grace
     now = datetime.datetime.now()
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         silent = "worker" not in trial.user_attrs and trial.datetime_start is not None \
-            and (now - trial.datetime_start).total_seconds() > GRACE_PERIOD
+            and (now - trial.datetime_start).total_seconds() > grace
         if alone or silent:
             failed += _finish_as_stored(study, trial)
     return failed

@@ -13,12 +13,14 @@ Within a search, ``epochs`` and ``seed`` come from the ``search:`` section itsel
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from archforge.search import limits
 
+#: A torch device as settings write it: ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+DEVICE_PATTERN = r"^[a-z]+(:[0-9]{1,3})?$"
 _EXPONENT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
 
 
@@ -69,8 +71,10 @@ class TrainConfig(Strict):
     label_smoothing: Number = Field(0.1, ge=0, lt=1)
     augment: bool | AugmentSettings = Field(True, description="true: shifts of 1/8 of the image side; false: none; or a mapping.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the weights, data order and augmentation (a search sets it per seed).")
-    device: str = Field("cpu", pattern=r"^[a-z]+(:[0-9]{1,3})?$", description="cpu, cuda, cuda:1, mps")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="cpu, cuda, cuda:1, mps")
     amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on the CPU.")
+    channels_last: bool | Literal["auto"] = Field("auto", description=(
+        "Images and weights in channels-last memory order; auto: on CUDA (tensor cores), not on the CPU."))
     threads: Annotated[int, at_most("MAX_THREADS")] | None = Field(None, gt=0, description="torch threads for the trial (restored after).")
     latency_batch: Annotated[int, at_most("MAX_BATCH")] = Field(1, gt=0, description="Batch of the latency measurement.")
     latency_repeats: Annotated[int, at_most("MAX_LATENCY_REPEATS")] = Field(
@@ -78,4 +82,4 @@ class TrainConfig(Strict):
 
 
 #: Fields that change how fast a trial runs, not what it computes: not part of the result cache key.
-NEUTRAL_FIELDS = frozenset({"seed", "threads", "device", "latency_batch", "latency_repeats"})
+NEUTRAL_FIELDS = frozenset({"seed", "threads", "device", "channels_last", "latency_batch", "latency_repeats"})

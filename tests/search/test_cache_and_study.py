@@ -150,7 +150,7 @@ def test_claim_waits_for_the_worker_training_the_candidate():
         records.write(other, Outcome(status="complete", accuracy=0.8, accuracies=[0.8]))
         study.tell(other, 0.8)
 
-    found = cache.claim(study, SPEC_HASH, CONFIG, me, [0], epochs=2, budget=None, lock=None, wait=wait)
+    found = cache.claim(study, SPEC_HASH, CONFIG, me, [0], epochs=2, budget=None, lock="memory", wait=wait)
     assert waits == [cache.POLL_S] and found.seeds == {0: (ok(0, 0.8), other.number)}
     assert "progress" not in study.trials[me.number].user_attrs  # nothing left to train: nothing claimed
 
@@ -159,10 +159,10 @@ def test_a_claim_is_refused_once_the_budget_is_held_by_others(tmp_path):
     """Two trials of one candidate: the first claims it; with a budget of one the second gets nothing to train."""
     study = optuna.create_study()
     first, second = study.ask(), study.ask()
-    assert cache.claim(study, SPEC_HASH, CONFIG, first, [0, 1], epochs=3, budget=1, lock=tmp_path / "s.db").seeds == {}
+    assert cache.claim(study, SPEC_HASH, CONFIG, first, [0, 1], epochs=3, budget=1, lock=f"sqlite:///{tmp_path / 's.db'}").seeds == {}
     assert study.trials[first.number].user_attrs["progress"] == {"done": 0, "total": 6}
     other = {**SPEC, "name": "other"}
-    assert cache.claim(study, candidate_hash(other), CONFIG, second, [0], epochs=3, budget=1, lock=tmp_path / "s.db") is None
+    assert cache.claim(study, candidate_hash(other), CONFIG, second, [0], epochs=3, budget=1, lock=f"sqlite:///{tmp_path / 's.db'}") is None
 
 
 # --------------------------------------------------------------------------- config_key

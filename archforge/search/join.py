@@ -1,0 +1,134 @@
+"""One more worker for a search started elsewhere: ``archforge worker --storage URL --study NAME``.
+
+A run's study carries everything a worker needs (:class:`~archforge.search.records.RunMeta`):
+the space, the settings, the training-settings key, the budget, the dataset's name and the
+evaluator's import path. So a machine that can reach the store and has the same archforge,
+plugins and dataset joins with nothing but the URL and the study name, trains candidates until
+the budget is spent or the space is exhausted, and exits. Several workers never train the same
+candidate and seed (the claim of :mod:`archforge.search.cache`, made under the study's lock), and a
+worker that dies mid-trial is found by its stopped heartbeat: its trial is failed and its
+candidate queued again for the others (:class:`~archforge.search.driver.StopRule`).
+
+What cannot travel is refused before anything is trained: a dataset or evaluator object passed
+from Python, a sampler object, a space this archforge reads otherwise, a device this machine
+lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from typing import Any
+
+from archforge.errors import SearchError, SettingError
+from archforge.search import records
+from archforge.search.records import RUN_KEY, RunMeta
+
+
+def join(storage: str, study: str, *, device: str | None = None, threads: int | None = None,
+         progress: bool | str | None = "lines", console: Any = None) -> records.WorkerStats:
+    """Work on the study ``study`` at ``storage`` (a URL or a ``.db`` file) until its budget is spent.
+
+    Args:
+        storage: the store the search was started with: ``postgresql://user@host/db``, a
+            ``sqlite:///`` URL or the path of a ``study.db``.
+        study: the study's name (the run name of ``archforge search --name``).
+        device: train on this device instead of the run's ``train.device`` (``cuda:1``).
+        threads: torch threads of this worker (default: torch's own choice).
+        progress: ``"lines"`` (one line per finished trial on stderr), rich bars (``True``), or ``False``.
+
+    Returns what this worker did (trials, evaluations, time). Ctrl-C fails the running trial
+    and queues its candidate again for the other workers, then raises ``KeyboardInterrupt``.
+    """
+    import optuna
+
+    from archforge.builder.network import check_device
+    from archforge.search import executors
+    from archforge.search.checks import prepare
+    from archforge.search.driver import RunPlan, quiet_optuna
+    from archforge.search.progress import make_display
+    from archforge.search.space import parse_space
+    from archforge.search.storage import load_run_study, open_storage, run_url, shown_url, storage_errors
+    from archforge.search.study import config_key, retry_interrupted
+
+    where = f"study '{study}' at {shown_url(storage)}"
+    with storage_errors(str(storage)), quiet_optuna():
+        found = load_run_study(storage, study)
+        meta = _run_meta(found, where)
+        settings = _settings(meta, where)
+        space = parse_space(meta.space, meta.space_file)
+        if space.fingerprint != meta.space_fingerprint:
+            raise SearchError(f"{where}: this archforge reads the run's space otherwise than the one that started it "
+                              "(another version of archforge or of a plugin): install the same versions on every worker")
+        if config_key(settings, meta.dataset) != meta.config_key:
+            raise SearchError(f"{where}: this archforge computes another training-settings key than the one that started "
+                              "the run, so its results would not be comparable: install the same archforge on every worker")
+        _check_portable(meta, where)
+        if device is not None:
+            try:
+                check_device(device)
+            except SettingError as exc:
+                raise SettingError(f"--device: {exc}") from None
+            settings = settings.model_copy(update={"train": settings.train.model_copy(update={"device": device})})
+        prepared = prepare(space, settings, evaluator=meta.evaluator)
+        url = run_url(storage)
+        distinct = space.distinct_candidates()
+        plan = RunPlan(space_text=meta.space, space_file=meta.space_file, settings=settings, storage_url=url,
+                       study_name=study, config_key=meta.config_key, dataset=settings.dataset, evaluator=meta.evaluator,
+                       budget=meta.budget, distinct=len(distinct) if distinct is not None else None, threads=threads)
+        run_storage = open_storage(url, heartbeat=settings.heartbeat)
+        display = make_display(progress, console)
+        try:
+            with display.running(meta.budget or plan.distinct, sum(r.counted for r in records.read_trials(found)),
+                                 epochs_bar=True):
+                return executors.run_worker(plan, index=_worker_index(), space=space, data=prepared.data,
+                                            storage=run_storage, display=display)
+        except KeyboardInterrupt:
+            # Other workers may be running: the interrupted candidate is queued for them (or for a resume).
+            retry_interrupted(optuna.load_study(study_name=study, storage=run_storage), run_storage)
+            raise
+
+
+def _run_meta(study: Any, where: str) -> RunMeta:
+    try:
+        meta = records.read_study_attr(study, RunMeta, RUN_KEY)
+    except ValueError as exc:
+        raise SearchError(f"{where}: {exc}") from None
+    if meta is None:
+        raise SearchError(f"{where} is no archforge search: start one with archforge search SPACE --storage URL --name NAME")
+    return meta
+
+
+def _settings(meta: RunMeta, where: str) -> Any:
+    from pydantic import ValidationError
+
+    from archforge.search.records import first_error
+    from archforge.search.settings import SearchSettings
+
+    try:
+        return SearchSettings.model_validate(meta.settings)
+    except ValidationError as exc:
+        strategy, pruner = meta.settings.get("strategy"), meta.settings.get("pruner")
+        objects = [f"{what} {value}" for what, value in (("strategy", strategy), ("pruner", pruner))
+                   if isinstance(value, str) and value[:1].isupper()]
+        if objects:
+            raise SearchError(f"{where} uses an Optuna object passed from Python ({', '.join(objects)}), which a worker "
+                              "cannot rebuild from the store: run extra workers from the same script (workers=N)") from None
+        raise SearchError(f"{where}: its settings cannot be read by this archforge ({first_error(exc)}): "
+                          "install the same archforge on every worker") from None
+
+
+def _check_portable(meta: RunMeta, where: str) -> None:
+    if meta.own_data:
+        raise SearchError(f"{where} searches a dataset object passed from Python; a worker loads datasets by name: "
+                          "start the search with a dataset name (a plugin's dataset, an .npz file or an image folder)")
+    if meta.evaluator is not None and meta.evaluator.startswith("<"):
+        raise SearchError(f"{where} uses the evaluator {meta.evaluator}, which cannot be imported by name: start the "
+                          "search with evaluator='module:function' (a function at the top level of an importable module)")
+
+
+def _worker_index() -> int:
+    """A number that sets this worker's sampler sequence apart from other machines' and processes'."""
+    digest = hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).digest()
+    return 1 + int.from_bytes(digest[:3], "big")
