@@ -16,7 +16,7 @@ from archforge.spec.zoo import list_models
 #: Every command with the metavar of its positional argument (None: it has none).
 COMMANDS = {
     "validate": "SPEC", "summary": "SPEC", "build": "SPEC", "graph": "SPEC", "models": "PATTERN",
-    "plugins": None, "schema": None, "space": "SPACE", "search": "SPACE", "report": "RUN",
+    "plugins": None, "schema": None, "space": "SPACE", "search": "SPACE", "worker": None, "report": "RUN",
 }
 #: What a bare word in the positional of an example must name.
 BUNDLED = {"SPEC": lambda: list_models(), "SPACE": lambda: list_models(spaces=True)}

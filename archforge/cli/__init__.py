@@ -1,4 +1,4 @@
-"""The ``archforge`` command line: validate, summary, build, models, plugins, schema, graph, space, search, report.
+"""The ``archforge`` command line: validate, summary, build, models, plugins, schema, graph, space, search, worker, report.
 
 Exit status: 0 on success; 1 when what was checked is wrong (a spec, a space, a checkpoint,
 a plugin, a file that cannot be written...); 2 for usage errors (unknown flags, a count

@@ -125,8 +125,10 @@ def _settings_text(s: Any) -> str:
         text += f", pruner {getattr(s.pruner, 'kind', type(s.pruner).__name__)}"
     if s.proxy is not None:
         text += f", proxy {s.proxy.score}"
-    if s.workers > 1:
-        text += f", {s.workers} {s.executor} workers"
+    if s.worker_count > 1 or s.executor != "local":
+        text += f", {s.worker_count} {s.executor} worker{'s' if s.worker_count != 1 else ''}"
+    if s.devices:
+        text += f" on {', '.join(s.devices)}"
     return text
 
 
@@ -167,7 +169,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from archforge.search.join import join
+    from archforge.search.worker import join
 
     with quiet_optuna():
         stats = join(args.storage, args.study, device=args.device, threads=args.threads,

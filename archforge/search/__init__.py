@@ -15,7 +15,8 @@
 all work. The search language is documented in ``docs/search-spaces.md``. Running the same search again
 resumes it from its store (``runs/<name>/study.db``, an Optuna study that ``optuna.load_study``
 and optuna-dashboard open); the command line is the same thing: ``archforge space``,
-``archforge search``, ``archforge report``.
+``archforge search``, ``archforge report``. On a PostgreSQL store, workers on other machines
+join a running search with :func:`join` (``archforge worker --storage URL --study NAME``).
 
 Reading the code, follow ``archforge search SPACE`` to one stored trial through eight files,
 each with one job: ``cli/search_commands.py`` (the command; ``cli/search_flags.py`` beside it
@@ -24,7 +25,8 @@ turns flags into settings overrides) → ``search/run.py`` (settings, checks, st
 ``search/cache.py`` (never train twice) → ``search/evaluate.py`` (training) →
 ``search/records.py`` (what is stored). Beside the path: ``settings.py`` and ``training.py``
 (the configuration), ``checks.py`` (what is refused before anything is stored), ``study.py``
-(run metadata, resume), ``storage.py`` and ``locks.py`` (the store), ``strategies.py`` and
+(run metadata, resume), ``storage.py`` and ``locks.py`` (the store), ``worker.py`` and
+``ray_executor.py`` (workers started elsewhere, Ray tasks), ``strategies.py`` and
 ``evolution.py`` (samplers, pruners), ``prefilter.py`` and ``proxies.py`` (zero-cost proxies),
 ``progress.py``, ``report.py``, ``ranking.py`` and ``plots.py`` (results), ``limits.py`` (bounds).
 """
@@ -78,6 +80,17 @@ def describe_space(space: Space | str | os.PathLike[str], *, samples: int = 2, c
     return space_overview(load_space(space), samples=samples, check=check, seed=seed)
 
 
+def join(storage: str | os.PathLike[str], study: str, **options: Any) -> Any:
+    """Work on a search another process started (``archforge worker``) until its budget is spent; see :func:`archforge.search.worker.join`.
+
+    ``storage``: the search's PostgreSQL URL (or its ``study.db`` on this machine); ``study``:
+    its run name. Keywords: ``device``, ``threads``, ``progress``, ``console``.
+    """
+    from archforge.search.worker import join as join_study
+
+    return join_study(storage, study, **options)
+
+
 def load_run(source: str | os.PathLike[str], study: str | None = None) -> Any:
     """A stored run (a run folder, a ``study.db`` or a storage URL) as report data: ``.table``, ``.best``, ``.to_csv()``..."""
     from archforge.search.report import load_run as _load_run
@@ -111,5 +124,5 @@ sys.modules[__name__].__class__ = _SearchPackage
 
 __all__ = [
     "Candidate", "Constraints", "SearchError", "SearchResult", "SearchSettings", "Space", "TrainConfig",
-    "candidate_hash", "describe_space", "load_run", "load_space", "parse_space", "search",
+    "candidate_hash", "describe_space", "join", "load_run", "load_space", "parse_space", "search",
 ]

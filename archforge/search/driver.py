@@ -355,7 +355,8 @@ class StopRule:
             with warnings.catch_warnings():  # an "experimental" Optuna API
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-        if fail_abandoned(study, alone=False, grace=self.grace):  # a worker that died before its first heartbeat
+        # A worker that died before its first heartbeat; while waiting, also one interrupted by Ctrl-C.
+        if fail_abandoned(study, alone=False, grace=self.grace) or stale:
             retry_interrupted(study, None)
         return records.read_trials(study)
 

@@ -70,10 +70,12 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
                  progress=progress, console=console)
     except KeyboardInterrupt:
         # Our workers are gone; a trial one of them had asked for but not yet failed is ours to fail
-        # (so that the resume retries it) when no other process uses the store.
-        if study is not None and claim is not None and sole_user(claim):
+        # when no other process uses the store. Interrupted candidates are queued again at once:
+        # workers on other machines may go on, and would otherwise never train them.
+        if study is not None:
             with quiet_optuna():
-                fail_abandoned(study)
+                if claim is not None and sole_user(claim):
+                    fail_abandoned(study)
                 retry_interrupted(study, storage_obj)
         raise
     finally:

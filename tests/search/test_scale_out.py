@@ -211,7 +211,7 @@ def _lambda_evaluator(spec, data, config, on_epoch=None):
 
 
 def test_what_a_worker_cannot_rebuild_is_refused_by_name(tmp_path):
-    from archforge.search.join import join
+    from archforge.search.worker import join
 
     db = tmp_path / "s.db"
     fake = SimpleNamespace(input_shape=(1, 8, 8), num_classes=10, name="fake")

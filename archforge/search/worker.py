@@ -78,6 +78,7 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
                        study_name=study, config_key=meta.config_key, dataset=settings.dataset, evaluator=meta.evaluator,
                        budget=meta.budget, distinct=len(distinct) if distinct is not None else None, threads=threads)
         run_storage = open_storage(url, heartbeat=settings.heartbeat)
+        retry_interrupted(optuna.load_study(study_name=study, storage=run_storage), run_storage)  # a Ctrl-C'ed worker's
         display = make_display(progress, console)
         try:
             with display.running(meta.budget or plan.distinct, sum(r.counted for r in records.read_trials(found)),
