@@ -19,7 +19,7 @@ Training recipe (the usual short-schedule recipe for small image classifiers):
   was trained exactly as the first k epochs of a full run;
 * cross-entropy with label smoothing (Szegedy et al. 2016);
 * batch augmentation on the device (random shift, ``augment``; see :func:`augment_config`);
-* bf16 autocast on CUDA only (``amp``), float32 on CPU; channels-last memory order on CUDA (``channels_last``).
+* bf16 autocast on CUDA only (``amp``; fp16 with loss scaling on GPUs without bf16), float32 on CPU; channels-last memory order on CUDA (``channels_last``).
 
 After training, the forward latency at ``latency_batch`` is measured by
 :func:`archforge.search.measure.measure_latency` (median and interquartile range of at
@@ -193,6 +193,9 @@ class _Trial:
         self.device = torch.device(config.device)
         self.cuda = self.device.type == "cuda"
         self.amp = bool(config.amp and self.cuda)
+        # bf16 where the GPU has it (Ampere on); older GPUs get fp16, whose small range needs loss scaling.
+        self.amp_dtype = torch.bfloat16 if not self.amp or torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         # channels-last feeds tensor cores on CUDA; on the CPU it mostly costs layout conversions.
         self.channels_last = config.channels_last is True or (config.channels_last == "auto" and self.cuda)
         self.timings: dict[str, float] = {}
@@ -331,7 +334,7 @@ class _Trial:
         self.model.train()
 
     def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     def _train_epoch(self, epoch: int) -> None:
         model, optimizer, config = self.model, self.optimizer, self.config
@@ -372,8 +375,9 @@ class _Trial:
         if check and not torch.isfinite(loss):
             self._raise_nan(float(loss.detach()), self.epoch, step + 1)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()  # the scaler does nothing unless fp16 autocast is on
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return loss.detach()
 
     def _check_losses(self, losses: torch.Tensor, upto: int, epoch: int) -> None:

@@ -72,7 +72,7 @@ class TrainConfig(Strict):
     augment: bool | AugmentSettings = Field(True, description="true: shifts of 1/8 of the image side; false: none; or a mapping.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the weights, data order and augmentation (a search sets it per seed).")
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="cpu, cuda, cuda:1, mps")
-    amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on the CPU.")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (fp16 with loss scaling on GPUs without bf16); ignored on the CPU.")
     channels_last: bool | Literal["auto"] = Field("auto", description=(
         "Images and weights in channels-last memory order; auto: on CUDA (tensor cores), not on the CPU."))
     threads: Annotated[int, at_most("MAX_THREADS")] | None = Field(None, gt=0, description="torch threads for the trial (restored after).")
