@@ -81,6 +81,12 @@ def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, dat
             # a worker joining a run whose last candidates others are training waits to take over a dead one's.
             if not (stop.satisfied(trials) and stop.finished(study)):
                 study.optimize(objective, callbacks=[stop], catch=(TrialFailed,))
+                # The grid sampler stops the study once every point was asked for, maybe with the
+                # retry of a dead worker's trial still queued: run it (a reuse, or the missing seeds).
+                for _ in range(len(_waiting(study))):
+                    if not _waiting(study):
+                        break
+                    study.optimize(objective, n_trials=1, callbacks=[stop], catch=(TrialFailed,))
             stats.wall_s = time.perf_counter() - started
             stats.eval_s = objective.eval_s
             mine = [r for r in records.read_trials(study) if r.worker is not None and r.worker.pid == os.getpid()]
@@ -91,6 +97,12 @@ def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, dat
     finally:
         if claim is not None:
             os.close(claim)
+
+
+def _waiting(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 
 def warm_up(space: Space, data: Any) -> None:
