@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import weakref
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -436,7 +437,29 @@ def retried_trial_number(trial: Any) -> int | None:
 
 
 def read_trials(study: Any) -> list[TrialRecord]:
-    return [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)]
+    """The records of every trial of ``study``; those of finished trials are parsed once per process.
+
+    Workers read the whole study several times per trial (the claim, the stop rule): parsing
+    each finished trial again would make a run's cost grow with the square of its trials.
+    Optuna never changes a finished trial, and its storages hand out the same object for it,
+    so its record is kept for as long as that object lives.
+    """
+    records = []
+    for trial in study.get_trials(deepcopy=False):
+        if not trial.state.is_finished():
+            records.append(TrialRecord.of(trial))
+            continue
+        key = id(trial)
+        known = _finished_records.get(key)
+        if known is None or known[0]() is not trial:
+            known = _finished_records[key] = (weakref.ref(trial, lambda _, key=key: _finished_records.pop(key, None)),
+                                              TrialRecord.of(trial))
+        records.append(known[1])
+    return records
+
+
+#: id of a finished FrozenTrial → (a weak reference to it, its record).
+_finished_records: dict[int, tuple[weakref.ref, "TrialRecord"]] = {}
 
 
 def first_error(exc: ValidationError) -> str:
