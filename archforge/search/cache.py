@@ -75,8 +75,13 @@ def known(records: Sequence[TrialRecord], key: str, config: str, me: int) -> tup
 
 
 def claimed(record: TrialRecord) -> bool:
-    """Whether a trial has claimed its candidate for training (its progress record says how many epochs)."""
-    return record.progress is not None and record.progress.total > 0
+    """Whether a trial has claimed its candidate for training (its own progress record says how many epochs).
+
+    A retry carries a copy of its failed trial's progress: that is no claim of its own (two
+    retries of one trial would otherwise each wait for the other, for ever).
+    """
+    progress = record.progress
+    return progress is not None and progress.total > 0 and progress.trial in (None, record.number)
 
 
 def budget_spent(trials: Sequence[TrialRecord], budget: int | None, me: int | None = None) -> bool:
@@ -113,7 +118,7 @@ def claim(study: Any, key: str, config: str, me: Any, seeds: Sequence[int], *, e
             if busy is None:
                 if budget_spent(trials, budget, me.number):
                     return None
-                write(me, ProgressAttr(total=epochs * sum(1 for s in seeds if s not in found.seeds)))
+                write(me, ProgressAttr(total=epochs * sum(1 for s in seeds if s not in found.seeds), trial=me.number))
                 return found
         wait(POLL_S)
         with warnings.catch_warnings():  # a busy worker that died: its heartbeat tells (an "experimental" Optuna API)

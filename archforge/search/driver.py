@@ -133,7 +133,7 @@ class Objective:
             return self.finish(trial, Outcome(status="rejected", error=reason, params=candidate.params, flops=candidate.flops), started)
 
         missing = [s for s in self.seeds if s not in found.seeds]
-        progress = ProgressAttr(total=self.settings.epochs * len(missing))
+        progress = ProgressAttr(total=self.settings.epochs * len(missing), trial=trial.number)
         self.display.trial_started(trial.number, candidate.label(), progress.total)
         results: dict[int, SeedResult] = {}
         eval_s = 0.0
@@ -355,8 +355,8 @@ class StopRule:
             with warnings.catch_warnings():  # an "experimental" Optuna API
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-        # A worker that died before its first heartbeat; while waiting, also one interrupted by Ctrl-C.
-        if fail_abandoned(study, alone=False, grace=self.grace) or stale:
+        # A worker that died before its first heartbeat (Optuna's stale check queues the others' retries itself).
+        if fail_abandoned(study, alone=False, grace=self.grace):
             retry_interrupted(study, None)
         return records.read_trials(study)
 

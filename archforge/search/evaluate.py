@@ -194,7 +194,10 @@ class _Trial:
         self.cuda = self.device.type == "cuda"
         self.amp = bool(config.amp and self.cuda)
         # bf16 where the GPU has it (Ampere on); older GPUs get fp16, whose small range needs loss scaling.
-        self.amp_dtype = torch.bfloat16 if not self.amp or torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = torch.bfloat16
+        if self.amp:
+            with torch.cuda.device(self.device):  # the trial's GPU, not the current one
+                self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         # channels-last feeds tensor cores on CUDA; on the CPU it mostly costs layout conversions.
         self.channels_last = config.channels_last is True or (config.channels_last == "auto" and self.cuda)
@@ -408,7 +411,8 @@ class _Trial:
         c = self.config
         # The model is warm from validation; two passes at the latency batch size set up its kernels.
         return measure_latency(self.model, self.data.input_shape, device=self.device, batch=c.latency_batch,
-                               repeats=c.latency_repeats, warmup=2, amp=self.amp, channels_last=self.channels_last)
+                               repeats=c.latency_repeats, warmup=2, amp=self.amp, channels_last=self.channels_last,
+                               amp_dtype=self.amp_dtype)
 
     # -- failures --------------------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ def server_lock(url: str, name: str) -> Iterator[None]:
         engine = _engines.get(url)
         if engine is None:
             engine = _engines[url] = sqlalchemy.create_engine(engine_url(url), pool_size=1, max_overflow=2, pool_pre_ping=True)
+            sqlalchemy.event.listen(engine, "connect", _drop_dead_holders)
     key = int.from_bytes(hashlib.sha256(f"archforge:{name}".encode()).digest()[:8], "big", signed=True)
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
@@ -91,8 +92,21 @@ def server_lock(url: str, name: str) -> Iterator[None]:
         try:
             yield
         finally:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-            connection.commit()
+            try:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+            except sqlalchemy.exc.DBAPIError:
+                # The connection died (a server restart): the server released the lock with it.
+                connection.invalidate()
+
+
+def _drop_dead_holders(dbapi_connection: Any, record: Any) -> None:
+    """Keepalives on the lock's session: a machine that vanished holding the lock loses it within ~30 s, not hours."""
+    cursor = dbapi_connection.cursor()
+    for setting, value in (("tcp_keepalives_idle", 10), ("tcp_keepalives_interval", 5), ("tcp_keepalives_count", 3)):
+        cursor.execute(f"SET {setting} = {value}")
+    cursor.close()
+    dbapi_connection.commit()
 
 
 def claim_store(path: Path | None) -> tuple[int | None, bool]:

@@ -139,13 +139,14 @@ def measure_latency(
     amp: bool = False,
     min_run_time: float | None = None,
     channels_last: bool | None = None,
+    amp_dtype: torch.dtype = torch.bfloat16,
 ) -> Latency:
     """Forward latency of ``model`` on ``device`` at ``batch``: at least ``repeats`` timed passes; see the module docstring.
 
     ``warmup`` untimed passes come first (at least one: its time sizes the measurement);
     ``min_run_time`` defaults to :data:`MIN_RUN_TIME_S`. The model must already be on
     ``device``; it is put in eval mode for the measurement and restored afterwards.
-    ``amp`` runs under bf16 autocast (CUDA only); ``channels_last``: images in channels-last order
+    ``amp`` runs under autocast to ``amp_dtype`` (CUDA only; the trial's: fp16 on GPUs without bf16); ``channels_last``: images in channels-last order
     (default: on CUDA), as the model was trained. Torch's thread count is left as found.
     """
     device = torch.device(device)
@@ -166,7 +167,7 @@ def measure_latency(
     passes = 0
     try:
         # The Timer runs the statement in this thread, so grad mode and autocast set here hold for it.
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp and device.type == "cuda"):
             warm: list[float] = []
             for _ in range(max(1, warmup)):
                 start = clock()

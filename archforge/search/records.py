@@ -112,8 +112,12 @@ class WorkerAttr(_Attr):
 
 
 class ProgressAttr(_Attr):
+    """Epochs a trial has claimed and done. ``trial``: the trial that claimed them (a retry inherits
+    its failed trial's attributes, this one included, and has claimed nothing until it writes its own)."""
+
     done: Count = 0
     total: Count = 0
+    trial: int | None = None
 
 
 class Costs(_Attr):
@@ -369,6 +373,8 @@ class TrialRecord(BaseModel):
             return cls(**base, status="unreadable", error="it has an outcome but no candidate")
         if outcome is not None and outcome.status == "complete" and outcome.accuracy is None:
             return cls(**base, status="unreadable", error="it is complete but has no accuracy")
+        if trial.state.name in ("RUNNING", "WAITING"):
+            outcome = None  # a retry's copy of its failed trial's outcome is no outcome of its own
         status = outcome.status if outcome is not None else {"RUNNING": "running", "WAITING": "waiting"}.get(trial.state.name, "interrupted")
         proxy: ProxyAttr | None = parsed.get("proxy")
         lineage: LineageAttr | None = parsed.get("lineage")

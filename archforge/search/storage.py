@@ -64,13 +64,36 @@ class StorageRef:
         return shown_url(self.url)
 
 
-_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&\s]*")
 _SERVERS = ("postgresql", "postgres")
 
 
-def shown_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (``postgresql://me:***@db/archforge``)."""
-    return _PASSWORD.sub(r"\1***@", str(url))
+def url_password(url: str) -> str | None:
+    """The password written in ``url`` (``scheme://user:PASSWORD@host/...``), else ``None``.
+
+    The user information ends at the last ``@`` of the URL: a password may hold ``/``, ``:`` or
+    ``@`` (SQLAlchemy reads it so), and taking too much only masks more.
+    """
+    scheme, sep, rest = str(url).partition("://")
+    if not sep or "@" not in rest:
+        return None
+    user_info = rest[:rest.rindex("@")]
+    user, colon, password = user_info.partition(":")
+    return password if colon and password else None
+
+
+def shown_url(text: str) -> str:
+    """``text`` (a URL, or a message quoting one) with passwords replaced by ``***``: ``postgresql://me:***@db/af``."""
+    def masked(match: re.Match[str]) -> str:
+        url = match.group(0)
+        if url_password(url) is None:
+            return url
+        head, _, rest = url.partition("://")
+        at = rest.rindex("@")
+        return f"{head}://{rest[:at].partition(':')[0]}:***{rest[at:]}"
+
+    text = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", masked, str(text))
+    return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
 def is_postgres(url: str) -> bool:
@@ -261,7 +284,7 @@ def storage_error(exc: BaseException, where: str) -> SearchError | None:
         if reason is None and isinstance(current, OSError) and current.errno in _ERRNOS:
             reason = _ERRNOS[current.errno]
         if reason is not None:
-            detail = str(current).splitlines()[0][:200] if str(current) else type(current).__name__
+            detail = shown_url(str(current).splitlines()[0][:200]) if str(current) else type(current).__name__
             if reason.startswith("the store cannot be opened"):
                 return SearchError(f"storage {where}: {reason} ({detail}); check the path, and that its folder exists and is writable")
             fix = "free some space" if "full" in reason or "quota" in reason else "make it writable" if "read-only" in reason else "fix that"
@@ -340,10 +363,10 @@ def _heartbeat(heartbeat: Any) -> tuple[int | None, int | None]:
 
 def _first_line(exc: BaseException, url: str) -> str:
     """The first line of a driver's error, the password masked even where the driver quotes the URL or its parts."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    text = shown_url(text)
-    password = re.match(r"[^:]+://[^/@:]*:([^/@]*)@", url)
-    return text.replace(password.group(1), "***") if password and password.group(1) else text
+    text = shown_url(str(exc).splitlines()[0] if str(exc) else "")
+    password = url_password(url)
+    # A driver may quote the password alone; a very short one would mask unrelated letters.
+    return text.replace(password, "***") if password and len(password) >= 4 else text
 
 
 @functools.cache

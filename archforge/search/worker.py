@@ -65,6 +65,8 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
             raise SearchError(f"{where}: this archforge computes another training-settings key than the one that started "
                               "the run, so its results would not be comparable: install the same archforge on every worker")
         _check_portable(meta, where)
+        # This worker runs trials here and now: how the run's own workers were placed is not its business.
+        settings = settings.model_copy(update={"devices": None, "executor": "local", "workers": 1})
         if device is not None:
             try:
                 check_device(device)
@@ -80,8 +82,9 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
         run_storage = open_storage(url, heartbeat=settings.heartbeat)
         retry_interrupted(optuna.load_study(study_name=study, storage=run_storage), run_storage)  # a Ctrl-C'ed worker's
         display = make_display(progress, console)
+        plan.budget = _budget(found, settings, meta, display)
         try:
-            with display.running(meta.budget or plan.distinct, sum(r.counted for r in records.read_trials(found)),
+            with display.running(plan.budget or plan.distinct, sum(r.counted for r in records.read_trials(found)),
                                  epochs_bar=True):
                 return executors.run_worker(plan, index=_worker_index(), space=space, data=prepared.data,
                                             storage=run_storage, display=display)
@@ -89,6 +92,25 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
             # Other workers may be running: the interrupted candidate is queued for them (or for a resume).
             retry_interrupted(optuna.load_study(study_name=study, storage=run_storage), run_storage)
             raise
+
+
+def _budget(study: Any, settings: Any, meta: RunMeta, display: Any, poll_s: float = 2.0) -> int | None:
+    """The run's budget; with a zero-cost proxy, known only once the driver's proxy phase is stored: wait for it."""
+    import time
+
+    from archforge.search.records import PROXY_KEY, ProxyPhase
+
+    if settings.proxy is None:
+        return meta.budget
+    said = False
+    while True:
+        phase = records.read_study_attr(study, ProxyPhase, PROXY_KEY)
+        if phase is not None:
+            return phase.kept if settings.trial_budget is None else min(settings.trial_budget, phase.kept)
+        if not said:
+            display.message("waiting for the search's proxy phase to choose the candidates to train")
+            said = True
+        time.sleep(poll_s)
 
 
 def _run_meta(study: Any, where: str) -> RunMeta:

@@ -160,7 +160,7 @@ def test_a_claim_is_refused_once_the_budget_is_held_by_others(tmp_path):
     study = optuna.create_study()
     first, second = study.ask(), study.ask()
     assert cache.claim(study, SPEC_HASH, CONFIG, first, [0, 1], epochs=3, budget=1, lock=f"sqlite:///{tmp_path / 's.db'}").seeds == {}
-    assert study.trials[first.number].user_attrs["progress"] == {"done": 0, "total": 6}
+    assert study.trials[first.number].user_attrs["progress"] == {"done": 0, "total": 6, "trial": first.number}
     other = {**SPEC, "name": "other"}
     assert cache.claim(study, candidate_hash(other), CONFIG, second, [0], epochs=3, budget=1, lock=f"sqlite:///{tmp_path / 's.db'}") is None
 
@@ -576,3 +576,22 @@ def test_a_per_copy_run_stored_under_the_former_naming_is_not_resumed():
     study.set_user_attr(records.RUN_KEY, meta.model_copy(update={"space_fingerprint": text_hash}).model_dump(mode="json"))
     with pytest.raises(SearchError, match="was made by an earlier archforge, which named the copies of per-copy choice points"):
         _open(storage, text=PER_COPY_SPACE)
+
+
+def test_a_retry_carrying_its_failed_trials_claim_has_claimed_nothing(tmp_path):
+    """Optuna's retry copies the failed trial's attributes, its claim included: two such retries must not wait for each other."""
+    study = optuna.create_study()
+    dead = study.ask()
+    assert cache.claim(study, SPEC_HASH, CONFIG, dead, [0], epochs=2, budget=None, lock="memory").seeds == {}
+    records.write(dead, CandidateAttr(hash=SPEC_HASH, spec=SPEC, config=CONFIG))
+    study.tell(dead.number, state=TrialState.FAIL)
+    for _ in range(2):  # the same failed trial queued twice (two workers noticed it at once)
+        study.enqueue_trial({}, user_attrs=study.trials[dead.number].user_attrs)
+    first, second = study.ask(), study.ask()
+
+    def wait(seconds: float) -> None:
+        raise AssertionError("the retry waits for a claim that is only a copy of the dead trial's")
+
+    assert cache.claim(study, SPEC_HASH, CONFIG, first, [0], epochs=2, budget=None, lock="memory", wait=wait).seeds == {}
+    # The second retry waits for the first, which really claimed the candidate, and for nothing else.
+    assert cache.known(records.read_trials(study), SPEC_HASH, CONFIG, second.number)[1] == first.number

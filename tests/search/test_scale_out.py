@@ -38,19 +38,31 @@ search: {dataset: digits, epochs: 1, heartbeat: {interval: 1, grace: 3}}
 
 
 def device_evaluate(spec, data, config, on_epoch=None):
-    """No training: logs which process trained which candidate on which device; accuracy from the width."""
+    """No training: logs which process trained which candidate on which device; accuracy from the width.
+
+    With ``ARCHFORGE_TEST_PEERS=N`` a call first waits (at most 120 s) until N processes have
+    started one, so that a slow process start on a loaded machine cannot leave one with nothing to do.
+    """
     width = spec.to_dict()["params"]["width"]
-    time.sleep(float(os.environ.get("ARCHFORGE_TEST_EPOCH_S", "0")))
     path = os.environ.get("ARCHFORGE_TEST_LOG")
+    entry = {"width": width, "device": config.device, "pid": os.getpid(), "seed": config.seed}
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"width": width, "device": config.device, "pid": os.getpid(), "seed": config.seed}) + "\n")
+            f.write(json.dumps({**entry, "event": "start"}) + "\n")
+        peers, deadline = int(os.environ.get("ARCHFORGE_TEST_PEERS", "1")), time.monotonic() + 120
+        while len({e["pid"] for e in _events(Path(path))}) < peers and time.monotonic() < deadline:
+            time.sleep(0.1)
+    time.sleep(float(os.environ.get("ARCHFORGE_TEST_EPOCH_S", "0")))
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({**entry, "event": "end"}) + "\n")
     on_epoch(1, 0.5)
     return SimpleNamespace(accuracy=0.5 + width / 100, epochs=1, history=[0.5], params=width, flops=width)
 
 
-def _events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def _events(path: Path, event: str | None = None) -> list[dict]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [e for e in lines if event is None or e["event"] == event]
 
 
 # --------------------------------------------------------------------------- storage URLs
@@ -120,10 +132,10 @@ def test_devices_start_one_worker_each_and_each_trains_on_its_own(tmp_path):
               "if __name__ == '__main__':\n"
               f"    search({str(space_file)!r}, evaluator='test_scale_out:device_evaluate', storage={str(tmp_path / 's.db')!r},\n"
               "           devices=['cpu', 'meta'], progress=False)\n")
-    env = {**os.environ, "ARCHFORGE_TEST_LOG": str(log), "ARCHFORGE_TEST_EPOCH_S": "0.5"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, timeout=240)
+    env = {**os.environ, "ARCHFORGE_TEST_LOG": str(log), "ARCHFORGE_TEST_EPOCH_S": "0.2", "ARCHFORGE_TEST_PEERS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
-    events = _events(log)
+    events = _events(log, "end")
     assert sorted(e["width"] for e in events) == [4, 8, 12, 16]  # every candidate once
     devices_of = {}
     for e in events:
@@ -180,7 +192,7 @@ def test_a_worker_joins_a_search_from_the_store_alone(tmp_path):
     space_file.write_text(SPACE)
     db = tmp_path / "runs" / "scale" / "study.db"
     log = tmp_path / "log.jsonl"
-    env = {**os.environ, "ARCHFORGE_TEST_LOG": str(log), "ARCHFORGE_TEST_EPOCH_S": "2.0",
+    env = {**os.environ, "ARCHFORGE_TEST_LOG": str(log), "ARCHFORGE_TEST_EPOCH_S": "0.5", "ARCHFORGE_TEST_PEERS": "2",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     cli = [sys.executable, "-m", "archforge"]
     driver = subprocess.Popen([*cli, "search", str(space_file), "--evaluator", "test_scale_out:device_evaluate", "--seeds", "2",
@@ -198,7 +210,7 @@ def test_a_worker_joins_a_search_from_the_store_alone(tmp_path):
     assert driver.returncode == 0, err.decode()
     assert worker.returncode == 0, worker.stderr.decode()
     assert "worker done:" in worker.stderr.decode()
-    events = _events(log)
+    events = _events(log, "end")
     trained = sorted((e["width"], e["seed"]) for e in events)
     assert trained == [(w, s) for w in (4, 8, 12, 16) for s in (0, 1)]  # no gap, no candidate and seed twice
     assert len({e["pid"] for e in events}) == 2
