@@ -72,6 +72,10 @@ def test_a_password_never_appears_in_a_shown_url():
     assert shown_url("postgresql://me:s3cr:et@db.example.org:5432/af") == "postgresql://me:***@db.example.org:5432/af"
     assert shown_url("postgresql+psycopg://me:pw@db/af?sslmode=require") == "postgresql+psycopg://me:***@db/af?sslmode=require"
     assert shown_url("postgresql://me@db/af") == "postgresql://me@db/af"
+    # Generated passwords hold '/' (base64) or '@'; libpq also takes one as a query parameter.
+    assert shown_url("postgresql://me:se/cr@t@db/af") == "postgresql://me:***@db/af"
+    assert shown_url("postgresql://me@db/af?password=hunter2&sslmode=require") == "postgresql://me@db/af?password=***&sslmode=require"
+    assert shown_url("error: no study 'b' in postgresql://a:b@h/d") == "error: no study 'b' in postgresql://a:***@h/d"
     assert shown_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
