@@ -104,6 +104,11 @@ def _check_same_run(old: RunMeta, new: RunMeta, study: Any, directions: list[str
     if old.settings.get("seeds") != new.settings["seeds"]:
         raise SearchError(f"{where} trains {old.settings.get('seeds')} seed(s) per candidate; "
                           f"start a new run with --name to use {new.settings['seeds']}")
+    beats = old.settings.get("heartbeat")
+    if beats is not None and beats != new.settings["heartbeat"]:
+        # Every process of a run judges the others' heartbeats: a shorter grace here would fail live trials elsewhere.
+        raise SearchError(f"{where} uses heartbeat interval {beats.get('interval')} s and grace {beats.get('grace')} s; every "
+                          "process of a run must use the same: keep them, or start a new run with --name")
     if old.config_key != new.config_key:
         raise SearchError(f"{where} was trained with other settings ({_changes(old, new)}); results would not be comparable: "
                           "resume with the same settings or start a new run with --name")

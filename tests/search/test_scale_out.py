@@ -251,3 +251,14 @@ def test_the_worker_command_says_what_is_wrong_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "archforge", "worker", "--storage", "x.db"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and "--study" in done.stderr
+
+
+def test_a_run_keeps_one_heartbeat_for_every_process(tmp_path):
+    db = tmp_path / "s.db"
+    fake = SimpleNamespace(input_shape=(1, 8, 8), num_classes=10, name="fake")
+    space = parse_space(SPACE.replace("dataset: digits, ", ""))
+    search(space, dataset=fake, evaluator=device_evaluate, storage=db, progress=False, budget=1)
+    with pytest.raises(SearchError, match="heartbeat interval 1 s and grace 3 s"):
+        search(space, dataset=fake, evaluator=device_evaluate, storage=db, progress=False, budget=2,
+               heartbeat={"interval": 1, "grace": 30})
+    assert search(space, dataset=fake, evaluator=device_evaluate, storage=db, progress=False, budget=2).run.table
