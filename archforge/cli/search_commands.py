@@ -155,11 +155,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         files = result.report()
         console.print("report: " + ", ".join(str(p) for p in files.values()), markup=False)
     elif result.storage and result.storage != "memory":
-        from archforge.search.storage import shown_url
+        from archforge.search.storage import masked_url
 
         local = result.run_dir is not None and result.storage.startswith("sqlite")
-        where = str(result.run_dir) if local else f"{shown_url(result.storage)} --study {result.run.name}"
-        console.print(f"stored in {shown_url(result.storage)}; plots and files: archforge report {where}", markup=False)
+        where = str(result.run_dir) if local else f"{masked_url(result.storage)} --study {result.run.name}"
+        console.print(f"stored in {masked_url(result.storage)}; plots and files: archforge report {where}", markup=False)
     if result.best is None:
         return fail(f"no candidate of '{space.name}' completed training; the reasons are above and in archforge report")
     return 0

@@ -81,7 +81,10 @@ def claimed(record: TrialRecord) -> bool:
     retries of one trial would otherwise each wait for the other, for ever).
     """
     progress = record.progress
-    return progress is not None and progress.total > 0 and progress.trial in (None, record.number)
+    if progress is None or progress.total <= 0:
+        return False
+    # A claim written before claims named their trial is the trial's own unless the trial is a retry.
+    return progress.trial == record.number or (progress.trial is None and record.retry_of is None)
 
 
 def budget_spent(trials: Sequence[TrialRecord], budget: int | None, me: int | None = None) -> bool:

@@ -196,8 +196,9 @@ class _Trial:
         # bf16 where the GPU has it (Ampere on); older GPUs get fp16, whose small range needs loss scaling.
         self.amp_dtype = torch.bfloat16
         if self.amp:
-            with torch.cuda.device(self.device):  # the trial's GPU, not the current one
-                self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # Native bf16 from Ampere (compute capability 8) on; older GPUs only emulate it, slowly.
+            native = torch.cuda.get_device_capability(self.device)[0] >= 8
+            self.amp_dtype = torch.bfloat16 if native else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         # channels-last feeds tensor cores on CUDA; on the CPU it mostly costs layout conversions.
         self.channels_last = config.channels_last is True or (config.channels_last == "auto" and self.cuda)

@@ -83,10 +83,10 @@ def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, dat
                 study.optimize(objective, callbacks=[stop], catch=(TrialFailed,))
                 # The grid sampler stops the study once every point was asked for, maybe with the
                 # retry of a dead worker's trial still queued: run it (a reuse, or the missing seeds).
-                for _ in range(len(_waiting(study))):
-                    if not _waiting(study):
-                        break
+                runs = 0
+                while _waiting(study) and runs < 1000:  # bounded: each retry ran at most MAX_RETRY times anyway
                     study.optimize(objective, n_trials=1, callbacks=[stop], catch=(TrialFailed,))
+                    runs += 1
             stats.wall_s = time.perf_counter() - started
             stats.eval_s = objective.eval_s
             mine = [r for r in records.read_trials(study) if r.worker is not None and r.worker.pid == os.getpid()]

@@ -73,7 +73,7 @@ def server_lock(url: str, name: str) -> Iterator[None]:
     A session lock on a connection of its own: it is released when the block ends, or by the
     server when this process dies and its connection drops.
     """
-    from archforge.search.storage import engine_url, is_postgres
+    from archforge.search.storage import CLIENT_KEEPALIVES, engine_url, is_postgres
 
     if not is_postgres(url):
         yield
@@ -83,7 +83,8 @@ def server_lock(url: str, name: str) -> Iterator[None]:
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _engines[url] = sqlalchemy.create_engine(engine_url(url), pool_size=1, max_overflow=2, pool_pre_ping=True)
+            engine = _engines[url] = sqlalchemy.create_engine(engine_url(url), pool_size=1, max_overflow=2, pool_pre_ping=True,
+                                                                connect_args=CLIENT_KEEPALIVES)
             sqlalchemy.event.listen(engine, "connect", _drop_dead_holders)
     key = int.from_bytes(hashlib.sha256(f"archforge:{name}".encode()).digest()[:8], "big", signed=True)
     with engine.connect() as connection:

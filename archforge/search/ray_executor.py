@@ -96,13 +96,13 @@ def cluster_problem(nodes: Sequence[Mapping[str, Any]], here: str, storage_url: 
 
     ``here``: this machine's address as Ray sees it (``ray.util.get_node_ip_address()``).
     """
-    from archforge.search.storage import shown_url, sqlite_path
+    from archforge.search.storage import masked_url, sqlite_path
 
     if sqlite_path(storage_url) is not None:
         elsewhere = sorted({str(n.get("NodeManagerAddress")) for n in nodes if not _on_this_machine(n, here)})
         if elsewhere:
             more = f" and {len(elsewhere) - 3} more" if len(elsewhere) > 3 else ""
-            return (f"storage {shown_url(storage_url)} is a SQLite file on this machine, which the Ray workers on "
+            return (f"storage {masked_url(storage_url)} is a SQLite file on this machine, which the Ray workers on "
                     f"{', '.join(elsewhere[:3])}{more} cannot open: use --storage postgresql://USER@HOST/DB, a server every node reaches")
     if not any(_fits(n, settings) for n in nodes):
         largest = max(nodes, key=lambda n: (_amount(n, "GPU"), _amount(n, "CPU")), default={})

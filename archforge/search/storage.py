@@ -61,9 +61,11 @@ class StorageRef:
     @property
     def shown(self) -> str:
         """The URL as messages show it: the password masked."""
-        return shown_url(self.url)
+        return masked_url(self.url)
 
 
+#: libpq keepalives: a connection to a server that vanished (a network split) fails in ~30 s, not at the OS's TCP timeout.
+CLIENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 _QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&\s]*")
 _SERVERS = ("postgresql", "postgres")
 
@@ -71,8 +73,9 @@ _SERVERS = ("postgresql", "postgres")
 def url_password(url: str) -> str | None:
     """The password written in ``url`` (``scheme://user:PASSWORD@host/...``), else ``None``.
 
-    The user information ends at the last ``@`` of the URL: a password may hold ``/``, ``:`` or
-    ``@`` (SQLAlchemy reads it so), and taking too much only masks more.
+    The user information is taken to end at the last ``@`` of the URL: a password may hold
+    ``/`` or ``:``, and one with a raw ``@`` is split differently by each reader; taking too
+    much only masks more.
     """
     scheme, sep, rest = str(url).partition("://")
     if not sep or "@" not in rest:
@@ -82,17 +85,19 @@ def url_password(url: str) -> str | None:
     return password if colon and password else None
 
 
+def masked_url(url: str) -> str:
+    """One URL, whole, with its password (whatever characters it holds) replaced by ``***``."""
+    url = str(url)
+    if url_password(url) is None:
+        return _QUERY_PASSWORD.sub(r"\1***", url)
+    head, _, rest = url.partition("://")
+    at = rest.rindex("@")
+    return _QUERY_PASSWORD.sub(r"\1***", f"{head}://{rest[:at].partition(':')[0]}:***{rest[at:]}")
+
+
 def shown_url(text: str) -> str:
     """``text`` (a URL, or a message quoting one) with passwords replaced by ``***``: ``postgresql://me:***@db/af``."""
-    def masked(match: re.Match[str]) -> str:
-        url = match.group(0)
-        if url_password(url) is None:
-            return url
-        head, _, rest = url.partition("://")
-        at = rest.rindex("@")
-        return f"{head}://{rest[:at].partition(':')[0]}:***{rest[at:]}"
-
-    text = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", masked, str(text))
+    text = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", lambda match: masked_url(match.group(0)), str(text))
     return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
@@ -116,7 +121,7 @@ def engine_url(url: str) -> str:
     wanted = {"": ("psycopg2", "psycopg"), "psycopg2": ("psycopg2",), "psycopg": ("psycopg",)}.get(driver, (driver,))
     found = next((name for name in wanted if importlib.util.find_spec(name) is not None), None)
     if found is None:
-        raise SearchError(f"storage {shown_url(url)}: the PostgreSQL driver ({' or '.join(wanted)}) is not installed: "
+        raise SearchError(f"storage {masked_url(url)}: the PostgreSQL driver ({' or '.join(wanted)}) is not installed: "
                           "pip install 'archforge-nn[postgres]'")
     return f"postgresql+{found}://{rest}"
 
@@ -125,7 +130,7 @@ def check_server_url(url: str) -> None:
     """Refuse a database server archforge cannot coordinate workers on (anything but SQLite and PostgreSQL)."""
     scheme = url.partition("://")[0].lower()
     if scheme.split("+", 1)[0] not in ("sqlite", *_SERVERS):
-        raise SearchError(f"storage {shown_url(url)}: archforge stores searches in SQLite files or on a PostgreSQL server "
+        raise SearchError(f"storage {masked_url(url)}: archforge stores searches in SQLite files or on a PostgreSQL server "
                           "(postgresql://user@host/db); other databases have no lock that keeps two workers from "
                           "training the same candidate")
 
@@ -274,7 +279,7 @@ _ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is us
 
 def storage_error(exc: BaseException, where: str) -> SearchError | None:
     """A one-line :class:`SearchError` for a storage or file-system fault found in ``exc``'s chain, else ``None``."""
-    where = shown_url(where)
+    where = masked_url(where)  # a URL or a path, whole
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -284,7 +289,7 @@ def storage_error(exc: BaseException, where: str) -> SearchError | None:
         if reason is None and isinstance(current, OSError) and current.errno in _ERRNOS:
             reason = _ERRNOS[current.errno]
         if reason is not None:
-            detail = shown_url(str(current).splitlines()[0][:200]) if str(current) else type(current).__name__
+            detail = shown_url(str(current).splitlines()[0])[:200] if str(current) else type(current).__name__
             if reason.startswith("the store cannot be opened"):
                 return SearchError(f"storage {where}: {reason} ({detail}); check the path, and that its folder exists and is writable")
             fix = "free some space" if "full" in reason or "quota" in reason else "make it writable" if "read-only" in reason else "fix that"
@@ -329,7 +334,7 @@ def open_storage(url: str, *, heartbeat: Any = True) -> Any:
         engine_kwargs = {"connect_args": {"timeout": 120}}
     elif is_postgres(url):
         # A server that went away (a restart, a dropped connection) is noticed before a query, not by it.
-        engine_kwargs = {"pool_pre_ping": True}
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": CLIENT_KEEPALIVES}
     try:
         # Optuna creates its tables on first use; two workers doing it at once on a new database collide.
         with server_lock(url, "schema"), warnings.catch_warnings():
@@ -342,12 +347,12 @@ def open_storage(url: str, *, heartbeat: Any = True) -> Any:
     except SearchError:
         raise
     except ImportError as exc:
-        raise SearchError(f"storage {shown_url(url)}: {exc} (install the database driver)") from None
+        raise SearchError(f"storage {masked_url(url)}: {exc} (install the database driver)") from None
     except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server, ...
-        mapped = storage_error(exc, shown_url(url))
+        mapped = storage_error(exc, masked_url(url))
         if mapped is not None:
             raise mapped from None
-        raise SearchError(f"cannot open storage {shown_url(url)}: {type(exc).__name__}: {_first_line(exc, url)}") from None
+        raise SearchError(f"cannot open storage {masked_url(url)}: {type(exc).__name__}: {_first_line(exc, url)}") from None
     if url.startswith("sqlite"):
         _sqlite_pragmas(storage)
     return storage
@@ -444,7 +449,7 @@ def load_run_study(source: str | os.PathLike[str], study_name: str | None = None
     import optuna
 
     storage = open_storage(run_url(source), heartbeat=False)
-    source = shown_url(str(source))
+    source = masked_url(str(source))
     names = study_names(storage)
     if study_name is None:
         if len(names) != 1:

@@ -49,10 +49,10 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
     from archforge.search.driver import RunPlan, quiet_optuna
     from archforge.search.progress import make_display
     from archforge.search.space import parse_space
-    from archforge.search.storage import load_run_study, open_storage, run_url, shown_url, storage_errors
+    from archforge.search.storage import load_run_study, masked_url, open_storage, run_url, storage_errors
     from archforge.search.study import config_key, retry_interrupted
 
-    where = f"study '{study}' at {shown_url(storage)}"
+    where = f"study '{study}' at {masked_url(storage)}"
     with storage_errors(str(storage)), quiet_optuna():
         found = load_run_study(storage, study)
         meta = _run_meta(found, where)
@@ -65,6 +65,8 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
             raise SearchError(f"{where}: this archforge computes another training-settings key than the one that started "
                               "the run, so its results would not be comparable: install the same archforge on every worker")
         _check_portable(meta, where)
+        if device is None and settings.devices:
+            device = _run_device(settings.devices, where)
         # This worker runs trials here and now: how the run's own workers were placed is not its business.
         settings = settings.model_copy(update={"devices": None, "executor": "local", "workers": 1})
         if device is not None:
@@ -111,6 +113,23 @@ def _budget(study: Any, settings: Any, meta: RunMeta, display: Any, poll_s: floa
             display.message("waiting for the search's proxy phase to choose the candidates to train")
             said = True
         time.sleep(poll_s)
+
+
+def _run_device(devices: list[str], where: str) -> str:
+    """One of the run's ``devices`` that this machine has (workers spread over them), else a one-line refusal."""
+    from archforge.builder.network import check_device
+
+    usable = []
+    for candidate in devices:
+        try:
+            check_device(candidate)
+            usable.append(candidate)
+        except SettingError:
+            pass
+    if not usable:
+        raise SettingError(f"{where} spreads its workers over {', '.join(devices)}, none of which this machine has: "
+                           "give this worker a device of its own (--device cpu, --device cuda:0)")
+    return usable[_worker_index() % len(usable)]
 
 
 def _run_meta(study: Any, where: str) -> RunMeta:

@@ -595,3 +595,12 @@ def test_a_retry_carrying_its_failed_trials_claim_has_claimed_nothing(tmp_path):
     assert cache.claim(study, SPEC_HASH, CONFIG, first, [0], epochs=2, budget=None, lock="memory", wait=wait).seeds == {}
     # The second retry waits for the first, which really claimed the candidate, and for nothing else.
     assert cache.known(records.read_trials(study), SPEC_HASH, CONFIG, second.number)[1] == first.number
+
+
+def test_a_claim_without_its_trial_number_is_a_retry_copy_only_in_a_retry():
+    """Stores written before claims named their trial: a plain trial's claim stands, a retry's copy does not."""
+    old_claim = ProgressAttr(total=2)
+    assert cache.claimed(TrialRecord(number=3, state="RUNNING", status="running", progress=old_claim))
+    assert not cache.claimed(TrialRecord(number=5, state="RUNNING", status="running", progress=old_claim, retry_of=3))
+    assert cache.claimed(TrialRecord(number=5, state="RUNNING", status="running", progress=ProgressAttr(total=2, trial=5), retry_of=3))
+    assert not cache.claimed(TrialRecord(number=5, state="RUNNING", status="running", progress=ProgressAttr(total=2, trial=3)))

@@ -20,7 +20,7 @@ import torch
 from archforge.errors import SearchError, SettingError
 from archforge.search import load_run, parse_space, search
 from archforge.search.settings import HeartbeatSettings, SearchSettings
-from archforge.search.storage import check_server_url, engine_url, open_storage, shown_url
+from archforge.search.storage import check_server_url, engine_url, masked_url, open_storage, shown_url, storage_error
 from archforge.search.training import TrainConfig
 
 HERE = Path(__file__).resolve().parent
@@ -76,6 +76,10 @@ def test_a_password_never_appears_in_a_shown_url():
     assert shown_url("postgresql://me:se/cr@t@db/af") == "postgresql://me:***@db/af"
     assert shown_url("postgresql://me@db/af?password=hunter2&sslmode=require") == "postgresql://me@db/af?password=***&sslmode=require"
     assert shown_url("error: no study 'b' in postgresql://a:b@h/d") == "error: no study 'b' in postgresql://a:***@h/d"
+    # A URL given whole is masked whole, whatever its password holds (spaces included).
+    assert masked_url("postgresql://me:pa ss word@db/af") == "postgresql://me:***@db/af"
+    long = OSError("unable to open database file " + "x" * 190 + " postgresql://me:verylongsecret@db/af")
+    assert "verylong" not in storage_error(long, "postgresql://me:verylongsecret@db/af").format()
     assert shown_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
@@ -262,3 +266,12 @@ def test_a_run_keeps_one_heartbeat_for_every_process(tmp_path):
         search(space, dataset=fake, evaluator=device_evaluate, storage=db, progress=False, budget=2,
                heartbeat={"interval": 1, "grace": 30})
     assert search(space, dataset=fake, evaluator=device_evaluate, storage=db, progress=False, budget=2).run.table
+
+
+def test_a_worker_joining_a_run_spread_over_devices_takes_one_it_has(tmp_path):
+    from archforge.search.worker import _run_device
+
+    assert _run_device(["cuda:7", "cpu"], "run") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingError, match=r"over cuda:0, cuda:1, none of which this machine has: .*--device"):
+            _run_device(["cuda:0", "cuda:1"], "run")
