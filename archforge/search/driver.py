@@ -231,7 +231,7 @@ class Objective:
         if outcome.status == "complete":
             outcome = self._with_summary(candidate, outcome) if candidate is not None else outcome
             outcome, values = self._judged(outcome)
-        outcome = outcome.model_copy(update={"driver_time_s": round(time.perf_counter() - started - eval_s, 4)})
+        outcome = outcome.model_copy(update={"driver_time_s": round(time.perf_counter() - started - eval_s, 4), "trial": trial.number})
         records.write(trial, outcome)
         if values is not None:
             return values[0] if len(values) == 1 else values

@@ -159,6 +159,11 @@ class Outcome(Costs):
     duplicate_of: Count | None = Field(None, description="The trial whose results this one reuses (never trained twice).")
     driver_time_s: Metric = None
     eval_time_s: Metric = None
+    trial: int | None = Field(None, description="The trial that found it (a retry inherits its failed trial's copy).")
+
+    def belongs_to(self, number: int) -> bool:
+        """Whether trial ``number`` found this outcome, not a trial it retries (one stored before outcomes named their trial: yes)."""
+        return self.trial is None or self.trial == number
 
     @field_validator("accuracy")
     @classmethod
@@ -373,7 +378,7 @@ class TrialRecord(BaseModel):
             return cls(**base, status="unreadable", error="it has an outcome but no candidate")
         if outcome is not None and outcome.status == "complete" and outcome.accuracy is None:
             return cls(**base, status="unreadable", error="it is complete but has no accuracy")
-        if trial.state.name in ("RUNNING", "WAITING"):
+        if trial.state.name in ("RUNNING", "WAITING") or (outcome is not None and not outcome.belongs_to(trial.number)):
             outcome = None  # a retry's copy of its failed trial's outcome is no outcome of its own
         status = outcome.status if outcome is not None else {"RUNNING": "running", "WAITING": "waiting"}.get(trial.state.name, "interrupted")
         proxy: ProxyAttr | None = parsed.get("proxy")

@@ -162,6 +162,8 @@ def _finish_as_stored(study: Any, trial: Any) -> int:
     try:
         outcome = Outcome.model_validate(trial.user_attrs["outcome"])
         objectives = RunMeta.model_validate(study.user_attrs[RUN_KEY]).settings["objectives"]
+        if not outcome.belongs_to(trial.number):
+            raise ValueError("the outcome of the trial it retries")
     except (KeyError, TypeError, ValueError):
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         return 1

@@ -604,3 +604,21 @@ def test_a_claim_without_its_trial_number_is_a_retry_copy_only_in_a_retry():
     assert not cache.claimed(TrialRecord(number=5, state="RUNNING", status="running", progress=old_claim, retry_of=3))
     assert cache.claimed(TrialRecord(number=5, state="RUNNING", status="running", progress=ProgressAttr(total=2, trial=5), retry_of=3))
     assert not cache.claimed(TrialRecord(number=5, state="RUNNING", status="running", progress=ProgressAttr(total=2, trial=3)))
+
+
+def test_a_retry_that_died_shows_no_outcome_of_the_trial_it_retried():
+    """A trial killed after storing its outcome, retried, and the retry killed too: the copy is not the retry's result."""
+    from archforge.search.storage import retry_callback
+
+    study = optuna.create_study()
+    first = study.ask()
+    records.write(first, CandidateAttr(hash=SPEC_HASH, spec=SPEC, config=CONFIG))
+    records.write(first, Outcome(status="complete", accuracy=0.9, accuracies=[0.9], trial=first.number))
+    study.tell(first.number, state=TrialState.FAIL)  # its worker died before telling Optuna
+    retry_callback()(study, study.trials[first.number])
+    retry = study.ask()
+    study.tell(retry.number, state=TrialState.FAIL)  # and so did the retry's
+    by_number = {r.number: r for r in records.read_trials(study)}
+    assert by_number[first.number].status == "complete"  # the first one found it
+    assert by_number[retry.number].retry_of == first.number and by_number[retry.number].status == "interrupted"
+    assert by_number[retry.number].accuracy is None and not by_number[retry.number].counted
