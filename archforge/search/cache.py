@@ -13,7 +13,6 @@ checked again.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -107,10 +106,9 @@ def claim(study: Any, key: str, config: str, me: Any, seeds: Sequence[int], *, e
     ``lock``: the storage URL, whose study lock (:func:`archforge.search.locks.study_lock`) the
     claim is made under, on one machine or many.
     """
-    import optuna
-
     from archforge.search.locks import study_lock
     from archforge.search.records import ProgressAttr, read_trials, write
+    from archforge.search.study import fail_stale
 
     while True:
         with study_lock(lock, study.study_name):
@@ -124,6 +122,4 @@ def claim(study: Any, key: str, config: str, me: Any, seeds: Sequence[int], *, e
                 write(me, ProgressAttr(total=epochs * sum(1 for s in seeds if s not in found.seeds), trial=me.number))
                 return found
         wait(POLL_S)
-        with warnings.catch_warnings():  # a busy worker that died: its heartbeat tells (an "experimental" Optuna API)
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        fail_stale(study)  # a busy worker that died: its heartbeat tells

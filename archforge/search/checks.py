@@ -53,12 +53,10 @@ def prepare(space: Space, settings: SearchSettings, *, dataset: Any = None, eval
         raise SearchError("several workers share a study through a persistent storage: drop storage='memory'")
     if settings.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise SearchError("executor 'ray' needs the optional 'ray' package: pip install 'archforge-nn[ray]'")
-    if settings.executor == "ray" and not persistent:
-        raise SearchError("executor 'ray' runs workers in other processes, which share the study through a persistent "
-                          "storage: drop storage='memory'")
     if settings.executor == "ray":
-        from archforge.search.ray_executor import check_address
+        from archforge.search.ray_executor import check_address, check_settings
 
+        check_settings(settings, persistent=persistent)
         check_address(settings.ray)  # nothing answering there: said before a study is made
     if (settings.worker_count > 1 or settings.executor == "ray") and evaluator is not None and not isinstance(evaluator, str):
         try:

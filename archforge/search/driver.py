@@ -313,7 +313,7 @@ class StopRule:
         mine = TrialRecord.of(trial)
         self.idle = 0 if mine.counted else self.idle + 1
         self.display.trial_finished(mine, sum(r.counted for r in trials))
-        if self.satisfied(trials, me=trial.number) and self.finished(study, me=trial.number):
+        if self.finished(study, trials, me=trial.number):
             study.stop()
         elif self.idle >= MAX_IDLE:
             self.display.message(f"stopping: the last {MAX_IDLE} trials found no new candidate")
@@ -324,14 +324,14 @@ class StopRule:
         known = {r.hash for r in trials if r.hash is not None and r.status in (*COUNTED, "rejected")}
         return cache.budget_spent(trials, self.budget, me) or bool(self.distinct and len(known) >= self.distinct)
 
-    def finished(self, study: Any, me: int | None = None) -> bool:
-        """Wait while other workers' running trials hold what is left of the budget; whether nothing is left to do.
+    def finished(self, study: Any, trials: list[TrialRecord], me: int | None = None) -> bool:
+        """Whether nothing is left to do: ``trials`` (the study's, read now) spend the budget or know every candidate.
 
-        ``False``: one of them ended without a result (its candidate is queued again) or a
-        candidate was queued: this worker goes on and takes it.
+        While what is left is held by other workers' running trials, waits for them. ``False``:
+        one of them ended without a result (its candidate is queued again), or a candidate was
+        queued: this worker goes on and takes it.
         """
         while True:
-            trials = records.read_trials(study)
             if not self.satisfied(trials, me):
                 return False
             if any(r.status == "waiting" for r in trials):
@@ -339,22 +339,18 @@ class StopRule:
             if self.satisfied([r for r in trials if r.status != "running"], me):
                 return True  # spent by finished trials alone
             time.sleep(self.poll_s)
-            self._recover(study, stale=True)
+            trials = self._recover(study, stale=True)
 
     def _recover(self, study: Any, *, stale: bool = False) -> list[TrialRecord]:
         """Fail the trials of dead workers and queue their candidates again; the study's trials after that.
 
         A worker that died before its first heartbeat is found here; ``stale``: also those whose
-        heartbeats stopped (Optuna looks for them itself only when a trial starts).
+        heartbeats stopped (:func:`~archforge.search.study.fail_stale`).
         """
-        import optuna
-
-        from archforge.search.study import fail_abandoned, retry_interrupted
+        from archforge.search.study import fail_abandoned, fail_stale, retry_interrupted
 
         if stale:
-            with warnings.catch_warnings():  # an "experimental" Optuna API
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
+            fail_stale(study)
         # A worker that died before its first heartbeat (Optuna's stale check queues the others' retries itself).
         if fail_abandoned(study, alone=False, grace=self.grace):
             retry_interrupted(study, None)

@@ -79,7 +79,7 @@ def run_worker(plan: RunPlan, *, index: int = 0, space: Space | None = None, dat
             started = time.perf_counter()
             # A resumed run whose budget is spent, or whose space is exhausted, asks for nothing new;
             # a worker joining a run whose last candidates others are training waits to take over a dead one's.
-            if not (stop.satisfied(trials) and stop.finished(study)):
+            if not stop.finished(study, trials):
                 study.optimize(objective, callbacks=[stop], catch=(TrialFailed,))
                 # The grid sampler stops the study once every point was asked for, maybe with the
                 # retry of a dead worker's trial still queued: run it (a reuse, or the missing seeds).

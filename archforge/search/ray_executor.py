@@ -42,7 +42,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from archforge.errors import SearchError
 from archforge.search.driver import RunPlan
 from archforge.search.progress import Display
-from archforge.search.settings import RaySettings
+from archforge.search.settings import RaySettings, SearchSettings
 
 #: Seconds to wait for an address to answer before saying it does not.
 PROBE_TIMEOUT_S = 5.0
@@ -53,15 +53,7 @@ _EXTRA = "pip install 'archforge-nn[ray]'"
 
 def run_ray(plan: RunPlan, study: Any, display: Display, workers: int, settings: RaySettings) -> None:
     """Run ``workers`` worker loops of ``plan`` as Ray tasks on the cluster ``settings.address`` (none: a new local one)."""
-    if plan.storage_url == "memory":
-        raise SearchError("executor 'ray' runs workers in other processes, which share the study through a persistent "
-                          "storage: drop storage='memory'")
-    if plan.settings.devices:
-        raise SearchError(f"devices {', '.join(plan.settings.devices)} place local workers; with executor 'ray', Ray hands out "
-                          "the GPUs: drop devices and ask for GPUs with --gpus-per-trial (1, or 0.5 for two trials per GPU)")
-    if settings.gpus_per_trial == 0 and plan.settings.train.device.startswith("cuda"):
-        raise SearchError(f"train.device {plan.settings.train.device} with executor 'ray': Ray hands out the GPUs, "
-                          "so ask for them with --gpus-per-trial (1, or 0.5 for two trials per GPU)")
+    check_settings(plan.settings, persistent=plan.storage_url != "memory")
     ray = _import_ray()
     with _session(ray, *_address(settings.address)):
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -73,6 +65,19 @@ def run_ray(plan: RunPlan, study: Any, display: Display, workers: int, settings:
             display.message(f"ray: the cluster has room for {slots} of the {workers} workers at a time; "
                             "the others start as those end")
         _run_tasks(ray, task_plan(plan, settings), study, display, workers, settings)
+
+
+def check_settings(settings: SearchSettings, *, persistent: bool) -> None:
+    """Refuse, in one line, what a Ray run cannot do with these settings; ``persistent``: the storage outlives this process."""
+    if not persistent:
+        raise SearchError("executor 'ray' runs workers in other processes, which share the study through a persistent "
+                          "storage: drop storage='memory'")
+    if settings.devices:
+        raise SearchError(f"devices {', '.join(settings.devices)} place local workers; with executor 'ray', Ray hands out "
+                          "the GPUs: drop devices and ask for GPUs with --gpus-per-trial (1, or 0.5 for two trials per GPU)")
+    if settings.ray.gpus_per_trial == 0 and settings.train.device.startswith("cuda"):
+        raise SearchError(f"train.device {settings.train.device} with executor 'ray': Ray hands out the GPUs, "
+                          "so ask for them with --gpus-per-trial (1, or 0.5 for two trials per GPU)")
 
 
 def check_address(settings: RaySettings) -> None:

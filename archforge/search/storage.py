@@ -101,10 +101,14 @@ def shown_url(text: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
+def _dialect(url: str) -> str:
+    """The database of a URL, its driver left out: ``postgresql`` for ``postgresql+psycopg://...``."""
+    return str(url).partition("://")[0].lower().partition("+")[0]
+
+
 def is_postgres(url: str) -> bool:
     """Whether ``url`` names a PostgreSQL server (``postgresql://``, ``postgresql+psycopg://``, ``postgres://``)."""
-    scheme = str(url).partition("://")[0].lower()
-    return scheme.split("+", 1)[0] in _SERVERS
+    return _dialect(url) in _SERVERS
 
 
 def engine_url(url: str) -> str:
@@ -117,7 +121,7 @@ def engine_url(url: str) -> str:
     import importlib.util
 
     scheme, _, rest = url.partition("://")
-    dialect, _, driver = scheme.lower().partition("+")
+    driver = scheme.lower().partition("+")[2]
     wanted = {"": ("psycopg2", "psycopg"), "psycopg2": ("psycopg2",), "psycopg": ("psycopg",)}.get(driver, (driver,))
     found = next((name for name in wanted if importlib.util.find_spec(name) is not None), None)
     if found is None:
@@ -128,8 +132,7 @@ def engine_url(url: str) -> str:
 
 def check_server_url(url: str) -> None:
     """Refuse a database server archforge cannot coordinate workers on (anything but SQLite and PostgreSQL)."""
-    scheme = url.partition("://")[0].lower()
-    if scheme.split("+", 1)[0] not in ("sqlite", *_SERVERS):
+    if _dialect(url) not in ("sqlite", *_SERVERS):
         raise SearchError(f"storage {masked_url(url)}: archforge stores searches in SQLite files or on a PostgreSQL server "
                           "(postgresql://user@host/db); other databases have no lock that keeps two workers from "
                           "training the same candidate")

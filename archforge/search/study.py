@@ -127,6 +127,20 @@ def _changes(old: RunMeta, new: RunMeta) -> str:
     return ", ".join(diffs) or "training settings differ"
 
 
+def fail_stale(study: Any) -> None:
+    """Fail the running trials whose heartbeats stopped and queue their candidates again (Optuna's retry callback).
+
+    Optuna looks for them itself only when a trial starts; a worker waiting for another's trial looks with this.
+    """
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # an "experimental" Optuna API
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def fail_abandoned(study: Any, *, alone: bool = True, grace: float | None = None) -> int:
     """Fail the ``RUNNING`` trials no live worker holds; returns how many.
 

@@ -77,22 +77,23 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
             settings = settings.model_copy(update={"train": settings.train.model_copy(update={"device": device})})
         prepared = prepare(space, settings, evaluator=meta.evaluator)
         url = run_url(storage)
+        run_storage = open_storage(url, heartbeat=settings.heartbeat)  # this worker's heartbeats: the run's
+        run_study = optuna.load_study(study_name=study, storage=run_storage)
+        retry_interrupted(run_study, run_storage)  # a Ctrl-C'ed worker's candidate
+        display = make_display(progress, console)
         distinct = space.distinct_candidates()
         plan = RunPlan(space_text=meta.space, space_file=meta.space_file, settings=settings, storage_url=url,
                        study_name=study, config_key=meta.config_key, dataset=settings.dataset, evaluator=meta.evaluator,
-                       budget=meta.budget, distinct=len(distinct) if distinct is not None else None, threads=threads)
-        run_storage = open_storage(url, heartbeat=settings.heartbeat)
-        retry_interrupted(optuna.load_study(study_name=study, storage=run_storage), run_storage)  # a Ctrl-C'ed worker's
-        display = make_display(progress, console)
-        plan.budget = _budget(found, settings, meta, display)
+                       budget=_budget(run_study, settings, meta, display),
+                       distinct=len(distinct) if distinct is not None else None, threads=threads)
         try:
-            with display.running(plan.budget or plan.distinct, sum(r.counted for r in records.read_trials(found)),
+            with display.running(plan.budget or plan.distinct, sum(r.counted for r in records.read_trials(run_study)),
                                  epochs_bar=True):
                 return executors.run_worker(plan, index=_worker_index(), space=space, data=prepared.data,
                                             storage=run_storage, display=display)
         except KeyboardInterrupt:
             # Other workers may be running: the interrupted candidate is queued for them (or for a resume).
-            retry_interrupted(optuna.load_study(study_name=study, storage=run_storage), run_storage)
+            retry_interrupted(run_study, run_storage)
             raise
 
 
