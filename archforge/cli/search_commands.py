@@ -155,7 +155,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         files = result.report()
         console.print("report: " + ", ".join(str(p) for p in files.values()), markup=False)
     elif result.storage and result.storage != "memory":
-        from archforge.search.storage import masked_url
+        from archforge.search.urls import masked_url
 
         local = result.run_dir is not None and result.storage.startswith("sqlite")
         where = str(result.run_dir) if local else f"{masked_url(result.storage)} --study {result.run.name}"

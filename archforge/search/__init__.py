@@ -25,7 +25,7 @@ turns flags into settings overrides) → ``search/run.py`` (settings, checks, st
 ``search/cache.py`` (never train twice) → ``search/evaluate.py`` (training) →
 ``search/records.py`` (what is stored). Beside the path: ``settings.py`` and ``training.py``
 (the configuration), ``checks.py`` (what is refused before anything is stored), ``study.py``
-(run metadata, resume), ``storage.py`` and ``locks.py`` (the store), ``worker.py`` and
+(run metadata, resume), ``storage.py``, ``urls.py`` and ``locks.py`` (the store), ``worker.py`` and
 ``ray_executor.py`` (workers started elsewhere, Ray tasks), ``strategies.py`` and
 ``evolution.py`` (samplers, pruners), ``prefilter.py`` and ``proxies.py`` (zero-cost proxies),
 ``progress.py``, ``report.py``, ``ranking.py`` and ``plots.py`` (results), ``limits.py`` (bounds).

@@ -73,7 +73,7 @@ def server_lock(url: str, name: str) -> Iterator[None]:
     A session lock on a connection of its own: it is released when the block ends, or by the
     server when this process dies and its connection drops.
     """
-    from archforge.search.storage import CLIENT_KEEPALIVES, engine_url, is_postgres
+    from archforge.search.urls import CLIENT_KEEPALIVES, engine_url, is_postgres
 
     if not is_postgres(url):
         yield

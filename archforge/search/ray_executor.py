@@ -101,7 +101,8 @@ def cluster_problem(nodes: Sequence[Mapping[str, Any]], here: str, storage_url: 
 
     ``here``: this machine's address as Ray sees it (``ray.util.get_node_ip_address()``).
     """
-    from archforge.search.storage import masked_url, sqlite_path
+    from archforge.search.storage import sqlite_path
+    from archforge.search.urls import masked_url
 
     if sqlite_path(storage_url) is not None:
         elsewhere = sorted({str(n.get("NodeManagerAddress")) for n in nodes if not _on_this_machine(n, here)})

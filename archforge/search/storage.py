@@ -12,7 +12,7 @@ open both. Other database servers are refused: the claim that keeps two workers 
 one candidate is a lock only SQLite (a file lock) and PostgreSQL (an advisory lock) provide here
 (:mod:`archforge.search.locks`).
 
-Messages show a URL with its password masked (:func:`shown_url`).
+Messages show a URL with its password masked (:mod:`archforge.search.urls`).
 
 Faults. Only a file that already is an Optuna store (or a new one) is ever opened as one; a
 storage failure (read-only or full disk, I/O error) is a one-line :class:`SearchError` saying
@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import re
 import sqlite3
 import warnings
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from typing import Any, Iterator
 from archforge.errors import SearchError, SpecError
 from archforge.search import limits
 from archforge.search.locks import store_lock
+from archforge.search.urls import CLIENT_KEEPALIVES, check_server_url, engine_url, is_postgres, masked_url, shown_url, url_password
 
 RUNS_DIR = "runs"
 STUDY_FILE = "study.db"
@@ -62,80 +62,6 @@ class StorageRef:
     def shown(self) -> str:
         """The URL as messages show it: the password masked."""
         return masked_url(self.url)
-
-
-#: libpq keepalives: a connection to a server that vanished (a network split) fails in ~30 s, not at the OS's TCP timeout.
-CLIENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
-_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&\s]*")
-_SERVERS = ("postgresql", "postgres")
-
-
-def url_password(url: str) -> str | None:
-    """The password written in ``url`` (``scheme://user:PASSWORD@host/...``), else ``None``.
-
-    The user information is taken to end at the last ``@`` of the URL: a password may hold
-    ``/`` or ``:``, and one with a raw ``@`` is split differently by each reader; taking too
-    much only masks more.
-    """
-    scheme, sep, rest = str(url).partition("://")
-    if not sep or "@" not in rest:
-        return None
-    user_info = rest[:rest.rindex("@")]
-    user, colon, password = user_info.partition(":")
-    return password if colon and password else None
-
-
-def masked_url(url: str) -> str:
-    """One URL, whole, with its password (whatever characters it holds) replaced by ``***``."""
-    url = str(url)
-    if url_password(url) is None:
-        return _QUERY_PASSWORD.sub(r"\1***", url)
-    head, _, rest = url.partition("://")
-    at = rest.rindex("@")
-    return _QUERY_PASSWORD.sub(r"\1***", f"{head}://{rest[:at].partition(':')[0]}:***{rest[at:]}")
-
-
-def shown_url(text: str) -> str:
-    """``text`` (a URL, or a message quoting one) with passwords replaced by ``***``: ``postgresql://me:***@db/af``."""
-    text = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", lambda match: masked_url(match.group(0)), str(text))
-    return _QUERY_PASSWORD.sub(r"\1***", text)
-
-
-def _dialect(url: str) -> str:
-    """The database of a URL, its driver left out: ``postgresql`` for ``postgresql+psycopg://...``."""
-    return str(url).partition("://")[0].lower().partition("+")[0]
-
-
-def is_postgres(url: str) -> bool:
-    """Whether ``url`` names a PostgreSQL server (``postgresql://``, ``postgresql+psycopg://``, ``postgres://``)."""
-    return _dialect(url) in _SERVERS
-
-
-def engine_url(url: str) -> str:
-    """``url`` as SQLAlchemy opens it: a PostgreSQL URL without a driver gets psycopg 3 when psycopg2 is missing.
-
-    Raises a one-line :class:`SearchError` naming the extra to install when no driver is.
-    """
-    if not is_postgres(url):
-        return url
-    import importlib.util
-
-    scheme, _, rest = url.partition("://")
-    driver = scheme.lower().partition("+")[2]
-    wanted = {"": ("psycopg2", "psycopg"), "psycopg2": ("psycopg2",), "psycopg": ("psycopg",)}.get(driver, (driver,))
-    found = next((name for name in wanted if importlib.util.find_spec(name) is not None), None)
-    if found is None:
-        raise SearchError(f"storage {masked_url(url)}: the PostgreSQL driver ({' or '.join(wanted)}) is not installed: "
-                          "pip install 'archforge-nn[postgres]'")
-    return f"postgresql+{found}://{rest}"
-
-
-def check_server_url(url: str) -> None:
-    """Refuse a database server archforge cannot coordinate workers on (anything but SQLite and PostgreSQL)."""
-    if _dialect(url) not in ("sqlite", *_SERVERS):
-        raise SearchError(f"storage {masked_url(url)}: archforge stores searches in SQLite files or on a PostgreSQL server "
-                          "(postgresql://user@host/db); other databases have no lock that keeps two workers from "
-                          "training the same candidate")
 
 
 def check_run_name(name: Any) -> str:

@@ -49,7 +49,8 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
     from archforge.search.driver import RunPlan, quiet_optuna
     from archforge.search.progress import make_display
     from archforge.search.space import parse_space
-    from archforge.search.storage import load_run_study, masked_url, open_storage, run_url, storage_errors
+    from archforge.search.storage import load_run_study, open_storage, run_url, storage_errors
+    from archforge.search.urls import masked_url
     from archforge.search.study import config_key, retry_interrupted
 
     where = f"study '{study}' at {masked_url(storage)}"

@@ -20,7 +20,8 @@ import torch
 from archforge.errors import SearchError, SettingError
 from archforge.search import load_run, parse_space, search
 from archforge.search.settings import HeartbeatSettings, SearchSettings
-from archforge.search.storage import check_server_url, engine_url, masked_url, open_storage, shown_url, storage_error
+from archforge.search.storage import open_storage, storage_error
+from archforge.search.urls import check_server_url, engine_url, masked_url, shown_url
 from archforge.search.training import TrainConfig
 
 HERE = Path(__file__).resolve().parent
