@@ -55,6 +55,10 @@ only that plugin, or that block, is skipped.
   seeds, and ``forward`` depends only on its inputs and the module's tensors (dropout in
   training aside). Keep ``forward`` vectorised and free of data-dependent Python control
   flow, so that ``torch.compile``, ``torch.export``, autocast and the meta device work.
+* *Initialisation.* ``build`` may leave torch's layer defaults; a block whose reference
+  implementation initialises differently says so in :meth:`Block.init_weights`, which
+  archforge calls after ``build`` when the spec (or the node) asks for ``init: reference``,
+  the default. ``init: pytorch`` keeps what ``build`` made.
 * *No downloads.* Nothing a plugin runs (import, hooks, ``infer``, ``build``, a dataset's
   ``load``, a metric) fetches anything from the network; ship data with the package.
 * *Errors.* ``infer`` raises :class:`ShapeError` with a short reason when the input does not
@@ -190,6 +194,24 @@ class Block(Generic[ArgsT]):
         :class:`ParameterNode`: its tensor is then named after the node itself (``cls_token``).
         """
         raise NotImplementedError
+
+    def init_weights(self, module: nn.Module, x: Any, args: ArgsT) -> None:
+        """Set ``module``'s initial values as the block's reference implementation does (optional).
+
+        ``module`` is what :meth:`build` returned for the same ``x`` and ``args``. archforge
+        calls this only under ``init: reference`` (a spec's default), right after ``build``,
+        node by node in graph order; not when the network is built with ``device="meta"``
+        (there are no values to set), nor when ``build`` loads ``weights``, which replace
+        them all. Draw random values only from torch's global generator (which archforge
+        seeds), in place and under ``torch.no_grad()`` (``nn.init`` functions do both).
+        Change values only: the names, shapes, dtypes and devices of the parameters and
+        buffers, and the tensors themselves, stay those ``build`` made; archforge checks
+        this, and a violation or an exception is a fault of the plugin located at the node.
+        The default, and ``init: pytorch``, keep what ``build`` made: override it where the
+        reference differs (timm's transformers, for instance, draw every linear weight from a
+        truncated normal of std 0.02 and zero its bias, where ``build`` leaves torch's
+        kaiming-uniform defaults).
+        """
 
     @classmethod
     def accepted_layouts(cls) -> tuple[Layout, ...]:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from archforge.builder.node import module_tensors, tensor_change
 from archforge.registry import Block, Registry, Shape, hookimpl, load_registry
 from archforge.registry.block import contract_problems
 from archforge.registry.parameter_node import ParameterNode, parameter_node_problem
@@ -43,6 +44,18 @@ def _inputs(shapes: Sequence[Shape], batch: int, dtype: torch.dtype, device: Any
     return [s.example(batch, device=device, dtype=dtype).requires_grad_(grad) for s in shapes]
 
 
+def _build_initialised(block: Block, block_input: Any, args: Any, device: Any, dtype: torch.dtype) -> nn.Module:
+    """``build`` then ``init_weights`` under seed 0, asserting that the init changed values only."""
+    torch.manual_seed(0)
+    module = block.build(block_input, args, device=device, dtype=dtype)
+    before = module_tensors(module)
+    with torch.no_grad():
+        block.init_weights(module, block_input, args)
+    problem = tensor_change(before, module_tensors(module))
+    assert problem is None, f"{block.name}: init_weights {problem}; it may change values only"
+    return module
+
+
 def check_block(
     block: Block | type[Block],
     inputs: Shape | Sequence[Shape],
@@ -59,10 +72,13 @@ def check_block(
 
     Checks: the class passes the contract checks the registry applies at load (the
     assertion lists the problems); args validate; ``infer`` on the ``meta`` device
-    agrees with the module's real output shape; a :class:`ParameterNode` module keeps that
-    contract (static ``apply``, only ``tensor``, ``forward`` not overridden); forward and backward run in each of ``dtypes`` with finite
-    outputs and gradients reaching the input; parameters land on ``device`` in the
-    requested dtype; the parameter count equals ``expected_params`` (when given);
+    agrees with the module's real output shape; a :class:`ParameterNode` module keeps
+    that contract (static ``apply``, only ``tensor``, ``forward`` not overridden);
+    ``init_weights`` (the reference initialisation, applied to every module checked here)
+    changes values only (no parameter or buffer added, removed, replaced, or given another
+    shape, dtype or device) and, under the same seed, gives the same values twice; forward
+    and backward run in each of ``dtypes`` with finite outputs and gradients reaching the
+    input; parameters land on ``device`` in the requested dtype; the parameter count equals ``expected_params`` (when given);
     under ``torch.autocast`` (bf16) the output is finite; with ``compile=True``,
     ``torch.compile(fullgraph=True)`` gives the eager output. Returns the float32 module.
     """
@@ -85,8 +101,7 @@ def check_block(
 
     result: nn.Module | None = None
     for dtype in dtypes:
-        torch.manual_seed(0)
-        module = block.build(block_input, parsed, device=device, dtype=dtype)
+        module = _build_initialised(block, block_input, parsed, device, dtype)
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
             assert tensor.device.type == torch.device(device).type, f"{block.name}: {name} is on {tensor.device}, not {device}"
             if tensor.is_floating_point():
@@ -102,7 +117,10 @@ def check_block(
         if dtype == torch.float32:
             result = module
 
-    module = result if result is not None else block.build(block_input, parsed, device=device)
+    module = result if result is not None else _build_initialised(block, block_input, parsed, device, torch.float32)
+    first, second = (module_tensors(_build_initialised(block, block_input, parsed, device, torch.float32)) for _ in range(2))
+    for name, (tensor, *_) in first.items():  # fresh builds: the forward above has moved running statistics
+        assert torch.equal(tensor, second[name][0]), f"{block.name}: init_weights is not deterministic under a seed: {name} differs"
     if expected_params is not None:
         count = sum(p.numel() for p in module.parameters())
         assert count == expected_params, f"{block.name}: {count} parameters, expected {expected_params}"

@@ -99,9 +99,10 @@ def test_the_registry_registers_exactly_the_hooks_written_in_the_plugin_module()
 def test_the_manual_covers_the_rules():
     manual = " ".join(archforge.plugin.__doc__.split())  # the docstring wraps lines anywhere
     for topic in ("entry point in the ``archforge`` group", "ShapeError", "``device``", "``dtype``", "Determinism",
-                  "No downloads", "``map``", "``tokens``", "``vector``", "extra_tokens", "ARCHFORGE_PLUGIN_API"):
+                  "No downloads", "``map``", "``tokens``", "``vector``", "extra_tokens", "ARCHFORGE_PLUGIN_API", "Initialisation",
+                  "init: reference"):
         assert topic in manual, topic
-    for method in (Block.infer, Block.build, Block.accepted_layouts, Block.contract_problems):
+    for method in (Block.infer, Block.build, Block.init_weights, Block.accepted_layouts, Block.contract_problems):
         assert method.__doc__, method.__name__
 
 

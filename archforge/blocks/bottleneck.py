@@ -15,10 +15,13 @@ input position instead of one in ``s²``.
   groups`` gives ResNeXt (Xie et al. 2017) with ``groups: 32, base_width: 4``.
 
 ``se`` inserts a squeeze-excitation gate (Hu et al. 2018) on ``F(x)`` before the sum,
-as in SENet and timm. ``zero_init`` sets the last BN's γ to zero so that each block
-starts as the identity (Goyal et al. 2017). Submodules are named as in torchvision
-(``conv1``/``bn1``/…/``downsample``), so the parameters of a ResNet built from these
-blocks line up one to one with ``torchvision.models.resnet*``.
+as in SENet and timm. The last BN's γ starts at zero so that each block starts as the
+identity (Goyal et al. 2017): under the reference initialisation (timm's ResNet,
+``zero_init_last=True``, with every convolution kaiming-normal in fan-out mode) unless
+``zero_init: false``, and under ``init: pytorch`` only with ``zero_init: true``.
+Submodules are named as in torchvision (``conv1``/``bn1``/…/``downsample``), so the
+parameters of a ResNet built from these blocks line up one to one with
+``torchvision.models.resnet*``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from torch import nn
 
 from archforge.blocks._activations import ActivationName, make_activation
+from archforge.blocks._init import cnn_
 from archforge.blocks.conv import conv_output_size
 from archforge.blocks.se import SqueezeExcite, se_channels
 from archforge.plugin import Block, BlockArgs, Shape, ShapeError
@@ -38,7 +42,9 @@ from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 class _ResidualArgs(BlockArgs):
     stride: int = Field(1, gt=0, description="Stride of the block (in the 3×3 convolution and the shortcut).")
     se: float | None = Field(None, gt=0, le=1, description="Squeeze-excitation ratio on the residual branch (SENet: 1/16).")
-    zero_init: bool = Field(False, description="Zero-init the last BN's γ so the block starts as the identity.")
+    zero_init: bool | None = Field(
+        None, description="Start the last BN's γ at 0, so the block starts as the identity. None (default): as the init "
+                          "decides, 0 under init: reference (timm's zero_init_last), 1 under init: pytorch; true/false: always.")
     downsample: Literal["conv", "avg"] = Field("conv", description="Projection: strided 1×1 conv, or avgpool + 1×1 conv (ResNet-D).")
     act: ActivationName = "relu"
 
@@ -75,7 +81,12 @@ class Bottleneck(Block):
     def build(self, x: Shape, args: Args, *, device=None, dtype=None) -> nn.Module:
         return BottleneckResidual(
             x.channels, self.width_of(args), args.channels * args.expansion, args.stride, args.groups, args.se,
-            args.zero_init, args.downsample, args.act, device=device, dtype=dtype)
+            bool(args.zero_init), args.downsample, args.act, device=device, dtype=dtype)
+
+    def init_weights(self, module: "BottleneckResidual", x: Shape, args: Args) -> None:
+        cnn_(module)  # timm's ResNet (zero_init_last=True): fan-out convolutions, last BN γ = 0
+        if args.zero_init is not False:
+            nn.init.zeros_(module.bn3.weight)
 
 
 class BasicBlock(Block):
@@ -92,8 +103,13 @@ class BasicBlock(Block):
         return _residual_output(x, args.channels, args)
 
     def build(self, x: Shape, args: Args, *, device=None, dtype=None) -> nn.Module:
-        return BasicResidual(x.channels, args.channels, args.stride, args.se, args.zero_init, args.downsample, args.act,
+        return BasicResidual(x.channels, args.channels, args.stride, args.se, bool(args.zero_init), args.downsample, args.act,
                              device=device, dtype=dtype)
+
+    def init_weights(self, module: "BasicResidual", x: Shape, args: Args) -> None:
+        cnn_(module)  # timm's ResNet (zero_init_last=True): fan-out convolutions, last BN γ = 0
+        if args.zero_init is not False:
+            nn.init.zeros_(module.bn2.weight)
 
 
 def make_shortcut(in_channels: int, out_channels: int, stride: int, mode: str, *, device=None, dtype=None) -> nn.Module | None:

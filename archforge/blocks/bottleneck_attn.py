@@ -75,6 +75,12 @@ class BottleneckAttn(Block):
             scale_pos_embed=args.scale_pos_embed, stride=args.stride, device=device, dtype=dtype,
         )
 
+    def init_weights(self, module: "BottleneckAttention", x: Shape, args: Args) -> None:
+        # timm's byobnet: the Conv2d rule zeroes the qkv bias, then SelfAttnBlock.init_weights calls
+        # reset_parameters(), which redraws the weight and the relative tables as build drew them
+        if module.qkv.bias is not None:
+            nn.init.zeros_(module.qkv.bias)
+
 
 class RelativePositionLogits(nn.Module):
     """``q → (B·h, HW, HW)`` logits ``q_p·R_h[r' − r + H − 1] + q_p·R_w[c' − c + W − 1]`` (timm's ``PosEmbedRel``)."""

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from archforge.blocks._activations import ActivationName, make_activation
+from archforge.blocks._init import cnn_
 from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
@@ -46,6 +47,8 @@ class Conv(Block):
         bias: bool | None = Field(None, description="Default: true only without a norm.")
         norm: Literal["batch", "group", "none"] = "batch"
         act: ActivationName = "relu"
+        zero_init: bool = Field(False, description="Under init: reference, the norm's γ starts at 0: the last conv + BN "
+                                                   "of a residual branch, as timm's zero_init_last (init: pytorch ignores it).")
 
         @model_validator(mode="after")
         def _padding(self):
@@ -53,6 +56,8 @@ class Conv(Block):
                 raise ValueError("padding must be >= 0 or 'same'")
             if isinstance(self.groups, int) and self.groups < 1:
                 raise ValueError("groups must be >= 1 or 'depthwise'")
+            if self.zero_init and self.norm == "none":
+                raise ValueError("zero_init starts the norm's γ at 0, but norm is 'none'")
             return self
 
     @staticmethod
@@ -89,6 +94,11 @@ class Conv(Block):
         if norm is None and act is None:  # a bare convolution: its parameters are the node's own (torchvision's `conv1.weight`)
             return conv
         return ConvNormAct(conv, norm, act)
+
+    def init_weights(self, module: nn.Module, x: Shape, args: Args) -> None:
+        cnn_(module)  # timm's ResNet: kaiming-normal fan-out; the norm keeps γ = 1, β = 0
+        if args.zero_init:  # the branch starts at 0, so its residual block starts as the identity
+            nn.init.zeros_(module.norm.weight)
 
 
 def _group_count(channels: int, preferred: int = 32) -> int:

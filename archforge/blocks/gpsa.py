@@ -44,6 +44,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from archforge.blocks._init import transformer_linear_
 from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
@@ -74,6 +75,14 @@ class GPSA(Block):
             x.channels, args.heads, (x.height, x.width), qkv_bias=args.qkv_bias, locality_strength=args.locality_strength,
             use_local_init=args.use_local_init, attn_drop=args.attn_drop, proj_drop=args.proj_drop, device=device, dtype=dtype,
         )
+
+    def init_weights(self, module: "GatedPositionalSelfAttention", x: Shape, args: Args) -> None:
+        # timm's ConViT: every linear truncated normal 0.02 with zero bias, then local_init() again on
+        # top (identity values, the positional pattern × strength); the gates stay 1
+        for linear in (module.qk, module.v, module.proj, module.pos_proj):
+            transformer_linear_(linear)
+        if args.use_local_init:
+            module.local_init()
 
 
 def relative_indices(height: int, width: int, *, device=None, dtype=None) -> torch.Tensor:

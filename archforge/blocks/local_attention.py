@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from archforge.blocks._init import projection_fan_out_
 from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
@@ -74,6 +75,12 @@ class LocalAttention(Block):
     def build(self, x: Shape, args: Args, *, device=None, dtype=None) -> nn.Module:
         return LocalSelfAttention2d(x.channels, args.channels, (x.height, x.width), args.kernel, args.heads, args.stride,
                                     args.scaled, device=device, dtype=dtype)
+
+    def init_weights(self, module: "LocalSelfAttention2d", x: Shape, args: Args) -> None:
+        # No released author code: the q, k, v projections (1×1 convolutions in the paper) are drawn as
+        # the ResNet around them draws its convolutions, kaiming-normal fan-out, each of `channels`
+        # outputs; the relative embeddings keep build's N(0, 1/d) (q·r on the scale of q·k).
+        projection_fan_out_(module.qkv, args.channels)
 
 
 def block_size(height: int, width: int, kernel: int) -> int:

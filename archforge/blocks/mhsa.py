@@ -23,6 +23,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from archforge.blocks._init import transformer_linear_
 from archforge.blocks._relative_position import relative_position_index
 from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
@@ -52,6 +53,12 @@ class MHSA(Block):
             x.channels, args.heads, qkv_bias=args.qkv_bias, attn_drop=args.attn_drop, proj_drop=args.proj_drop,
             grid=grid, extra_tokens=x.extra_tokens, device=device, dtype=dtype,
         )
+
+    def init_weights(self, module: "MultiHeadSelfAttention", x: Shape, args: Args) -> None:
+        # timm's ViT: qkv and proj truncated normal 0.02, zero biases; the relative bias table is
+        # built truncated normal 0.02 already (Swin's init)
+        transformer_linear_(module.qkv)
+        transformer_linear_(module.proj)
 
 
 class MultiHeadSelfAttention(nn.Module):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from archforge.blocks._activations import ActivationName, make_activation
+from archforge.blocks._init import transformer_linear_
 from archforge.plugin import Block, BlockArgs, Shape
 
 
@@ -44,6 +45,10 @@ class MLP(Block):
     def build(self, x: Shape, args: Args, *, device=None, dtype=None) -> nn.Module:
         return FeedForward(x.channels, self.hidden_of(x, args), args.out or x.channels, args.act, args.dropout,
                            bias=args.bias, device=device, dtype=dtype)
+
+    def init_weights(self, module: "FeedForward", x: Shape, args: Args) -> None:
+        transformer_linear_(module.fc1)  # timm's Mlp inside ViT/ConViT: truncated normal 0.02, zero biases
+        transformer_linear_(module.fc2)
 
 
 class FeedForward(nn.Module):

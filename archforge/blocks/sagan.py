@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from archforge.blocks._init import cnn_
 from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
 
@@ -57,6 +58,9 @@ class SaganAttention(Block):
     def build(self, x: Shape, args: Args, *, device=None, dtype=None) -> nn.Module:
         return SelfAttention2d(x.channels, x.channels // args.reduction, x.channels // args.value_reduction, args.pool,
                                device=device, dtype=dtype)
+
+    def init_weights(self, module: "SelfAttention2d", x: Shape, args: Args) -> None:
+        cnn_(module)  # the 1×1 convolutions as the surrounding CNN's (ResNet: kaiming-normal fan-out); γ stays 0
 
 
 class SelfAttention2d(nn.Module):

@@ -19,6 +19,7 @@ from pydantic import Field
 import torch
 from torch import nn
 
+from archforge.blocks._init import cnn_
 from archforge.plugin import Block, BlockArgs, Shape
 
 
@@ -45,6 +46,9 @@ class SqueezeExcitation(Block):
     def build(self, x: Shape, args: Args, *, device=None, dtype=None) -> nn.Module:
         reduced = args.reduced or se_channels(x.channels, args.ratio, args.divisor)
         return SqueezeExcite(x.channels, reduced, device=device, dtype=dtype)
+
+    def init_weights(self, module: "SqueezeExcite", x: Shape, args: Args) -> None:
+        cnn_(module)  # timm's SE-ResNets: the gate's 1×1 convolutions drawn as every other convolution
 
 
 class SqueezeExcite(nn.Module):

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from archforge.blocks._activations import ActivationName, make_activation
+from archforge.blocks._init import cnn_, transformer_linear_
 from archforge.blocks.conv import ConvNormAct, conv_output_size
 from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 
@@ -113,6 +114,12 @@ class Stem(Block):
         if self.pooled(args):
             layers["pool"] = nn.MaxPool2d(3, 2, 1)
         return nn.Sequential(layers)
+
+    def init_weights(self, module: nn.Sequential, x: Shape, args: Args) -> None:
+        if args.variant == "patchify":  # ConvNeXt: convolutions truncated normal 0.02, zero bias
+            transformer_linear_(module.conv1.conv)
+        else:  # ResNet and its C/D/T stems: kaiming-normal fan-out
+            cnn_(module)
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from archforge.builder.node import build_node, node_error
+from archforge.builder.node import build_node, init_node, node_error
 from archforge.builder.probe import NodeProbe, check_output, probe_graph, run_node
 from archforge.builder.weights import WeightsSource, check_weights_source, load_weights
 from archforge.errors import PLUGIN_FAULTS, SettingError, describe_exception
@@ -23,7 +23,7 @@ from archforge.graph import INPUT, Graph, compile_graph
 from archforge.registry import Registry, Shape
 from archforge.registry.parameter_node import ParameterNode, apply_parameter_node, parameter_node_target
 from archforge.spec.load import load_spec
-from archforge.spec.schema import Spec
+from archforge.spec.schema import INIT_MODES, InitMode, Spec
 
 SpecLike = Spec | Graph | str | os.PathLike[str]
 
@@ -45,6 +45,7 @@ def build(
     registry: Registry | None = None,
     max_params: int | None = None,
     weights: WeightsSource | None = None,
+    init: InitMode | None = None,
 ) -> fx.GraphModule:
     """Build the network of a spec (path, :class:`Spec` or :class:`Graph`) as a plain ``nn.Module``.
 
@@ -56,6 +57,13 @@ def build(
     ``weights`` loads a state_dict (a file path or a mapping) with ``strict=True`` once the
     network is built; see :func:`archforge.builder.weights.load_weights`.
 
+    ``init`` chooses the initial values: ``"reference"`` calls each block's
+    ``init_weights`` right after its ``build`` (the initialisation of the block's reference
+    implementation: timm's ViT, ConViT, ResNet ...), ``"pytorch"`` keeps what ``build``
+    made (torch's layer defaults). ``None`` takes the spec's top-level ``init:`` (default
+    ``reference``); a value given here replaces that one, while a node's own ``init:`` still
+    applies to it. Nothing is initialised on the ``meta`` device, nor when ``weights`` replace it all.
+
     Before any weight is allocated, every node is built and run once on the ``meta``
     device: a block whose module does not return the shape its ``infer`` promised is a
     located :class:`SpecError`, and so is a network with more than ``max_params``
@@ -66,14 +74,20 @@ def build(
     """
     check_device(device)
     check_dtype(dtype)
+    if init is not None and init not in INIT_MODES:
+        raise SettingError(f"init must be one of {', '.join(map(repr, INIT_MODES))}, got {init!r}")
     if weights is not None:
         check_weights_source(weights)  # a missing file is refused before the network is built for it
     graph = as_graph(spec, registry)
     probes = probe_graph(graph, dtype=dtype, max_params=max_params)
+    default_init = init or getattr(graph.spec, "init", "reference")
+    skip_init = weights is not None or (device is not None and torch.device(device).type == "meta")
     root = nn.Module()
     tensor_nodes: dict[str, str] = {}  # node name -> the ParameterNode class installed there as a bare tensor
     for probe in probes:
         module = build_node(probe.node, device=device, dtype=dtype)
+        if (probe.node.init or default_init) == "reference" and not skip_init:
+            init_node(probe.node, module)
         if probe.output is None:
             _check_for_real(probe, module, device, dtype)
         if isinstance(module, ParameterNode):  # build_node has checked its contract

@@ -68,7 +68,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise SettingError("device 'meta' holds no weights, so the file would hold none: build on 'cpu' or a GPU "
                            "(`archforge summary` measures a network on the meta device)")
     spec = load_spec(args.spec)
-    model = build(spec, device=args.device, max_params=args.max_params, weights=args.weights).eval()
+    model = build(spec, device=args.device, max_params=args.max_params, weights=args.weights, init=args.init).eval()
     graph = model.meta["archforge_graph"]
     if output.suffix == ".pt2":
         example = graph.input.example(2, device=args.device)
@@ -131,6 +131,9 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("--device", metavar="DEVICE",
                    help="build on this device: cpu, cuda, cuda:1, mps (default cpu); the file is written from the "
                         "network built there")
+    s.add_argument("--init", choices=["reference", "pytorch"],
+                   help="initial weights: as each block's reference implementation sets them, or torch's layer "
+                        "defaults (default: the spec's init key, reference unless it says otherwise; moot with --weights)")
     s.add_argument("--force", action="store_true", help="replace the output file if it exists")
     s.add_argument("--max-params", type=non_negative_int, metavar="N",
                    help="refuse networks with more parameters and buffer elements (default: $ARCHFORGE_MAX_PARAMS, else 1e9)")

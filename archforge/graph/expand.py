@@ -102,7 +102,7 @@ class _Expander:
             params[name] = self.resolve(value, params, ("params", name), None, f" in param '{name}'")
         self.global_params = params
         self.result.output = self.expand_list(
-            self.spec.nodes, ("nodes",), params, ["input"], [INPUT], "", "", (), self.spec.output, ("output",)
+            self.spec.nodes, ("nodes",), params, ["input"], [INPUT], "", "", (), self.spec.output, ("output",), None
         )
         return self.result
 
@@ -148,8 +148,13 @@ class _Expander:
         stack: tuple[str, ...],
         output_id: str | None,
         output_path: tuple[Any, ...],
+        init: str | None,
     ) -> str:
-        """Expand one list of nodes (the top level or a define's body); return the output handle."""
+        """Expand one list of nodes (the top level or a define's body); return the output handle.
+
+        ``init`` is the initialisation the caller of a define set (None: none), inherited by the
+        nodes of the list that set none themselves.
+        """
         local: dict[str, str] = dict(zip(input_names, input_handles))
         ids: list[str] = []
         for i, node_spec in enumerate(node_specs):
@@ -182,11 +187,12 @@ class _Expander:
             inputs = self.input_handles(node_spec, local, previous, path, display)
             block = self.block_name(node_spec, params, path, display)
             count = self.repeat_count(node_spec, params, path, display)
+            node_init = node_spec.init or init
             if count is None:
                 if node_spec.continues is not None:
                     raise self.error(f"node '{display}' continues '{node_spec.continues}' but has no 'repeat': only repeated "
                                      "copies can be numbered on", path + ("continues",), display)
-                self.instantiate(block, node_spec, path, params, inputs, handle, display, stack)
+                self.instantiate(block, node_spec, path, params, inputs, handle, display, stack, node_init)
             else:
                 if len(inputs) != 1:
                     raise self.error(f"node '{display}' repeats a block with {len(inputs)} inputs; a repeat chains its copies, so it needs exactly one", path + ("repeat",), display)
@@ -201,7 +207,7 @@ class _Expander:
                     scope = {**params, REPEAT_INDEX: k}
                     copy = start + k
                     current = [self.instantiate(block, node_spec, path, scope, current, f"{module_prefix}{name}.{copy}",
-                                                f"{display_prefix}{name}[{copy}]", stack)]
+                                                f"{display_prefix}{name}[{copy}]", stack, node_init)]
                 counter[1] = start + count
                 self.alias(handle, current[0], display, path)
             previous = handle
@@ -287,6 +293,7 @@ class _Expander:
         handle: str,
         display: str,
         stack: tuple[str, ...],
+        init: str | None,
     ) -> str:
         # Every instance counts, not only blocks: a define that passes its input through makes
         # no node, yet repeats of repeats of it would otherwise expand without bound.
@@ -294,7 +301,7 @@ class _Expander:
         if self.instances > MAX_NODES:
             raise self.error(f"the spec expands to more than {MAX_NODES:,} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
         if block in self.spec.define:
-            return self.instantiate_define(block, node_spec, path, params, inputs, handle, display, stack)
+            return self.instantiate_define(block, node_spec, path, params, inputs, handle, display, stack, init)
         try:
             entry = self.registry.block(block)
         except PluginError as exc:
@@ -331,7 +338,7 @@ class _Expander:
             raise self.error(f"the spec expands to more than {MAX_NODES:,} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
         self.result.nodes[handle] = GraphNode(
             name=handle, path=display, entry=entry, args=validated, inputs=list(inputs),
-            location=self.doc.locate(path), order=len(self.result.nodes),
+            location=self.doc.locate(path), order=len(self.result.nodes), init=init,
         )
         return handle
 
@@ -345,6 +352,7 @@ class _Expander:
         handle: str,
         display: str,
         stack: tuple[str, ...],
+        init: str | None,
     ) -> str:
         if name in stack:
             chain = " → ".join([*stack[stack.index(name):], name])
@@ -373,7 +381,7 @@ class _Expander:
                 inner[key] = self.resolve(default, inner, ("define", name, "params", key), display)
         output = self.expand_list(
             define.nodes, ("define", name, "nodes"), inner, define.inputs, inputs,
-            handle + ".", display + ".", stack + (name,), define.output, ("define", name, "output"),
+            handle + ".", display + ".", stack + (name,), define.output, ("define", name, "output"), init,
         )
         self.alias(handle, output, display, path)
         return handle

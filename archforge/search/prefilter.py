@@ -41,9 +41,10 @@ def proxy_phase(study: Any, space: Space, settings: SearchSettings, data: Any, b
                 continue
         try:
             if proxy.score == "synflow":
-                score = float(proxies.synflow(candidate.spec, input_shape))
+                score = float(proxies.synflow(candidate.spec, input_shape, init=settings.train.init))
             else:
-                score = float(proxies.naswot(candidate.spec, data, batch=proxy.batch, seed=settings.seed))
+                score = float(proxies.naswot(candidate.spec, data, batch=proxy.batch, seed=settings.seed,
+                                             init=settings.train.init))
         except Exception:  # a candidate the proxy cannot score is ranked last
             score = float("-inf")
         scored.append((score if math.isfinite(score) else float("-inf"), candidate))

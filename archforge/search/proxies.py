@@ -47,6 +47,7 @@ from archforge.errors import SpecError
 from archforge.graph import Graph
 from archforge.registry import Registry
 from archforge.search.evaluate import TrialError
+from archforge.spec.schema import InitMode
 
 #: Activation modules whose input sign gives naswot's binary code (see the module docstring).
 CODED_ACTIVATIONS: tuple[type[nn.Module], ...] = (
@@ -67,11 +68,11 @@ def _graph(spec: SpecLike, input_shape: Sequence[int], registry: Registry | None
     return graph
 
 
-def _build(graph: Graph, seed: int, dtype: torch.dtype) -> nn.Module:
+def _build(graph: Graph, seed: int, dtype: torch.dtype, init: InitMode | None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # reproducible weights without touching the caller's RNG
         torch.manual_seed(seed)
         try:
-            return build(graph, dtype=dtype).to(dtype)
+            return build(graph, dtype=dtype, init=init).to(dtype)
         except SpecError as exc:
             raise TrialError(str(exc), kind="spec") from None
         except Exception as exc:
@@ -90,10 +91,14 @@ def _run(fn: Any, what: str) -> Any:
     raise failure
 
 
-def synflow(spec: SpecLike, input_shape: Sequence[int], *, seed: int = 0, registry: Registry | None = None) -> float:
-    """The synflow score of the untrained network of ``spec`` (see the module docstring); ``-inf`` if degenerate."""
+def synflow(spec: SpecLike, input_shape: Sequence[int], *, seed: int = 0, registry: Registry | None = None,
+            init: InitMode | None = None) -> float:
+    """The synflow score of the untrained network of ``spec`` (see the module docstring); ``-inf`` if degenerate.
+
+    ``init``: the initial weights, as :func:`archforge.build` takes it (``None``: the spec's own).
+    """
     graph = _graph(spec, input_shape, registry)
-    model = _build(graph, seed, torch.float64)
+    model = _build(graph, seed, torch.float64, init)
     model.eval()
     with torch.no_grad():
         for module in model.modules():
@@ -121,10 +126,14 @@ def synflow(spec: SpecLike, input_shape: Sequence[int], *, seed: int = 0, regist
     return _run(score, "synflow")
 
 
-def naswot(spec: SpecLike, data: DataSplit, batch: int = 64, seed: int = 0, *, registry: Registry | None = None) -> float:
-    """The NASWOT score ``log|K_H|`` of the untrained network on ``batch`` training images; ``-inf`` if degenerate."""
+def naswot(spec: SpecLike, data: DataSplit, batch: int = 64, seed: int = 0, *, registry: Registry | None = None,
+           init: InitMode | None = None) -> float:
+    """The NASWOT score ``log|K_H|`` of the untrained network on ``batch`` training images; ``-inf`` if degenerate.
+
+    ``init``: the initial weights, as :func:`archforge.build` takes it (``None``: the spec's own).
+    """
     graph = _graph(spec, data.input_shape, registry)
-    model = _build(graph, seed, torch.float32)
+    model = _build(graph, seed, torch.float32, init)
     n = min(batch, len(data.train_y))
     if n < 1:
         return -math.inf

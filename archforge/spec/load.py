@@ -109,7 +109,7 @@ def validation_error(exc: ValidationError, doc: LocatedDocument, prefix: tuple[A
         message = f"{owner} {short_value(path[-1])}{' is ' if problem.startswith('not ') else ': '}{problem}{where}"
         location = doc.locate(path, key=True)
     else:
-        message = f"{dotted(path) or 'spec'}: {_describe(first)}{_got(first)}{where}"
+        message = f"{dotted(path) or 'spec'}: {_describe(first)}{_got(first)}{where}{_literal_hint(first)}"
         location = doc.locate(path, key=first["key"])
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
@@ -253,6 +253,19 @@ def _get(data: Any, path: tuple[Any, ...]) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
+
+
+def _literal_hint(error: dict[str, Any]) -> str:
+    """A "did you mean" for a string that is not one of the allowed words (``init: refrence``)."""
+    if not isinstance(error.get("input"), str):
+        return ""
+    if error["type"] == "literal_error":
+        tags = [f"literal[{(error.get('ctx') or {}).get('expected', '').replace(' or ', ',')}]"]
+    else:
+        tags = error.get("alternatives") or []
+    words = [part.strip().strip("'\"") for tag in tags if tag.startswith("literal[")
+             for part in tag[len("literal["):-1].split(",")]
+    return did_you_mean(error["input"], words) if words else ""
 
 
 def _got(error: dict[str, Any]) -> str:

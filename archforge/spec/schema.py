@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import re
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, field_validator
 
 from archforge.spec.located_yaml import LocatedDocument
 
 FORMAT_VERSION = 1
+#: How a network's initial values are set: as each block's reference implementation does (``Block.init_weights``),
+#: or as each block's ``build`` leaves them (PyTorch's layer defaults plus the block's own constructor inits).
+InitMode = Literal["reference", "pytorch"]
+INIT_MODES: tuple[str, ...] = get_args(InitMode)
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A block name, short (`conv`) or qualified by its plugin's entry point (`halo:halo_attention`).
 BLOCK_NAME = r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*:)?[A-Za-z_][A-Za-z0-9_]*"
@@ -43,6 +47,11 @@ class NodeSpec(_Strict):
         None, pattern=IDENTIFIER,
         description="With repeat: number the copies after those of this earlier repeated node and name them like its copies "
                     "(ConViT's 2 global layers continue its 10 local ones as blocks[10], blocks[11]).",
+    )
+    init: InitMode | None = Field(
+        None, description="Initialisation of this node (and of every node a define or repeat here expands to that sets "
+                          "none): 'reference' as the block's reference implementation, 'pytorch' as build leaves it. "
+                          "Default: the spec's.",
     )
 
     @field_validator("repeat", mode="before")
@@ -80,6 +89,10 @@ class Spec(_Strict):
     description: str = ""
     input: InputSpec
     params: dict[str, Any] = Field(default_factory=dict)
+    init: InitMode = Field(
+        "reference", description="Initial values: 'reference' as each block's reference implementation (timm's ViT, ConViT, "
+                                 "ResNet ...), 'pytorch' as each block's build leaves them; a node's own 'init' overrides it.",
+    )
     # Define names are plain identifiers: 'builtin:conv' as a define would replace the qualified block name.
     define: dict[Annotated[str, Field(pattern=IDENTIFIER)], DefineSpec] = Field(default_factory=dict)
     nodes: list[NodeSpec] = Field(min_length=1)

@@ -14,11 +14,11 @@ def test_contract(shape):
     # check_block: args validate, infer agrees with the real output on the meta device and
     # in float32/float64, gradients reach the input, parameters honour device and dtype,
     # bf16 autocast works, and the parameter count is the closed form (one γ per channel).
-    check_block(ExampleScale, shape, {"init": 0.5}, expected_params=shape.channels)
+    check_block(ExampleScale, shape, {"value": 0.5}, expected_params=shape.channels)
 
 
 def test_formula():
-    module = ExampleScale().build(Shape.map(3, 2, 2), ExampleScale.Args(init=0.5))
+    module = ExampleScale().build(Shape.map(3, 2, 2), ExampleScale.Args(value=0.5))
     x = torch.randn(2, 3, 2, 2)
     torch.testing.assert_close(module(x), 0.5 * x)
 
@@ -31,7 +31,7 @@ name: scaled
 input: {shape: [3, 8, 8]}
 nodes:
   - {id: stem, block: conv, args: {channels: 8}}
-  - {id: scale, block: example_scale, args: {init: 0.1, channels: 8}}
+  - {id: scale, block: example_scale, args: {value: 0.1, channels: 8}}
   - {id: head, block: classifier, args: {classes: 10}}
 """)
     registry = registry_with(ExampleScale, name="archforge-myplugin")

@@ -3,10 +3,10 @@
 This file is the template of one block. Keep to one concept per file, and put the
 formula and the paper in the module docstring, as here::
 
-    y = γ ⊙ x        γ ∈ ℝ^C, initialised to ``init``
+    y = γ ⊙ x        γ ∈ ℝ^C, initialised to ``value``
 
 CaiT ("Going deeper with Image Transformers", Touvron et al. 2021) puts it at the end
-of each residual branch with a small ``init`` (1e-5 … 0.1) so that deep stacks start
+of each residual branch with a small ``value`` (1e-5 … 0.1) so that deep stacks start
 close to the identity.
 """
 
@@ -26,12 +26,12 @@ from archforge.plugin import Block, BlockArgs, Shape, ShapeError
 # descriptions show up in `archforge plugins`, in the JSON Schema editors use (`archforge
 # schema`), and in located error messages.
 class ExampleScaleArgs(BlockArgs):
-    init: float = Field(1e-4, gt=0, description="Initial value of every γ.")
+    value: float = Field(1e-4, gt=0, description="Initial value of every γ.")
     channels: int | None = Field(None, gt=0, description="Expected input channels; checked when given.")
 
 
 # Block[ExampleScaleArgs]: Block is generic over its arguments, so a type checker knows
-# what `args` holds in infer and build (args.init is a float, args.inti an error).
+# what `args` holds in infer and build (args.value is a float, args.vlaue an error).
 class ExampleScale(Block[ExampleScaleArgs]):
     # The first line of the class docstring is what `archforge plugins` shows.
     """Per-channel learnable scale ``y = γ ⊙ x`` (LayerScale)."""
@@ -73,16 +73,25 @@ class ExampleScale(Block[ExampleScaleArgs]):
         # input, in order, and returns one tensor of the inferred shape. Parameter names
         # are prefixed by the node's path in the network (`stage1.0.scale.gamma`), so
         # keep them short and stable.
-        return Scale(x.channels, x.layout == "map", args.init, device=device, dtype=dtype)
+        return Scale(x.channels, x.layout == "map", args.value, device=device, dtype=dtype)
+
+    def init_weights(self, module: nn.Module, x: Shape, args: ExampleScaleArgs) -> None:
+        # Optional: the initial values of the block's reference implementation, set in place
+        # (torch.nn.init, or .fill_/.copy_ under no_grad, which archforge applies). archforge
+        # calls it after build when the spec asks for `init: reference` (the default); under
+        # `init: pytorch` the module keeps what build made. Change values only: never replace
+        # a parameter or change its shape, dtype or device. CaiT's LayerScale starts at the
+        # constant γ = value, which build already made: this override only shows the hook.
+        nn.init.constant_(module.gamma, args.value)
 
 
 class Scale(nn.Module):
     """``x * γ`` with γ broadcast over positions; the parameter is ``gamma``."""
 
-    def __init__(self, channels: int, channels_first: bool, init: float, *, device=None, dtype=None):
+    def __init__(self, channels: int, channels_first: bool, value: float, *, device=None, dtype=None):
         super().__init__()
         self.channels_first = channels_first
-        self.gamma = nn.Parameter(torch.full((channels,), init, device=device, dtype=dtype))
+        self.gamma = nn.Parameter(torch.full((channels,), value, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Vectorised, no Python loop over positions: torch.compile, torch.export, autocast
