@@ -280,3 +280,38 @@ def test_search_and_report_print_the_whole_ranking(tmp_path, capsys, monkeypatch
     assert code == 0, err
     table = lambda text: text[text.index("cli_space: 3 candidates"):text.index("compute:")]  # noqa: E731
     assert table(report) == table(out)
+
+
+def noisy_evaluate(spec, data, config, on_epoch=None):
+    """As fake_evaluate, 4 points higher on odd seeds: each candidate's seeds are mean ± 0.02."""
+    width = spec.to_dict()["nodes"][0]["args"]["channels"]
+    accuracy = 0.5 + width / 100 + 0.04 * (config.seed % 2)
+    if on_epoch:
+        on_epoch(1, accuracy)
+    summary = archforge.summarize(spec)
+    return SimpleNamespace(accuracy=accuracy, epochs=1, history=[accuracy], stopped_early=False, params=summary.params,
+                           flops=summary.flops, latency_ms=0.125 * width, peak_memory_mb=1.0, train_time_s=0.01)
+
+
+def test_report_with_seeds_shows_intervals_marks_and_effects(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    path = space_file(tmp_path, "  - {id: a, block: conv, args: {channels: {choice: [4, 16, 20]}}}\n",
+                      "{dataset: digits, limit: 200, epochs: 1, seeds: 2, train: {latency_repeats: 0}}")
+    code, out, err = cli(capsys, "search", path, "--runs", tmp_path / "runs", "--evaluator", "test_cli:noisy_evaluate", "--no-progress")
+    assert code == 0, err
+    code, report, err = cli(capsys, "report", tmp_path / "runs" / "cli_space")
+    assert code == 0, err
+    # By hand: width 20 has seeds 0.70, 0.74 (mean 0.72, s = 0.028284, 95% interval 0.72 ± 12.706·0.02 = [0.4659, 0.9741]).
+    # Against it (Welch, equal variances: ν = 2, t = 4.303, se = 0.028284, half-width 0.1217):
+    #   width 16 (0.68): 0.04 ± 0.1217 contains 0: not separable (≈); width 4 (0.56): 0.16 ± 0.1217 excludes 0: separable.
+    lines = {w: next(line for line in report.splitlines() if f"{0.5 + w / 100 + 0.02:.4f} ± 0.0283" in line) for w in (4, 16, 20)}
+    assert "[0.4659, 0.9741]" in lines[20] and " best " in f"{lines[20]} "
+    assert "≈" in lines[16] and "<" in lines[4] and "≈" not in lines[4] and "best" not in lines[4]
+    assert "best = the most accurate candidate, the reference; ≈ = not separable from it at 95%; < = separably less accurate" in (
+        " ".join(report.split()))
+    assert "note: 1 candidate is not separable at 95% from the best" in report
+    # effects against the first option (4): +12 and +16 points, one pair each, Welch over 2 seeds each:
+    # 0.12 ± 4.303 · 0.028284 = [−0.17, +24.17] points; 0.16 ± 0.1217 = [+3.8, +28.2].
+    assert "a.channels = 20 instead of 4: +16.0 points [+3.8, +28.2] (1 pair × 2 seeds)" in report
+    assert "a.channels = 16 instead of 4: +12.0 points [−0.2, +24.2] (1 pair × 2 seeds)" in report
+    assert report.index("instead of 4: +12.0") < report.index("instead of 4: +16.0")  # in the order of the options

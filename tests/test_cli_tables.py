@@ -8,7 +8,7 @@ import itertools
 import pytest
 from rich.console import Console
 
-from archforge.cli.tables import abbreviations, fold, print_ranking, ranking_table
+from archforge.cli.tables import abbreviations, fold, print_effects, print_ranking, ranking_table
 
 PLACEMENT = ["stage.block[0]", "stage.block[1]", "stage.block[2]"]
 CONV, ATTN = "conv_unit", "attention_unit"
@@ -129,3 +129,79 @@ def test_plugin_metrics_get_a_column_each():
             {"rank": 2, "trial": 1, "hash": "b", "accuracy": 0.4, "metrics": {"energy_mj": None}}]
     columns = {c.header: c for c in metric_columns(rows, ["accuracy"])}
     assert columns["energy_mj"].cells == ["1.235", "—"] and columns["mem_mb"].cells == ["7", "—"]
+
+
+def confident_rows() -> list[dict]:
+    """placement_rows with 3 seeds, intervals and marks: rows 0 (the most accurate), 2 and 5 not separable from it."""
+    rows = placement_rows(seeds=3)
+    for i, row in enumerate(rows):
+        row.update(accuracy_low=row["accuracy"] - 0.0123 - i / 1e4, accuracy_high=row["accuracy"] + 0.0123 + i / 1e4,
+                   most_accurate=i == 0, separable_from_best=i not in (0, 2, 5))
+    rows[-1].update(separable_from_best=None)  # a candidate with one seed: not tested
+    return rows
+
+
+LEGEND = ("{header}: {ref} = the most accurate candidate, the reference; ≈ = not separable from it at 95%; < = separably less "
+          "accurate; · = not tested; ± = std over seeds; pairwise Welch tests against the most accurate, not corrected for "
+          "multiple comparisons")
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_seeds_show_the_interval_and_mark_who_is_not_separable_from_the_best(width):
+    rows = confident_rows()
+    ranking, text = render(rows, width, ["accuracy"])
+    assert "…" not in text and all(len(line) <= width for line in text.splitlines())
+    lines = text.splitlines()
+    expected = {0: "best", 2: "≈", 5: "≈", 7: "·"}  # the others are separably less accurate: "<"
+    for i, row in enumerate(rows):
+        interval = f"[{row['accuracy_low']:.4f}, {row['accuracy_high']:.4f}]"  # unique per row
+        assert f"{row['accuracy']:.4f} ± 0.0012" in text and interval in text, ranking.layout
+        if ranking.layout != "two-line":  # the mark is on the row's own line
+            line = next(line for line in lines if interval in line)
+            marks = [m for m in ("best", "≈", "<", "·") if m in line]
+            assert marks == [expected.get(i, "<")], (i, line)
+    assert (text.count("≈"), text.count("<"), text.count("·")) == (2 + 1, 4 + 1, 1 + 1)  # the marks and the legend
+    assert LEGEND.format(header="vs best", ref="best") in " ".join(text.split())
+
+
+@pytest.mark.parametrize("objectives", [["params"], ["accuracy", "params"]])
+def test_when_accuracy_is_not_the_only_objective_the_reference_is_top_not_best(objectives):
+    rows = confident_rows()
+    rows[0].update(rank=3)  # ranked by params, the most accurate candidate need not be rank 1
+    _, text = render(rows, 200, objectives)
+    flat = " ".join(text.split())
+    assert "vs most accurate" in flat and "best" not in text
+    assert LEGEND.format(header="vs most accurate", ref="top") in flat
+    line = next(line for line in text.splitlines() if f"{rows[0]['accuracy']:.4f} ±" in line)
+    assert " top" in line
+
+
+def test_pruned_rows_get_no_mark_and_interval_ends_are_clipped_to_0_1():
+    rows = confident_rows()[:3]
+    rows[0].update(accuracy_low=-0.0213, accuracy_high=1.0456)
+    rows[2].update(rank=None, status="pruned", separable_from_best=None)
+    _, text = render(rows, 200, ["accuracy"])
+    assert "[0.0000, 1.0000]" in text and "−" not in text and "1.0456" not in text
+    pruned = next(line for line in text.splitlines() if "pruned" in line)
+    assert not any(m in pruned for m in ("≈", "<", "·", "best"))
+
+
+def test_one_seed_rows_get_neither_interval_nor_marks():
+    _, text = render(placement_rows(), 160, ["accuracy"])
+    assert "95% interval" not in text and "vs best" not in text and "≈" not in text
+
+
+def test_effects_are_printed_one_line_each_in_order_up_to_a_limit_with_their_notes():
+    from archforge.search.effects import DecisionEffect
+
+    effects = [DecisionEffect(decision=f"stage.block[{k}]", value=ATTN, baseline=CONV, effect=-3.1 + k, low=-4.3 + k, high=-1.9 + k,
+                              method="paired", pairs=4, seeds=3, possible=4) for k in range(3)]
+    effects.append(DecisionEffect(decision="width", value=8, baseline=4, effect=None, possible=4, unpaired=3))
+    console = Console(width=160, record=True, file=io.StringIO())
+    print_effects(console, effects, ["width: no pairs: no two complete candidates differ in this decision alone"], limit=2)
+    lines = console.export_text().splitlines()
+    assert "not corrected for multiple comparisons" in lines[0]
+    assert lines[1] == "  stage.block[0] = attention_unit instead of conv_unit: −3.1 points [−4.3, −1.9] (4 pairs × 3 seeds)"
+    assert lines[2].startswith("  stage.block[1] = attention_unit instead of conv_unit: −2.1 points [−3.3, −0.9]")
+    assert lines[3] == "  and 1 more (`archforge report DIR` writes them all to trials.json)"
+    assert lines[4] == "  note: width: no pairs: no two complete candidates differ in this decision alone" and len(lines) == 5

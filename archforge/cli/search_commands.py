@@ -194,6 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             "run": run.name, "objectives": run.objectives, "compute": run.compute,
             "best": {k: v for k, v in (run.best or {}).items() if k != "spec"} or None,
             "ranking": [{k: v for k, v in row.items() if k != "spec"} for row in run.table], "notes": run.notes,
+            "effects": [effect.model_dump(mode="json") for effect in run.effects], "effect_notes": run.effect_notes,
             "unreadable": [{"trial": r.number, "reason": r.error} for r in run.unreadable],
             "files": {k: str(v) for k, v in files.items()},
         }
@@ -209,9 +210,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
-    """The ranking of a run, its failures, the compute saved and the winner."""
-    from archforge.cli.tables import print_ranking
+    """The ranking of a run with its notes, the decision effects, its failures, the compute saved and the winner."""
+    from archforge.cli.tables import print_effects, print_ranking
     from archforge.search.compute import compute_text
+    from archforge.search.ranking import bounds_text
 
     unreadable = run.unreadable
     for r in unreadable[:10]:
@@ -224,6 +226,7 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
     rows = run.table if top is None else [r for r in run.table if r["status"] != "failed"][:top]
     print_ranking(console, rows, objectives=run.objectives, names=run.decision_names,
                   title=f"{run.name}: {len(run.table)} candidates evaluated", notes=run.notes)
+    print_effects(console, run.effects, run.effect_notes, limit=None if top is None else 12)
     failed = run.failed
     if failed:
         console.print(f"{len(failed)} failed:", markup=False)
@@ -239,6 +242,8 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
         acc = f"{best['accuracy']:.4f}" if best["accuracy"] is not None else "—"
         if best.get("accuracy_std") is not None and best["n_seeds"] > 1:
             acc += f" ± {best['accuracy_std']:.4f} over {best['n_seeds']} seeds"
+        if best.get("accuracy_low") is not None and best.get("accuracy_high") is not None:
+            acc += f", 95% {bounds_text(best['accuracy_low'], best['accuracy_high'])}"
         decisions = ", ".join(f"{k}={v}" for k, v in best["decisions"].items()) or "(no decisions)"
         params = f" · params {best['params']:,}" if best.get("params") is not None else ""
         console.print(f"best: #{best['trial']} {best['hash']} accuracy {acc}{params} · {decisions}", markup=False)

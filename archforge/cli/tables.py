@@ -11,6 +11,15 @@ with headers on one line, then with headers wrapped at their spaces (``latency``
    shares (``c/a/c``), one abbreviation per value in the whole table, spelled out in a
    legend line under it (``c=conv_unit a=attention_unit``);
 3. one candidate per two lines: the metrics, then its decisions (abbreviated as in 2).
+
+When a candidate has two seeds or more, the accuracy is ``mean ± std``, a ``95% interval``
+column gives ``mean ± t·s/√n`` (its ends clipped to [0, 1] as printed), and a ``vs best``
+column compares every complete candidate with the most accurate one, the reference, by a
+pairwise Welch test at 95% (:mod:`archforge.search.ranking`; not corrected for multiple
+comparisons): ``best`` the reference, ``≈`` not separable from it, ``<`` separably less accurate,
+``·`` not tested. When accuracy is not the only objective, the most accurate candidate may not
+be rank 1: the column is then ``vs most accurate`` and the reference ``top``. A legend line
+under the table says so.
 """
 
 from __future__ import annotations
@@ -81,14 +90,62 @@ def _accuracy(row: Mapping[str, Any]) -> str:
     return text
 
 
+#: The marks of the separability column: the reference (most accurate), not separable from it, separably less
+#: accurate, not tested.
+BEST, TOP, NOT_SEPARABLE, LESS, UNTESTED = "best", "top", "≈", "<", "·"
+
+
+def _interval(row: Mapping[str, Any]) -> str:
+    from archforge.search.ranking import bounds_text  # here: the ranking module imports torch, a table needs not
+
+    low, high = row.get("accuracy_low"), row.get("accuracy_high")
+    return "—" if low is None or high is None else bounds_text(low, high)
+
+
+def _mark(row: Mapping[str, Any], reference: str) -> str:
+    if row.get("status") != "complete":
+        return ""
+    if row.get("most_accurate"):
+        return reference
+    return {True: LESS, False: NOT_SEPARABLE}.get(row.get("separable_from_best"), UNTESTED)  # type: ignore[arg-type]
+
+
+def has_marks(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any row was tested against the most accurate candidate (two seeds or more on both sides)."""
+    return any(row.get("separable_from_best") is not None for row in rows)
+
+
+def _reference(objectives: Sequence[str]) -> tuple[str, str]:
+    """The separability column's header and its reference row's mark."""
+    from archforge.search.ranking import reference_is_best
+
+    return ("vs best", BEST) if reference_is_best(objectives) else ("vs most accurate", TOP)
+
+
+def marks_legend(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str] = ("accuracy",)) -> str | None:
+    """The line that says what the separability marks mean, or ``None`` without marks."""
+    if not has_marks(rows):
+        return None
+    header, reference = _reference(objectives)
+    return (f"{header}: {reference} = the most accurate candidate, the reference; {NOT_SEPARABLE} = not separable from it "
+            f"at 95%; {LESS} = separably less accurate; {UNTESTED} = not tested; ± = std over seeds; pairwise Welch tests "
+            "against the most accurate, not corrected for multiple comparisons")
+
+
 def metric_columns(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[Column]:
-    """Rank (or the status of an unranked candidate), trial, hash and every metric the run has, in full."""
+    """Rank (or the status of an unranked candidate), trial, hash and every metric the run has, in full;
+    with seeds, the 95% interval and the separability marks."""
     columns = [
         Column("#", [str(row.get("rank") or row.get("status") or "") for row in rows], "right", "key"),
         Column("trial", [str(row.get("trial", "")) for row in rows], "right", "key"),
         Column("hash", [str(row.get("hash") or "") for row in rows], role="label"),
         Column("accuracy", [_accuracy(row) for row in rows], "right"),
     ]
+    if any(row.get("accuracy_low") is not None for row in rows):
+        columns.append(Column("95% interval", [_interval(row) for row in rows], "right"))
+    if has_marks(rows):
+        header, reference = _reference(objectives)
+        columns.append(Column(header, [_mark(row, reference) for row in rows]))
     for key, header, fmt, always in _METRICS:
         if key in objectives or (always and any(row.get(key) is not None for row in rows)):
             columns.append(Column(header, [_number(row.get(key), fmt) for row in rows], "right"))
@@ -133,7 +190,10 @@ def value_text(value: Any) -> str:
         return format(value, ".4g")
     if isinstance(value, (int, str)):
         return str(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # a set, an object: what JSON cannot encode
+        return repr(value)
 
 
 def abbreviations(values: Iterable[str]) -> dict[str, str]:
@@ -234,12 +294,30 @@ def print_ranking(console: Console, rows: Sequence[Mapping[str, Any]], *, object
     """Print the ranking of ``rows`` at the console's width, its legend and the ranking's notes under it."""
     ranking = ranking_table(rows, objectives=objectives, width=console.width, names=names, title=title, console=console)
     lines: list[RenderableType] = [ranking.renderable]
-    legend = ranking.legend_line()
-    if legend:
-        lines.append(Text(legend, style="dim"))
+    for legend in (ranking.legend_line(), marks_legend(rows, objectives)):
+        if legend:
+            lines.append(Text(legend, style="dim"))
     lines.extend(Text(f"note: {note}") for note in notes)
     console.print(Group(*lines))
     return ranking
 
 
-__all__ = ["Column", "Ranking", "abbreviations", "decision_columns", "fold", "metric_columns", "print_ranking", "ranking_table", "value_text"]
+def print_effects(console: Console, effects: Sequence[Any], notes: Sequence[str] = (), *, limit: int | None = 12) -> None:
+    """The decision effects (:class:`~archforge.search.effects.DecisionEffect` s, in the space's order), one line each
+    up to ``limit``, under a heading, then ``notes`` (:func:`~archforge.search.effects.effect_notes`). A decision
+    none of whose values has a pair is left to its note."""
+    paired = {e.decision for e in effects if e.effect is not None}
+    shown = [e for e in effects if e.decision in paired]
+    if not shown and not notes:
+        return
+    lines: list[RenderableType] = [Text("effects on mean accuracy, points vs each decision's first value "
+                                        "(95%, paired over the other decisions; not corrected for multiple comparisons):")]
+    lines.extend(Text("  " + effect.text()) for effect in shown[:limit])
+    if limit is not None and len(shown) > limit:
+        lines.append(Text(f"  and {len(shown) - limit} more (`archforge report DIR` writes them all to trials.json)", style="dim"))
+    lines.extend(Text(f"  note: {note}") for note in notes)
+    console.print(Group(*lines))
+
+
+__all__ = ["Column", "Ranking", "abbreviations", "decision_columns", "fold", "marks_legend", "metric_columns", "print_effects",
+           "print_ranking", "ranking_table", "value_text"]

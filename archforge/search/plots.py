@@ -6,6 +6,12 @@
   Optuna's ``best_trials``) is ringed in red. Latencies carry their interquartile range.
 - :func:`plot_placement`: the mean accuracy of the completed candidates with each value of
   each decision, as a heat map (rows: decisions; columns: values), from :func:`placement_matrix`.
+  Each cell says what it averages (``n=4×3``: 4 candidates × 3 seeds, :func:`cell_count`);
+  the colour scale spans the cells' own minimum to maximum, and its label says so. On a full
+  grid a cell is the mean over every value of the other decisions; on a sample (random, TPE,
+  evolution) only over those sampled, so cells with small n can mislead
+  (:mod:`archforge.search.effects` pairs candidates instead, with intervals). Pruned candidates
+  are not in it: with pruning the cells of weak values are averages of their survivors.
 
 Figures are :class:`matplotlib.figure.Figure` objects with their own Agg canvas: no backend is
 selected and pyplot is never imported, so a program that draws its own figures is not
@@ -22,8 +28,8 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from archforge.files import atomic_output
-from archforge.search.ranking import RankedRow
-from archforge.search.records import TrialRecord
+from archforge.search.ranking import RankedRow, seed_accuracies
+from archforge.search.records import TrialRecord, finite
 
 DPI = 110
 #: Decisions with more values than this are left out of the placement heat map.
@@ -31,17 +37,23 @@ MAX_PLACEMENT_VALUES = 12
 
 
 class Placement(NamedTuple):
-    """Rows (decision names), columns (value texts), and per cell the mean accuracy (NaN when empty) and count."""
+    """Rows (decision names), columns (value texts), and per cell the mean accuracy (NaN when empty), the count of
+    candidates, and (when known) the seeds of each of those candidates."""
 
     rows: list[str]
     columns: list[str]
     means: list[list[float]]
     counts: list[list[int]]
+    seeds: list[list[list[int]]] | None = None
 
 
 def value_text(value: Any, width: int = 18) -> str:
-    """A decision value as a label: strings as they are, anything else as canonical JSON, cut at ``width``."""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """A decision value as a label: strings as they are, anything else as canonical JSON (``repr`` for what JSON
+    cannot encode, a set), cut at ``width``."""
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -108,7 +120,7 @@ def placement_matrix(records: Sequence[TrialRecord], decisions: Sequence[Mapping
     completed candidate took shows as an empty cell. A decision missing from them is shown with
     the values the candidates took. Decisions with one value, or more than ``max_values``, are left out.
     """
-    complete = [r for r in records if r.status == "complete" and r.accuracy is not None and r.duplicate_of is None]
+    complete = [r for r in records if r.status == "complete" and finite(r.accuracy) is not None and r.duplicate_of is None]
     declared = {d["name"]: values for d in decisions
                 if isinstance(d.get("name"), str) and (values := _declared_values(d, max_values)) is not None}
     names = [d["name"] for d in decisions if d.get("name") in declared]
@@ -127,45 +139,65 @@ def placement_matrix(records: Sequence[TrialRecord], decisions: Sequence[Mapping
         rows.append(name)
         row_values.append(values)
         columns.extend(v for v in values if v not in columns)
-    means = [[math.nan] * len(columns) for _ in rows]
-    counts = [[0] * len(columns) for _ in rows]
-    for i, name in enumerate(rows):
-        for j, column in enumerate(columns):
-            accs = [r.accuracy for r in complete if name in r.decisions and value_text(r.decisions[name]) == column]
-            if accs and column in row_values[i]:
-                means[i][j] = statistics.fmean(accs)  # type: ignore[arg-type]
-                counts[i][j] = len(accs)
-    return Placement(rows, columns, means, counts)
+    cells: list[list[list[TrialRecord]]] = [[[] for _ in columns] for _ in rows]  # the candidates of each cell
+    for r in complete:
+        for i, name in enumerate(rows):
+            if name in r.decisions and (text := value_text(r.decisions[name])) in row_values[i]:
+                cells[i][columns.index(text)].append(r)
+    means = [[statistics.fmean(r.accuracy for r in cell) if cell else math.nan for cell in row] for row in cells]  # type: ignore[misc]
+    counts = [[len(cell) for cell in row] for row in cells]
+    seeds = [[[max(1, len(seed_accuracies(r))) for r in cell] for cell in row] for row in cells]
+    return Placement(rows, columns, means, counts, seeds)
+
+
+def cell_count(candidates: int, seeds: Sequence[int] | None = None) -> str:
+    """What a cell averages: ``n=4`` (4 candidates, one seed each or seeds unknown), ``n=4×3`` (4 candidates of 3 seeds)
+    or ``n=4, 11 seeds`` (candidates with different numbers of seeds)."""
+    if not seeds or set(seeds) == {1}:
+        return f"n={candidates}"
+    if len(set(seeds)) == 1:
+        return f"n={candidates}×{seeds[0]}"
+    return f"n={candidates}, {sum(seeds)} seeds"
 
 
 def plot_placement(placement: Placement, path: str | os.PathLike[str], *, title: str = "") -> Path:
-    """Heat map of a :class:`Placement`: mean validation accuracy per decision value, with counts."""
+    """Write the heat map of :func:`placement_figure` to ``path``."""
+    return save(placement_figure(placement, title=title), path)
+
+
+def placement_figure(placement: Placement, *, title: str = "") -> Any:
+    """Heat map of a :class:`Placement`: mean validation accuracy per decision value, each cell with its n
+    (candidates × seeds when the placement knows the seeds, else candidates)."""
     import numpy as np
 
-    rows, columns, means, counts = placement
+    rows, columns, means, counts, seeds = placement
     if not rows or not columns or all(math.isnan(v) for row in means for v in row):
         fig = _figure((6, 2.5))
         ax = fig.subplots()
         ax.axis("off")
         ax.text(0.5, 0.5, "no completed trials with finite decisions to show", ha="center", va="center", color="0.4")
-        return save(fig, path)
+        return fig
     matrix = np.array(means, dtype=float)
-    fig = _figure((1.6 + 1.1 * len(columns), 1.2 + 0.45 * len(rows)))
+    fig = _figure((2.8 + 1.1 * len(columns), max(3.0, 1.2 + 0.45 * len(rows))))
     ax = fig.subplots()
-    image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", aspect="auto")
+    filled = matrix[np.isfinite(matrix)]
+    low, high = float(filled.min()), float(filled.max())
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", aspect="auto", vmin=low, vmax=high)
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    finite = matrix[np.isfinite(matrix)]
-    middle = (finite.min() + finite.max()) / 2
+    middle = (low + high) / 2
     for i in range(len(rows)):
         for j in range(len(columns)):
             if counts[i][j]:
                 color = "white" if matrix[i, j] < middle else "black"
-                ax.text(j, i, f"{matrix[i, j]:.3f}\nn={counts[i][j]}", ha="center", va="center", fontsize=7, color=color)
-    fig.colorbar(image, ax=ax, label="mean validation accuracy")
+                n = cell_count(counts[i][j], seeds[i][j] if seeds is not None else None)
+                ax.text(j, i, f"{matrix[i, j]:.3f}\n{n}", ha="center", va="center", fontsize=7, color=color)
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label("mean validation accuracy of the candidates\nwith that value (n = candidates × seeds)\n"
+                  f"colour: min–max of the cells, {low:.3f}–{high:.3f}", fontsize=7)
     ax.set_title(f"{title}: accuracy per decision value" if title else "accuracy per decision value", fontsize=10)
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def save(fig: Any, path: str | os.PathLike[str]) -> Path:

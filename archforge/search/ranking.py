@@ -13,10 +13,25 @@ and returns them with :class:`RankingNote` s, plain sentences a report prints un
   by the first objective the same way (no further fronts are computed). Pruned candidates
   follow, by accuracy, then failed ones, by trial number; neither has a rank.
 - **separability**: with two or more seeds per candidate, each accuracy has a 95% interval,
-  ``mean ± t · sem`` (Student's t quantile for ``n - 1`` degrees of freedom, ``sem = s / √n``);
-  a ``not_separable`` note names the candidates whose interval overlaps the most accurate
-  one's, else a ``separable`` note gives both intervals. With one seed a ``one_seed`` note
+  ``mean ± t · sem`` (Student's t quantile for ``n - 1`` degrees of freedom, ``sem = s / √n``),
+  and each complete candidate is tested against the most accurate one (``most_accurate``, the
+  reference; rank 1 when accuracy is the only objective): the 95% Welch interval of the
+  difference of their mean accuracies (reference − candidate), ``d ± t · √(s₁²/n₁ + s₂²/n₂)``
+  with Welch–Satterthwaite degrees of freedom ``ν = 1 / (c²/(n₁−1) + (1−c)²/(n₂−1))``,
+  ``c = (s₁²/n₁) / (s₁²/n₁ + s₂²/n₂)`` (Welch 1947; this form of ν cannot underflow). Without
+  scipy, t is read from the table below at the largest tabulated degrees of freedom not above
+  ν (1 to 30, 40, 60, 120; 1.980 beyond 120): a larger quantile than at ν, so the interval is
+  slightly wider and the test conservative. The candidate is ``separable_from_best`` iff that
+  interval excludes 0. ``None`` means not tested: either has fewer than two seeds, or neither
+  varies over its seeds (a zero-width interval is no evidence); the reference itself is ``False``.
+  Each test is pairwise, at 95% on its own: with many candidates some separations are expected
+  by chance, and nothing corrects for multiple comparisons.
+  This is sharper than asking whether the two candidates' own intervals overlap, which
+  holds for differences up to ``t·(sem₁ + sem₂)`` rather than ``t·√(sem₁² + sem₂²)``. A
+  ``not_separable`` note names the candidates not separable from the most accurate one, else a
+  ``separable`` note gives the difference to the runner-up. With one seed a ``one_seed`` note
   says that the ranking cannot separate candidates closer than the seed-to-seed noise.
+  Non-finite accuracies (a hand-built record's NaN) are left out.
 - **latency noise**: a latency whose interquartile range is above :data:`NOISY_IQR_FRACTION`
   of its median (:mod:`archforge.search.measure`'s threshold) is flagged (``latency_noisy``) and
   named in a ``noisy_latency`` note.
@@ -28,19 +43,20 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 from pydantic import BaseModel, Field
 
 from archforge.search.measure import NOISY_IQR_FRACTION  # the measurement's own threshold, re-exported
-from archforge.search.records import TrialRecord, measured
+from archforge.search.records import TrialRecord, finite, measured
 from archforge.search.settings import OBJECTIVES
 
 #: Confidence of the accuracy intervals.
 CONFIDENCE = 0.95
-# Student's t quantile at 0.975 for 1 to 30 degrees of freedom (two-sided 95%); beyond, the normal one.
+# Student's t quantile at 0.975 (two-sided 95%) for 1 to 30 degrees of freedom, then at 40, 60 and 120.
 _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
           2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T_975_BEYOND = ((120, 1.980), (60, 2.000), (40, 2.021), (30, 2.042))  # largest tabulated dof first
 #: Cost keys that break ties, in order, after the first objective (the first objective itself is skipped).
 TIE_BREAK = ("accuracy", "params", "latency_ms")
 _PHRASES = {"accuracy": "higher accuracy", "params": "fewer params", "latency_ms": "lower latency"}
@@ -62,6 +78,14 @@ class RankedRow(BaseModel):
     accuracy_low: float | None = Field(None, description="Lower end of the 95% interval (two seeds or more).")
     accuracy_high: float | None = Field(None, description="Upper end of the 95% interval (two seeds or more).")
     n_seeds: int = Field(0, description="Seeds that finished.")
+    accuracies: list[float] = Field(default_factory=list, description="Validation accuracy of each seed that finished.")
+    most_accurate: bool = Field(False, description="The complete candidate of highest mean accuracy, which the others are tested against.")
+    separable_from_best: bool | None = Field(None, description=(
+        "Whether the 95% Welch interval of (most accurate − this) mean accuracy excludes 0 (a pairwise test, not corrected "
+        "for multiple comparisons); None when not tested: either has fewer than two seeds, neither varies over its seeds, "
+        "or the candidate is not complete; False for the most accurate candidate itself, the reference."))
+    gap_low: float | None = Field(None, description="Lower end of the 95% Welch interval of (most accurate − this) accuracy.")
+    gap_high: float | None = Field(None, description="Upper end of the 95% Welch interval of (most accurate − this) accuracy.")
     params: int | None = None
     flops: int | None = None
     latency_ms: float | None = None
@@ -116,10 +140,21 @@ class Ranking(BaseModel):
 
 
 def t_quantile(dof: int) -> float:
-    """Student's t quantile at 0.975 for ``dof`` degrees of freedom (the normal quantile beyond 30)."""
+    """Student's t quantile at 0.975 for ``dof`` degrees of freedom: exact to 30, then at the largest tabulated
+    ``dof`` not above it (40, 60, 120), so never smaller than the true quantile (1.980 beyond 120; the limit is 1.960)."""
     if dof < 1:
         raise ValueError(f"a t quantile needs at least one degree of freedom, got {dof}")
-    return _T_975[dof - 1] if dof <= len(_T_975) else statistics.NormalDist().inv_cdf(0.975)
+    if dof <= len(_T_975):
+        return _T_975[dof - 1]
+    return next(t for tabulated, t in _T_975_BEYOND if dof >= tabulated)
+
+
+def t_quantile_floor(dof: float) -> float:
+    """Student's t quantile at 0.975 for ``floor(dof)`` degrees of freedom (at least one): conservative for a
+    fractional ``dof``, such as Welch–Satterthwaite's. A ``dof`` a rounding error below an integer counts as it."""
+    if not math.isfinite(dof):
+        return t_quantile(120 if dof > 0 else 1)
+    return t_quantile(max(1, math.floor(dof + 1e-9)))
 
 
 def interval(values: Sequence[float]) -> tuple[float, float] | None:
@@ -130,6 +165,69 @@ def interval(values: Sequence[float]) -> tuple[float, float] | None:
     mean = statistics.fmean(values)
     half = t_quantile(n - 1) * statistics.stdev(values) / math.sqrt(n)
     return mean - half, mean + half
+
+
+class Difference(NamedTuple):
+    """A difference of two means with its 95% Welch interval and the Welch–Satterthwaite degrees of freedom."""
+
+    mean: float
+    low: float
+    high: float
+    dof: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def welch_error(samples: Sequence[Sequence[float]]) -> tuple[float, float] | None:
+    """``(se², ν)`` of a sum or difference of the means of ``samples``: ``se² = Σ sᵢ²/nᵢ`` and the Welch–Satterthwaite
+    degrees of freedom ``ν = 1 / Σ cᵢ²/(nᵢ−1)``, ``cᵢ = (sᵢ²/nᵢ) / se²`` (no underflow however small the variances).
+
+    ``None`` unless every sample has two values or more and some vary: with ``se² = 0`` an interval would have
+    no width, which no finite sample justifies.
+    """
+    if not samples or any(len(x) < 2 for x in samples):
+        return None
+    terms = [statistics.variance(x) / len(x) for x in samples]  # squared standard errors
+    total = sum(terms)
+    if not total > 0:
+        return None
+    return total, 1 / sum((term / total) ** 2 / (len(x) - 1) for term, x in zip(terms, samples))
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float]) -> Difference | None:
+    """``mean(a) − mean(b)`` with its 95% Welch interval; ``None`` (not tested) unless both have two values or more
+    and they are not all constant (:func:`welch_error`). t is the table's at ``floor(ν)``: conservative."""
+    error = welch_error([a, b])
+    if error is None:
+        return None
+    se2, dof = error
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    half = t_quantile_floor(dof) * math.sqrt(se2)
+    return Difference(diff, diff - half, diff + half, dof)
+
+
+def reference_is_best(objectives: Sequence[str]) -> bool:
+    """Whether the most accurate candidate, which the others are tested against, is the best one: accuracy is the only
+    objective. Otherwise tables call it ``top`` and the test ``vs most accurate``, since it may not be rank 1."""
+    return list(objectives) == ["accuracy"]
+
+
+def bounds_text(low: float, high: float, *, lowest: float = 0.0, highest: float = 1.0, digits: int = 4, plus: bool = False) -> str:
+    """``[0.8703, 0.9697]``: an interval as printed, its ends clipped to ``[lowest, highest]`` (the stored values are
+    not), with a true minus sign (and ``+`` before positives with ``plus``)."""
+    ends = (min(max(x, lowest), highest) for x in (low, high))
+    return "[" + ", ".join(signed(x, digits, plus=plus) for x in ends) + "]"
+
+
+def signed(value: float, digits: int = 4, *, plus: bool = False) -> str:
+    """``value`` with ``digits`` decimals and a true minus sign (``−0.0053``); ``+`` before positives with ``plus``;
+    a value that rounds to zero prints unsigned."""
+    text = f"{value:+.{digits}f}"
+    if float(text) == 0:
+        return text[1:]
+    return (text if plus else text.lstrip("+")).replace("-", "−")
 
 
 def latency_noisy(latency_ms: float | None, latency_iqr_ms: float | None) -> bool:
@@ -177,6 +275,7 @@ def rank(records: Sequence[TrialRecord], objectives: Sequence[str], *, front: It
         row.rank = position
     pruned = sorted((r for r in rows if r.status == "pruned"), key=lambda r: (_signed(r, "accuracy", goals), r.trial))
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.trial)
+    mark_separability(complete)
     notes = [note for note in (tie_note(complete, objectives), separability_note(complete, objectives),
                                noisy_latency_note(complete)) if note is not None]
     return Ranking(objectives=objectives, rows=complete + pruned + failed, notes=notes)
@@ -202,29 +301,61 @@ def tie_note(ranked: Sequence[RankedRow], objectives: Sequence[str]) -> RankingN
                             f"broken by cost: {rule}, then trial number")
 
 
+def most_accurate(ranked: Sequence[RankedRow]) -> RankedRow | None:
+    """The ranked row of highest mean accuracy (the better rank among equals), or ``None``."""
+    rows = [r for r in ranked if r.accuracy is not None]
+    return min(rows, key=lambda r: (-r.accuracy, r.rank if r.rank is not None else math.inf), default=None)  # type: ignore[operator]
+
+
+def mark_separability(ranked: Sequence[RankedRow]) -> None:
+    """Set ``most_accurate``, ``separable_from_best`` and the gap interval of each ranked row (see the module docstring)."""
+    best = most_accurate(ranked)
+    if best is None:
+        return
+    best.most_accurate = True
+    for row in ranked:
+        if row is best:
+            row.separable_from_best = False if best.n_seeds >= 2 else None
+            continue
+        gap = welch_difference(best.accuracies, row.accuracies) if row.accuracy is not None else None
+        if gap is not None:
+            row.separable_from_best, row.gap_low, row.gap_high = gap.excludes_zero, gap.low, gap.high
+
+
 def separability_note(ranked: Sequence[RankedRow], objectives: Sequence[str]) -> RankingNote | None:
-    """Whether the most accurate candidate's 95% interval overlaps the others' (see the module docstring)."""
-    rows = sorted((r for r in ranked if r.accuracy is not None), key=lambda r: (-r.accuracy, r.rank))  # type: ignore[operator]
-    if len(rows) < 2:
+    """What the marks of :func:`mark_separability` say, in one sentence (see the module docstring)."""
+    best = most_accurate(ranked)
+    others = sorted((r for r in ranked if r.accuracy is not None and r is not best),
+                    key=lambda r: (-r.accuracy, r.rank if r.rank is not None else math.inf))  # type: ignore[operator]
+    if best is None or not others:
         return None
-    best, runner_up = rows[0], rows[1]
-    who = "best" if objectives[0] == "accuracy" else "most accurate"
-    if max(r.n_seeds for r in rows) < 2:
-        return RankingNote(kind="one_seed", trials=[best.trial, runner_up.trial],
+    who = "best" if reference_is_best(objectives) else "most accurate"
+    if max(r.n_seeds for r in (best, *others)) < 2:
+        return RankingNote(kind="one_seed", trials=[best.trial, others[0].trial],
                            text=f"one seed per candidate cannot separate candidates closer than the seed-to-seed noise "
-                                f"(the {who} two: {best.accuracy:.4f} and {runner_up.accuracy:.4f}); "
+                                f"(the {who} two: {best.accuracy:.4f} and {others[0].accuracy:.4f}); "
                                 "train with seeds: 2 or more to measure it")
     level = f"{100 * CONFIDENCE:g}%"
-    top = best.interval
-    overlapping = [r for r in rows[1:] if top is None or r.interval is None or _overlap(top, r.interval)]
-    if overlapping:
-        return RankingNote(kind="not_separable", trials=[best.trial] + [r.trial for r in overlapping],
-                           text=f"the {who} {len(overlapping) + 1} candidates are not separable at {level}: "
-                                f"{_interval_text(best)} overlaps " + ", ".join(_interval_text(r) for r in overlapping[:5])
-                                + (", …" if len(overlapping) > 5 else ""))
-    return RankingNote(kind="separable", trials=[best.trial, runner_up.trial],
-                       text=f"the {who} candidate is separable from the runner-up at {level}: "
-                            f"{_interval_text(best)} vs {_interval_text(runner_up)}")
+    untested = [r for r in others if r.separable_from_best is None]
+    untested_text = (f"; {len(untested)} candidate{'s' if len(untested) > 1 else ''} not tested (one seed, "
+                     "or no seed-to-seed variation on either side)") if untested else ""
+    if best.n_seeds < 2:
+        return RankingNote(kind="not_separable", trials=[best.trial] + [r.trial for r in others],
+                           text=f"the {who} candidate {_interval_text(best)} has one seed: no candidate can be separated "
+                                f"from it at {level}; train with seeds: 2 or more")
+    close = [r for r in others if r.separable_from_best is False]
+    if close:
+        return RankingNote(kind="not_separable", trials=[best.trial] + [r.trial for r in close],
+                           text=f"{len(close)} candidate{'s are' if len(close) > 1 else ' is'} not separable at {level} from the "
+                                f"{who}, {_interval_text(best)} (the Welch interval of the difference contains 0): "
+                                + ", ".join(_gap_text(r) for r in close[:5]) + (", …" if len(close) > 5 else "") + untested_text)
+    tested = [r for r in others if r.separable_from_best]
+    if not tested:  # no other candidate could be tested
+        return RankingNote(kind="not_separable", trials=[best.trial] + [r.trial for r in others],
+                           text=f"the {who} candidate {_interval_text(best)} cannot be tested at {level}" + untested_text)
+    return RankingNote(kind="separable", trials=[best.trial, tested[0].trial],
+                       text=f"the {who} candidate {_interval_text(best)} is separable at {level} from every other tested "
+                            f"(pairwise tests), the closest being {_gap_text(tested[0])}" + untested_text)
 
 
 def noisy_latency_note(ranked: Sequence[RankedRow]) -> RankingNote | None:
@@ -239,19 +370,33 @@ def noisy_latency_note(ranked: Sequence[RankedRow]) -> RankingNote | None:
 
 
 def _row(record: TrialRecord, reuses: int, pareto: bool) -> RankedRow:
-    accuracies = record.accuracies or [s.accuracy for s in record.seeds.values() if s.accuracy is not None]
+    accuracies = seed_accuracies(record)
     bounds = interval(accuracies) if record.status == "complete" else None
+    accuracy = finite(record.accuracy)
     return RankedRow(
         rank=None, trial=record.number, hash=record.hash, status=record.status,  # type: ignore[arg-type]
         pareto=pareto and record.status == "complete",
-        accuracy=record.accuracy, accuracy_std=record.accuracy_std, n_seeds=len(accuracies),
+        accuracy=accuracy, accuracy_std=finite(record.accuracy_std) if accuracy is not None else None, n_seeds=len(accuracies),
         accuracy_low=bounds[0] if bounds else None, accuracy_high=bounds[1] if bounds else None,
         params=record.params, flops=record.flops, latency_ms=record.latency_ms, latency_iqr_ms=record.latency_iqr_ms,
         latency_noisy=latency_noisy(record.latency_ms, record.latency_iqr_ms), peak_memory_mb=record.peak_memory_mb,
         train_time_s=record.train_time_s, metrics=dict(record.metrics), epochs_run=record.epochs_run, epochs_full=record.epochs_full, reuses=reuses,
         parent=record.parent, mutated=record.mutated, proxy_score=record.proxy_score, error=record.error,
-        decisions=dict(record.decisions),
+        decisions=dict(record.decisions), accuracies=accuracies,
     )
+
+
+def seed_accuracies(record: TrialRecord) -> list[float]:
+    """The finite validation accuracy of each seed of ``record`` that finished (its stored list, else its seed results)."""
+    values = list(record.accuracies) or [s.accuracy for s in record.seeds.values()]
+    return [v for v in values if finite(v) is not None]
+
+
+def _gap_text(row: RankedRow) -> str:
+    """``#4 0.9480 (0.0020 lower [−0.0110, 0.0150])``: a candidate and the interval of its gap to the most accurate."""
+    gap = (row.gap_low + row.gap_high) / 2  # type: ignore[operator]  # the interval is symmetric about the difference
+    where = bounds_text(row.gap_low, row.gap_high, lowest=-1.0)  # type: ignore[arg-type]
+    return f"#{row.trial} {row.accuracy:.4f} ({signed(gap)} lower {where})"
 
 
 def _tie_keys(primary: str) -> list[str]:
@@ -271,11 +416,7 @@ def _order_key(row: RankedRow, objectives: Sequence[str], goals: Mapping[str, st
     return (not row.pareto, _signed(row, primary, goals), *(_signed(row, k, goals) for k in _tie_keys(primary)), row.trial)
 
 
-def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
-
-
 def _interval_text(row: RankedRow) -> str:
     bounds = row.interval
-    where = f"[{bounds[0]:.4f}, {bounds[1]:.4f}]" if bounds else f"{row.accuracy:.4f} (one seed)"
-    return f"#{row.trial} {where}"
+    where = bounds_text(*bounds) if bounds else "(one seed)"
+    return f"#{row.trial} {row.accuracy:.4f} {where}"

@@ -7,11 +7,16 @@ into a folder:
 ==================  ================================================================
 ``trials.csv``      one row per stored trial (reused, rejected, interrupted ones included);
                     the columns are :meth:`TrialRecord.row` 's keys (plugin metrics as
-                    ``metric.<name>``, decisions as ``decision.<name>``)
+                    ``metric.<name>``, decisions as ``decision.<name>``), then :data:`RANK_COLUMNS`
+                    and, when a candidate has two seeds or more, :data:`CONFIDENCE_COLUMNS`
+                    (filled on the row of the trial that stands for its candidate in the
+                    ranking, see :mod:`archforge.search.ranking`; empty on the others)
 ``trials.json``     the settings, the plugin metrics measured, the compute summary, the ranking
-                    with its notes, and every trial (its row, concrete spec and per-seed results)
+                    with its notes (rows with their 95% intervals and ``separable_from_best``),
+                    the decision effects and their notes (:mod:`archforge.search.effects`), and every trial
+                    (its row, concrete spec and per-seed results)
 ``pareto.png``      accuracy vs parameters and vs latency (:mod:`archforge.search.plots`)
-``placement.png``   mean accuracy per value of each decision
+``placement.png``   mean accuracy per value of each decision, with n (candidates × seeds) per cell
 ``best.yaml``       the best candidate's concrete spec (``archforge build`` builds it)
 ``candidates/``     the concrete specs of the ten best, ``<rank>_<hash>.yaml``
 ``best.pt``         with ``weights=True``: the best candidate retrained, as a checkpoint
@@ -40,7 +45,8 @@ from archforge.errors import SearchError, one_line
 from archforge.files import atomic_output, write_text
 from archforge.search import plots
 from archforge.search.compute import ComputeSummary, compute_summary
-from archforge.search.ranking import RankedRow, Ranking, rank
+from archforge.search.effects import DecisionEffect, decision_effects, effect_notes
+from archforge.search.ranking import RankedRow, Ranking, bounds_text, rank
 from archforge.search.records import (
     PROXY_KEY, RUN_KEY, ProxyPhase, RunMeta, TrialRecord, WorkerStats, first_error, read_study_attr, read_trials, read_worker_stats,
 )
@@ -50,6 +56,10 @@ from archforge.search.settings import OBJECTIVES, SearchSettings
 CHECKED_SPECS = 10
 #: Specs written to ``candidates/``.
 TOP_SPECS = 10
+#: Ranking columns trials.csv always adds (empty on rows that do not stand for a candidate in the ranking).
+RANK_COLUMNS = ("rank", "most_accurate")
+#: Ranking columns trials.csv adds when a candidate has two seeds or more.
+CONFIDENCE_COLUMNS = ("accuracy_low", "accuracy_high", "separable_from_best", "gap_low", "gap_high")
 
 
 @dataclass
@@ -121,9 +131,21 @@ class RunData:
     @property
     def table(self) -> list[dict[str, Any]]:
         """Rows (``RankedRow.model_dump()``: rank, trial, hash, status, pareto, accuracy, accuracy_std, accuracy_low,
-        accuracy_high, n_seeds, params, flops, latency_ms, latency_iqr_ms, latency_noisy, ..., decisions), one per
+        accuracy_high, n_seeds, accuracies, most_accurate, separable_from_best, gap_low, gap_high, params, flops,
+        latency_ms, latency_iqr_ms, latency_noisy, ..., decisions), one per
         evaluated candidate: complete (ranked), then pruned, then failed."""
         return [row.model_dump() for row in self.ranking.rows]
+
+    @cached_property
+    def effects(self) -> list[DecisionEffect]:
+        """Each decision value's effect on mean accuracy against the decision's baseline (:func:`decision_effects`)."""
+        return decision_effects(self.ranking.rows, self.meta.decisions)
+
+    @property
+    def effect_notes(self) -> list[str]:
+        """What to read the effects with: pruning's bias, decisions without an estimate (:func:`effect_notes`)."""
+        pruned = sum(row.status == "pruned" for row in self.ranking.rows)
+        return effect_notes(self.effects, self.meta.decisions, pruned=pruned)
 
     @property
     def notes(self) -> list[str]:
@@ -262,20 +284,29 @@ def _cell(value: Any) -> Any:
 
 def csv_columns(run: RunData) -> list[str]:
     """:meth:`TrialRecord.row` 's keys: its fields, ``metric.<name>`` for every plugin metric and
-    ``decision.<name>`` for every decision of the run."""
+    ``decision.<name>`` for every decision of the run; then the ranking's (:data:`RANK_COLUMNS`, and with seeds
+    :data:`CONFIDENCE_COLUMNS`)."""
     base = list(TrialRecord(number=0, state="FAIL", status="unreadable").row())
     names = list(dict.fromkeys(run.decision_names + sorted({k for r in run.records for k in r.decisions})))
-    return base + [f"metric.{n}" for n in run.metric_names] + [f"decision.{n}" for n in names]
+    return base + [f"metric.{n}" for n in run.metric_names] + [f"decision.{n}" for n in names] + list(_ranking_columns(run))
+
+
+def _ranking_columns(run: RunData) -> tuple[str, ...]:
+    return RANK_COLUMNS + (CONFIDENCE_COLUMNS if any(row.n_seeds >= 2 for row in run.ranking.rows) else ())
 
 
 def write_csv(run: RunData, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     columns = csv_columns(run)
+    extra = _ranking_columns(run)
+    ranked = {row.trial: row for row in run.ranking.rows}
     with atomic_output(path, overwrite=True) as temp, temp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for record in sorted(run.records, key=lambda r: r.number):
             row = record.row()
+            if record.number in ranked:
+                row.update({k: getattr(ranked[record.number], k) for k in extra})
             writer.writerow([_cell(row.get(k)) for k in columns])
     return path
 
@@ -291,6 +322,8 @@ def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
         "best": best.model_dump() if best is not None else None,
         "ranking": run.table,
         "notes": [note.model_dump() for note in run.ranking.notes],
+        "effects": [effect.model_dump(mode="json") for effect in run.effects],
+        "effect_notes": run.effect_notes,
         "trials": [{**r.row(), "spec": r.spec, "seeds": [s.model_dump(mode="json") for s in r.seeds.values()]}
                    for r in sorted(run.records, key=lambda r: r.number)],
     }
@@ -302,6 +335,8 @@ def _accuracy_text(row: RankedRow) -> str:
     text = f"{row.accuracy:.4f}" if row.accuracy is not None else "?"
     if row.accuracy_std is not None and row.n_seeds > 1:
         text += f" ± {row.accuracy_std:.4f} over {row.n_seeds} seeds"
+    if row.interval is not None:
+        text += f", 95% {bounds_text(*row.interval)}"
     return text
 
 

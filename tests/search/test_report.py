@@ -96,9 +96,12 @@ def test_csv_columns_are_the_trial_record_rows(mem_run, tmp_path):
         reader = csv.reader(f)
         header = next(reader)
         rows = list(reader)
-    for record in mem_run.records:
-        assert header == list(record.row())  # every record has every decision here
+    for record in mem_run.records:  # every record has every decision here; then the ranking's columns (one seed: no intervals)
+        assert header == list(record.row()) + ["rank", "most_accurate"]
     assert len(rows) == 5
+    # width 8 (0.90) ranks first and is the most accurate; its reuse (#2) stands for no candidate: empty cells;
+    # the pruned and failed candidates have no rank
+    assert [(line[-2], line[-1]) for line in rows] == [("2", "False"), ("1", "True"), ("", ""), ("", "False"), ("", "False")]
     for line, record in zip(rows, sorted(mem_run.records, key=lambda r: r.number)):
         cells = dict(zip(header, line))
         assert cells["number"] == str(record.number) and cells["status"] == record.status and cells["hash"] == record.hash
@@ -281,7 +284,7 @@ def test_report_files_hold_the_stored_numbers(run_dir, tmp_path):
 
 def test_placement_heat_map_is_the_mean_accuracy_per_decision_value(run_dir):
     run = load_run(run_dir)
-    rows, columns, means, counts = placement_matrix(run.records, run.meta.decisions)
+    rows, columns, means, counts, _ = placement_matrix(run.records, run.meta.decisions)
     assert rows == ["width", "stage.block[0]", "stage.block[1]"]
     assert columns == ["4", "8", "conv", "skip_unit"]
     complete_records = [r for r in run.records if r.status == "complete"]
