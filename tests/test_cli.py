@@ -220,10 +220,16 @@ def test_flags_update_nested_sections_keeping_the_spaces_other_keys(tmp_path):
     got = flag_settings(path, "--max-params", "5e4", "--train", "batch_size=64", "--proxy-keep", "0.5")
     assert got.model_dump() == load_space(expected).settings.model_dump()
     assert flag_settings(path, "--proxy", "none", "--pruner", "none").proxy is None
+    assert flag_settings(path, "--param", "classes=2", "--param", "width=8", "--param", "classes=3").params == {"classes": 3, "width": 8}
+    got = flag_settings(path, "--init", "pytorch", "--lr", "auto")
+    assert (got.train.init, got.train.lr) == ("pytorch", "auto")
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--train", "lr=-1"], "train.lr: Input should be greater than 0"),
+    (["--train", "lr=-1"], "train.lr: input should be greater than 0"),
+    (["--lr", "fast"], "expected a number, got 'fast', or 'auto'"),
+    (["--init", "timm"], "invalid choice: 'timm'"),
+    (["--param", "classes"], "expected KEY=VALUE, got 'classes'"),
     (["--lr", "0.1", "--train", "lr=0.2"], "--lr 0.1 and --train lr=0.2 disagree"),
     (["--proxy-sample", "5"], "add --proxy synflow or naswot"),
     (["--epochs", "100000"], "limits.MAX_EPOCHS = 10,000 (from archforge.search import limits)"),

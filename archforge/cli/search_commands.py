@@ -227,6 +227,11 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
     print_ranking(console, rows, objectives=run.objectives, names=run.decision_names,
                   title=f"{run.name}: {len(run.table)} candidates evaluated", notes=run.notes)
     print_effects(console, run.effects, run.effect_notes, limit=None if top is None else 12)
+    rungs = [row for row in run.rung_agreement if row.tau is not None]
+    if rungs and rungs[0].candidates >= 3 and not any(row["status"] == "pruned" for row in run.table):
+        console.print(f"early epochs against the final ranking ({rungs[0].candidates} candidates, Kendall τ_b; what a pruner's "
+                      "rung at that epoch would see): " + ", ".join(f"epoch {row.epoch} {row.tau:+.2f}" for row in rungs),
+                      markup=False)
     failed = run.failed
     if failed:
         console.print(f"{len(failed)} failed:", markup=False)

@@ -26,7 +26,7 @@ SCALAR_FIELDS = ("dataset", "limit", "val_fraction", "strategy", "budget", "epoc
 RAY_FLAGS = {"address": "address", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial"}
 CONSTRAINT_FIELDS = ("max_params", "min_params", "max_flops", "min_flops")
 #: Shorthand flags of ``--train KEY=VALUE``.
-TRAIN_SHORTHANDS = ("batch_size", "lr", "device")
+TRAIN_SHORTHANDS = ("batch_size", "lr", "init", "device")
 
 
 def add_search_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +55,8 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--evolution", type=section_pair("evolution", EvolutionSettings), action="append", metavar="KEY=VALUE",
                    help="a key of evolution: population or sample (repeatable)")
     g.add_argument("--seed", type=seed_int, help="seed of the samplers")
+    g.add_argument("--param", type=key_value, action="append", metavar="NAME=VALUE",
+                   help="give one of the space's params another value (repeatable), e.g. --param classes=2 for a 2-class dataset")
 
     g = parser.add_argument_group("training")
     g.add_argument("--dataset", help="mnist, digits, a plugin's dataset, an .npz or an image folder")
@@ -65,7 +67,11 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--train", type=section_pair("train", TrainConfig, exclude=("epochs", "seed")), action="append", metavar="KEY=VALUE",
                    help="a key of train: (repeatable), e.g. --train lr=0.01 --train batch_size=64 --train augment=false")
     g.add_argument("--batch-size", type=positive_int, metavar="N", help="the same as --train batch_size=N")
-    g.add_argument("--lr", type=positive_number, help="the same as --train lr=LR")
+    g.add_argument("--lr", type=learning_rate, metavar="LR",
+                   help="the same as --train lr=LR; auto: a learning-rate range test per candidate and seed picks it")
+    g.add_argument("--init", choices=["reference", "pytorch"],
+                   help="the same as --train init=…: initial weights as each block's reference implementation sets them, "
+                        "or torch's layer defaults (default: each candidate spec's own init, reference unless it says otherwise)")
     g.add_argument("--device", help="the same as --train device=DEVICE: cpu, cuda, cuda:1, mps")
 
     g = parser.add_argument_group("where and how")
@@ -105,6 +111,8 @@ def search_overrides(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
             train[name] = value
     if train:
         overrides["train"] = {**settings.train.model_dump(exclude={"epochs", "seed"}), **train}
+    if args.param:
+        overrides["params"] = {**settings.params, **dict(args.param)}  # a name given twice: the last one wins
     ray = {field: getattr(args, flag) for flag, field in RAY_FLAGS.items() if getattr(args, flag) is not None}
     if ray:
         overrides["ray"] = {**settings.ray.model_dump(), **ray}
@@ -139,6 +147,16 @@ def device_list(text: str) -> list[str]:
     if not devices or bad is not None:
         raise argparse.ArgumentTypeError(f"{bad or text!r} is not a list of devices such as cuda:0,cuda:1 or cpu,cpu")
     return devices
+
+
+def learning_rate(text: str) -> float | str:
+    """An argparse ``type=``: a positive number, or ``auto`` (the range test of :mod:`archforge.search.lr_range`)."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return positive_number(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 'auto'") from None
 
 
 def non_negative_number(text: str) -> float:

@@ -149,6 +149,8 @@ def metric_columns(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str])
     for key, header, fmt, always in _METRICS:
         if key in objectives or (always and any(row.get(key) is not None for row in rows)):
             columns.append(Column(header, [_number(row.get(key), fmt) for row in rows], "right"))
+    if len({row.get("lr") for row in rows if row.get("lr") is not None}) > 1:  # found per candidate (lr: auto)
+        columns.append(Column("lr", [_number(row.get("lr"), ".2g") for row in rows], "right"))
     plugin_metrics = dict.fromkeys(name for row in rows for name in (row.get("metrics") or {}))  # first-seen order
     for name in plugin_metrics:
         columns.append(Column(name, [_number((row.get("metrics") or {}).get(name), ".4g") for row in rows], "right"))

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from archforge.search.result import SearchResult
     from archforge.search.settings import Constraints, SearchSettings
     from archforge.search.space import Candidate, Space, candidate_hash, load_space, parse_space
+    from archforge.search.effects import DecisionEffect, decision_effects
+    from archforge.search.fidelity import RungAgreement, rung_agreement
     from archforge.search.training import TrainConfig
 
 #: Where each public name lives; imported on first use, so that importing this package (or
@@ -57,6 +59,8 @@ _HOMES = {
     "Candidate": "archforge.search.space", "Space": "archforge.search.space", "candidate_hash": "archforge.search.space",
     "load_space": "archforge.search.space", "parse_space": "archforge.search.space",
     "TrainConfig": "archforge.search.training",
+    "DecisionEffect": "archforge.search.effects", "decision_effects": "archforge.search.effects",
+    "RungAgreement": "archforge.search.fidelity", "rung_agreement": "archforge.search.fidelity",
 }
 
 
@@ -123,6 +127,7 @@ sys.modules[__name__].__class__ = _SearchPackage
 
 
 __all__ = [
-    "Candidate", "Constraints", "SearchError", "SearchResult", "SearchSettings", "Space", "TrainConfig",
-    "candidate_hash", "describe_space", "join", "load_run", "load_space", "parse_space", "search",
+    "Candidate", "Constraints", "DecisionEffect", "RungAgreement", "SearchError", "SearchResult", "SearchSettings", "Space",
+    "TrainConfig", "candidate_hash", "decision_effects", "describe_space", "join", "load_run", "load_space", "parse_space",
+    "rung_agreement", "search",
 ]

@@ -214,6 +214,8 @@ class Objective:
         for name in ("latency_ms", "latency_iqr_ms", "peak_memory_mb", "train_time_s"):
             values = [getattr(r, name) for r in seeds if getattr(r, name) is not None]
             outcome[name] = statistics.median(values) if values else None
+        rates = [r.lr for r in seeds if r.lr is not None]
+        outcome["lr"] = statistics.median_low(rates) if rates else None  # a rate some seed trained with
         names = dict.fromkeys(name for r in seeds for name in r.metrics)
         per_metric = {name: [r.metrics[name] for r in seeds if r.metrics.get(name) is not None] for name in names}
         outcome["metrics"] = {name: statistics.median(values) if values else None for name, values in per_metric.items()}

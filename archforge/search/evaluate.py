@@ -13,6 +13,11 @@ Training recipe (the usual short-schedule recipe for small image classifiers):
 
 * AdamW (Loshchilov & Hutter 2019); weight decay only on weights of rank >= 2
   (convolution and linear kernels), not on biases and normalisation parameters;
+* peak learning rate ``lr``, or with ``lr: auto`` the rate a learning-rate range test finds for
+  this candidate and seed (:mod:`archforge.search.lr_range`: from the initial weights, a rate
+  growing exponentially over about one epoch, on the batches training will draw; the weights,
+  optimiser and RNG states are restored afterwards, so training is exactly as with that rate
+  given as a number); the rate used is :attr:`EvalResult.lr`, the test's time ``timings["lr_range"]``;
 * learning rate per step: linear warm-up over ``warmup_epochs`` then cosine decay
   (Loshchilov & Hutter 2017) over the configured ``epochs``; stopping early through
   ``on_epoch`` does not rescale the schedule, so a candidate stopped after k epochs
@@ -58,6 +63,7 @@ from archforge.errors import SpecError
 from archforge.graph import Graph
 from archforge.registry import MetricContext, Registry
 from archforge.search.failures import TrialError, describe_failure, format_traceback
+from archforge.search.lr_range import lr_range_test, range_steps
 from archforge.search.measure import Latency, PeakMemory, flops_and_output, measure_latency, training_state_bytes
 from archforge.search.metrics import Metrics, measure_metrics
 from archforge.search.training import AugmentSettings, TrainConfig
@@ -73,8 +79,8 @@ _NOT_MEASURED = Latency(median_ms=math.nan, iqr_ms=math.nan, passes=0)
 @dataclass
 class EvalResult:
     """What a trial measured. ``timings`` (seconds) splits the trial's wall time by phase:
-    ``build``, ``summarize`` (params and FLOPs), ``setup``, ``train``, ``validate``, ``latency``,
-    ``metrics`` (when plugin metrics were measured), ``total``."""
+    ``build``, ``summarize`` (params and FLOPs), ``setup``, ``lr_range`` (with ``lr: auto``), ``train``,
+    ``validate``, ``latency``, ``metrics`` (when plugin metrics were measured), ``total``."""
 
     accuracy: float  # top-1 on the validation split after the last epoch run, 0..1
     epochs: int  # epochs actually run
@@ -88,6 +94,7 @@ class EvalResult:
     latency_iqr_ms: float = math.nan  # interquartile range of the latency's timed runs; nan if skipped
     timings: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # plugin metric name → value on the trained model
+    lr: float = math.nan  # the peak learning rate trained with: train.lr, or the range test's choice with lr: auto
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,6 +231,8 @@ class _Trial:
         self._timed("build", self._guard, self._build)
         params, flops = self._timed("summarize", self._guard, self._summarize)
         self._timed("setup", self._guard, self._setup)
+        if self.config.lr == "auto":
+            self._timed("lr_range", self._guard, self._find_lr)
 
         history: list[float] = []
         stopped = False
@@ -258,6 +267,7 @@ class _Trial:
             accuracy=history[-1], epochs=len(history), history=history, stopped_early=stopped,
             params=params, flops=flops, latency_ms=latency.median_ms, latency_iqr_ms=latency.iqr_ms,
             peak_memory_mb=self.peak_memory_mb, train_time_s=train_time, timings=dict(self.timings), metrics=metrics,
+            lr=self.lr,
         )
 
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -280,8 +290,9 @@ class _Trial:
         output = graph.output_shape
         if output.layout != "vector" or tuple(output.dims()) != (self.data.num_classes,):
             raise TrialError(f"the spec's output shape {list(output.dims())} ({output.layout}) is not a vector of the data's "
-                             f"{self.data.num_classes} classes [{self.data.num_classes}] (dataset '{self.data.name}')", kind="shape")
-        model = build(graph, device=self.device)
+                             f"{self.data.num_classes} classes [{self.data.num_classes}] (dataset '{self.data.name}'); a search space whose "
+                             f"head reads a param takes it as --param, e.g. --param classes={self.data.num_classes}", kind="shape")
+        model = build(graph, device=self.device, init=self.config.init)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -333,15 +344,41 @@ class _Trial:
         groups = [g for g in ({"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
         if not groups:
             raise TrialError("the network has no trainable parameters", kind="spec")
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, **({"fused": True} if self.cuda else {}))
+        # With lr: auto, a placeholder until the range test (_find_lr) sets the rate.
+        self.lr = config.lr if config.lr != "auto" else math.nan
+        self.optimizer = torch.optim.AdamW(groups, lr=1e-3 if config.lr == "auto" else config.lr, **({"fused": True} if self.cuda else {}))
         self.peak_memory_mb = math.nan
         self.model.train()
+
+    def _find_lr(self) -> None:
+        """``lr: auto``: the range test on the batches training will draw (copies of its generators), then restored."""
+        self.phase = "while finding the learning rate (lr: auto)"
+        order = torch.Generator().manual_seed(self.config.seed)  # the same seeds as training's, separate generators
+        augment = augment_config(self.config.augment, self.data.input_shape)
+        batch_augment = (BatchAugment(augment, self.data.mean, self.data.std, device=self.device, seed=self.config.seed + 1)
+                         if augment.enabled else None)
+        perms: list[torch.Tensor] = []
+
+        def step(i: int) -> torch.Tensor:
+            epoch, within = divmod(i, self.steps_per_epoch)
+            while len(perms) <= epoch:  # a training set of under 50 batches is visited more than once
+                perms.append(torch.randperm(len(self.train_y), generator=order).to(self.device))
+            self.step = i + 1
+            return self._train_step(*self._batch(perms[epoch], within, batch_augment), check=False)
+
+        scaler_state = self.scaler.state_dict()
+        found = lr_range_test(self.model, self.optimizer, step, steps=range_steps(self.steps_per_epoch),
+                              rng_devices=[self.device.index if self.device.index is not None else torch.cuda.current_device()]
+                              if self.cuda else [])
+        self.scaler.load_state_dict(scaler_state)
+        self.step = None
+        self.lr = found.lr
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     def _train_epoch(self, epoch: int) -> None:
-        model, optimizer, config = self.model, self.optimizer, self.config
+        model, optimizer = self.model, self.optimizer
         model.train()
         perm = torch.randperm(len(self.train_y), generator=self.order).to(self.device, non_blocking=True)
         check_every = 1 if not self.cuda else 16
@@ -349,35 +386,39 @@ class _Trial:
         for step in range(self.steps_per_epoch):
             self.step = step + 1
             self.phase = f"at epoch {epoch} step {step + 1}"
-            lr = lr_at(self.global_step, self.total_steps, self.warmup_steps, config.lr)
+            lr = lr_at(self.global_step, self.total_steps, self.warmup_steps, self.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if self.global_step == 0:  # the first step is the one whose memory is measured
                 state = training_state_bytes(model, optimizer)
                 with PeakMemory(self.device) as peak:
-                    loss = self._train_step(perm, step, check=True)
+                    loss = self._train_step(*self._batch(perm, step, self.augment), check=True)
                 self.peak_memory_mb = (state + peak.bytes) / 1e6 if peak.bytes is not None else math.nan
             else:
-                loss = self._train_step(perm, step, check=not self.cuda)
+                loss = self._train_step(*self._batch(perm, step, self.augment), check=not self.cuda)
             self.global_step += 1
             if losses is not None:
                 losses[step] = loss
                 if (step + 1) % check_every == 0 or step + 1 == self.steps_per_epoch:
                     self._check_losses(losses, step + 1, epoch)
 
-    def _train_step(self, perm: torch.Tensor, step: int, *, check: bool) -> torch.Tensor:
+    def _batch(self, perm: torch.Tensor, step: int, augment: BatchAugment | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``step``-th batch of an epoch's order ``perm``, augmented."""
         index = perm[step * self.batch:(step + 1) * self.batch]
         x = self.train_x.index_select(0, index)
         y = self.train_y.index_select(0, index)
-        if self.augment is not None:
-            x = self.augment(x)
+        if augment is not None:
+            x = augment(x)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, *, check: bool) -> torch.Tensor:
         with self._autocast():
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         if check and not torch.isfinite(loss):
-            self._raise_nan(float(loss.detach()), self.epoch, step + 1)
+            self._raise_nan(float(loss.detach()), self.epoch, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # the scaler does nothing unless fp16 autocast is on
         self.scaler.step(self.optimizer)
@@ -393,7 +434,8 @@ class _Trial:
 
     def _raise_nan(self, value: float, epoch: int | None, step: int) -> None:
         what = "NaN" if math.isnan(value) else "infinite"
-        raise TrialError(f"the training loss became {what} at epoch {epoch} step {step} (lr {self.config.lr:g}, "
+        found = " found by the range test" if self.config.lr == "auto" else ""
+        raise TrialError(f"the training loss became {what} at epoch {epoch} step {step} (lr {self.lr:g}{found}, "
                          f"batch {self.batch})", kind="nan", epoch=epoch, step=step)
 
     def _validate(self) -> float:

@@ -122,7 +122,7 @@ def warm_up(space: Space, data: Any) -> None:
 def _parse_space(plan: RunPlan) -> Space:
     from archforge.search.space import parse_space
 
-    return parse_space(plan.space_text, plan.space_file)
+    return parse_space(plan.space_text, plan.space_file).with_params(plan.settings.params)
 
 
 

@@ -93,6 +93,7 @@ class RankedRow(BaseModel):
     latency_noisy: bool = Field(False, description="latency_iqr_ms / latency_ms > NOISY_IQR_FRACTION.")
     peak_memory_mb: float | None = None
     train_time_s: float | None = None
+    lr: float | None = Field(None, description="Peak learning rate trained with (with lr: auto, the range test's; median over seeds).")
     metrics: dict[str, float | None] = Field(default_factory=dict, description="Plugin metrics by name.")
     epochs_run: int = 0
     epochs_full: int = 0
@@ -380,7 +381,7 @@ def _row(record: TrialRecord, reuses: int, pareto: bool) -> RankedRow:
         accuracy_low=bounds[0] if bounds else None, accuracy_high=bounds[1] if bounds else None,
         params=record.params, flops=record.flops, latency_ms=record.latency_ms, latency_iqr_ms=record.latency_iqr_ms,
         latency_noisy=latency_noisy(record.latency_ms, record.latency_iqr_ms), peak_memory_mb=record.peak_memory_mb,
-        train_time_s=record.train_time_s, metrics=dict(record.metrics), epochs_run=record.epochs_run, epochs_full=record.epochs_full, reuses=reuses,
+        train_time_s=record.train_time_s, lr=record.lr, metrics=dict(record.metrics), epochs_run=record.epochs_run, epochs_full=record.epochs_full, reuses=reuses,
         parent=record.parent, mutated=record.mutated, proxy_score=record.proxy_score, error=record.error,
         decisions=dict(record.decisions), accuracies=accuracies,
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import statistics
 import weakref
 from typing import Annotated, Any, Literal
 
@@ -144,6 +145,7 @@ class SeedResult(Costs):
     eval_time_s: Metric = None
     timings: dict[str, Metric] = Field(default_factory=dict)
     error: Text | None = None
+    lr: Metric = Field(None, description="Peak learning rate trained with: train.lr, or the range test's with lr: auto.")
 
 
 class Outcome(Costs):
@@ -160,6 +162,7 @@ class Outcome(Costs):
     driver_time_s: Metric = None
     eval_time_s: Metric = None
     trial: int | None = Field(None, description="The trial that found it (a retry inherits its failed trial's copy).")
+    lr: Metric = Field(None, description="Median (the lower middle one) over the seeds of the peak learning rate trained with.")
 
     def belongs_to(self, number: int) -> bool:
         """Whether trial ``number`` found this outcome, not a trial it retries (one stored before outcomes named their trial: yes)."""
@@ -337,6 +340,7 @@ class TrialRecord(BaseModel):
     latency_iqr_ms: float | None = None
     peak_memory_mb: float | None = None
     train_time_s: float | None = None
+    lr: float | None = Field(None, description="Peak learning rate trained with (with lr: auto, found per seed): median over seeds.")
     metrics: dict[str, float | None] = Field(default_factory=dict, description="Plugin metrics by name.")
     epochs_run: int = 0
     epochs_full: int = 0
@@ -386,6 +390,9 @@ class TrialRecord(BaseModel):
         results = outcome.model_dump(exclude={"status"}) if outcome is not None else {}
         if outcome is None:
             results["epochs_run"] = sum(s.epochs_run for s in seeds.values())
+        if results.get("lr") is None:  # an outcome stored without it: the median of the seeds this trial holds
+            lrs = [s.lr for s in seeds.values() if s.lr is not None]
+            results["lr"] = statistics.median_low(lrs) if lrs else None
         values = [float(v) for v in trial.values] if trial.values is not None else None
         return cls(
             **base, **results, status=status, values=values, seeds=seeds, worker=parsed.get("worker"), progress=parsed.get("progress"),

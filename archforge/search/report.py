@@ -32,6 +32,7 @@ does not validate; study attributes archforge cannot have written are a one-line
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from archforge.files import atomic_output, write_text
 from archforge.search import plots
 from archforge.search.compute import ComputeSummary, compute_summary
 from archforge.search.effects import DecisionEffect, decision_effects, effect_notes
+from archforge.search.fidelity import RungAgreement, rung_agreement
 from archforge.search.ranking import RankedRow, Ranking, bounds_text, rank
 from archforge.search.records import (
     PROXY_KEY, RUN_KEY, ProxyPhase, RunMeta, TrialRecord, WorkerStats, first_error, read_study_attr, read_trials, read_worker_stats,
@@ -146,6 +148,11 @@ class RunData:
         """What to read the effects with: pruning's bias, decisions without an estimate (:func:`effect_notes`)."""
         pruned = sum(row.status == "pruned" for row in self.ranking.rows)
         return effect_notes(self.effects, self.meta.decisions, pruned=pruned)
+
+    @cached_property
+    def rung_agreement(self) -> list[RungAgreement]:
+        """How far each early epoch's ranking agrees with the final one (:func:`~archforge.search.fidelity.rung_agreement`)."""
+        return rung_agreement(self.records)
 
     @property
     def notes(self) -> list[str]:
@@ -324,6 +331,7 @@ def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
         "notes": [note.model_dump() for note in run.ranking.notes],
         "effects": [effect.model_dump(mode="json") for effect in run.effects],
         "effect_notes": run.effect_notes,
+        "rung_agreement": [dataclasses.asdict(row) for row in run.rung_agreement],
         "trials": [{**r.row(), "spec": r.spec, "seeds": [s.model_dump(mode="json") for s in r.seeds.values()]}
                    for r in sorted(run.records, key=lambda r: r.number)],
     }

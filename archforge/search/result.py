@@ -43,6 +43,16 @@ class SearchResult:
         return list(getattr(self.run, "notes", []))
 
     @property
+    def effects(self) -> list[Any]:
+        """Each decision value's effect on accuracy, with its 95% interval (:func:`~archforge.search.effects.decision_effects`)."""
+        return self.run.effects
+
+    @property
+    def rung_agreement(self) -> list[Any]:
+        """How far each early epoch's ranking agrees with the final one (:func:`~archforge.search.fidelity.rung_agreement`)."""
+        return self.run.rung_agreement
+
+    @property
     def best(self) -> dict[str, Any] | None:
         return self.run.best
 

@@ -56,6 +56,7 @@ def search(space: Space | str | os.PathLike[str], *, dataset: Any = None, storag
     if isinstance(dataset, str):
         overrides["dataset"], dataset = dataset, None
     settings = space.settings.merged(**overrides)
+    space = space.with_params(settings.params)
     where = storage if storage is not None else settings.storage
     # Every check before the store is touched: a command that fails them leaves nothing behind.
     prepared = prepare(space, settings, dataset=dataset, evaluator=evaluator, persistent=not in_memory(where))

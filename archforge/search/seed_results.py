@@ -41,13 +41,14 @@ def seed_result(seed: int, result: Any, history: list[float | None], *, epochs: 
     stopped_early = read.flag("stopped_early")
     params, flops = read.count("params"), read.count("flops")
     costs = {name: read.real(name, read.field(name)) for name in ("latency_ms", "latency_iqr_ms", "peak_memory_mb", "train_time_s")}
+    lr = read.real("lr", read.field("lr"))  # left out (None) when the evaluator gives none, or not a finite number
     timings = read.timings()
     pruned = pruned and epochs_run < epochs
     error = read.problems[0] if read.problems else None
     return SeedResult(
         seed=seed, status="failed" if error else "pruned" if pruned else "ok", error=error, accuracy=accuracy,
         epochs_run=epochs_run, history=[finite(a) for a in history], stopped_early=stopped_early or pruned,
-        params=params, flops=flops, **costs, eval_time_s=round(eval_s, 4), metrics=values, timings=timings,
+        params=params, flops=flops, **costs, eval_time_s=round(eval_s, 4), metrics=values, timings=timings, lr=lr,
     )
 
 

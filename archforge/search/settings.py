@@ -226,6 +226,10 @@ class SearchSettings(Strict):
     pruner: Pruner = None
     proxy: ProxySettings | None = None
     evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
+    params: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Any] = Field(
+        default_factory=dict, description=(
+            "Values for some of the space's params, replacing those it writes (classes: 2 to search a 10-class space on a "
+            "2-class dataset); mostly given as --param NAME=VALUE."))
     train: TrainConfig = Field(default_factory=TrainConfig, description="How each candidate is trained (batch_size, lr, ...).")
     workers: Annotated[int, at_most("MAX_WORKERS")] = Field(1, gt=0, description="Worker processes sharing the study.")
     executor: Literal["local", "ray"] = Field("local", description="Where workers run: local processes, or Ray tasks.")

@@ -24,6 +24,7 @@ each is read and checked before the work it bounds, and its error says which bou
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from archforge.errors import SpecError
+from archforge.errors import SpecError, did_you_mean
 from archforge.search import limits
 from archforge.search.choices import canonical_json, is_choice_point, read_choice_point, value_label
 from archforge.search.decision import Decision
@@ -177,6 +178,31 @@ class Space:
             if total > limits.MAX_ASSIGNMENTS:
                 raise SpecError(f"the space has more than {limits.bound_text('MAX_ASSIGNMENTS')} decision assignments "
                                 f"(at decision '{d.name}'): share decisions through labels, or raise the bound", d.locations[0])
+
+    def with_params(self, values: Mapping[str, Any]) -> "Space":
+        """This space with some of its top-level ``params`` given other values (``search.params``, ``--param``).
+
+        The space is read again with those values, so that everything that depends on them
+        (a per-copy ``repeat: $depth``, shapes, the first candidate's check) follows; errors
+        point at the param's line. Only a param the space declares can be set, not one that is
+        a decision, and not to a choice point. The fingerprint stays that of the text: the
+        values are search settings, stored with the run.
+        """
+        if not values:
+            return self
+        data = self.document.data
+        declared = data.get("params") if isinstance(data.get("params"), dict) else {}
+        for name, value in values.items():
+            where = self.document.locate(("params", name) if name in declared else ("params",))
+            if name not in declared:
+                known = f"; its params are {', '.join(map(str, declared))}" if declared else "; it declares none"
+                raise SpecError(f"params.{name}: the space has no param '{name}' to set{did_you_mean(str(name), declared)}{known}", where)
+            if isinstance(declared[name], dict) and is_choice_point(declared[name]):
+                raise SpecError(f"params.{name} is a decision of the space (a choice point): it cannot be set to one value", where)
+            if isinstance(value, dict) and is_choice_point(value):
+                raise SpecError(f"params.{name}: a value given to a param is one value, not a choice point", where)
+        document = dataclasses.replace(self.document, data={**data, "params": {**declared, **copy.deepcopy(dict(values))}})
+        return Space(document, self.text)
 
     def _check_structure(self) -> None:
         """Validate the spec structure once, with the first value of every decision."""

@@ -122,7 +122,9 @@ def _changes(old: RunMeta, new: RunMeta) -> str:
             diffs.append(f"{key} {a} → {b}")
     old_train, new_train = old.settings.get("train") or {}, new.settings.get("train") or {}
     for key, value in new_train.items():
-        if key not in NEUTRAL_FIELDS and old_train.get(key) != value:
+        if key not in NEUTRAL_FIELDS and key not in old_train:  # a setting this archforge has and the run's had not
+            diffs.append(f"train.{key} (a setting the run predates) → {value}")
+        elif key not in NEUTRAL_FIELDS and old_train.get(key) != value:
             diffs.append(f"train.{key} {old_train.get(key)} → {value}")
     return ", ".join(diffs) or "training settings differ"
 

@@ -12,10 +12,11 @@ Within a search, ``epochs`` and ``seed`` come from the ``search:`` section itsel
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from archforge.search import limits
 
@@ -47,6 +48,25 @@ def at_most(bound: str) -> AfterValidator:
 Number = Annotated[float, BeforeValidator(_exponent_float)]
 
 
+def _learning_rate(value: Any) -> float | str:
+    # One check and one message for both forms (a union would report each branch's failure).
+    value = _exponent_float(value)
+    if value == "auto":
+        return value
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError("input should be a valid number, or 'auto'")
+    if not math.isfinite(value):
+        raise ValueError("input should be a finite number")
+    if value <= 0:
+        raise ValueError("input should be greater than 0")
+    return float(value)
+
+
+#: ``train.lr``: a positive finite number, or ``auto`` (a range test per candidate, archforge.search.lr_range).
+LearningRate = Annotated[float | Literal["auto"], PlainValidator(_learning_rate),
+                         WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "auto"}]})]
+
+
 class Strict(BaseModel):
     """Base of the search settings: a YAML boolean is not an integer, a quoted '4' is not a number, no NaN."""
 
@@ -65,12 +85,17 @@ class TrainConfig(Strict):
 
     epochs: Annotated[int, at_most("MAX_EPOCHS")] = Field(3, gt=0, description="Training epochs (a search sets it from search.epochs).")
     batch_size: Annotated[int, at_most("MAX_BATCH")] = Field(128, gt=0)
-    lr: Number = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
+    lr: LearningRate = Field(2e-3, description=(
+        "Peak learning rate of AdamW, or auto: a learning-rate range test per candidate and seed picks it "
+        "(archforge.search.lr_range; the rate found is stored with each seed's result)."))
     weight_decay: Number = Field(0.05, ge=0)
     warmup_epochs: Number = Field(0.5, ge=0, description="Linear warm-up, in epochs (fractions allowed).")
     label_smoothing: Number = Field(0.1, ge=0, lt=1)
     augment: bool | AugmentSettings = Field(True, description="true: shifts of 1/8 of the image side; false: none; or a mapping.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the weights, data order and augmentation (a search sets it per seed).")
+    init: Literal["reference", "pytorch"] | None = Field(None, description=(
+        "Initial weights: reference (as each block's reference implementation initialises it), pytorch (torch's layer "
+        "defaults), or none: each candidate spec's own init key (reference unless the space says otherwise)."))
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="cpu, cuda, cuda:1, mps")
     amp: bool = Field(True, description="bf16 autocast on CUDA (fp16 with loss scaling on GPUs without bf16); ignored on the CPU.")
     channels_last: bool | Literal["auto"] = Field("auto", description=(

@@ -58,7 +58,7 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
         found = load_run_study(storage, study)
         meta = _run_meta(found, where)
         settings = _settings(meta, where)
-        space = parse_space(meta.space, meta.space_file)
+        space = parse_space(meta.space, meta.space_file).with_params(settings.params)
         if space.fingerprint != meta.space_fingerprint:
             raise SearchError(f"{where}: this archforge reads the run's space otherwise than the one that started it "
                               "(another version of archforge or of a plugin): install the same versions on every worker")

@@ -53,7 +53,7 @@ def trained(tiny, digits):
 
 
 def test_learns_digits_well_above_chance(trained):
-    assert isinstance(trained, EvalResult)
+    assert isinstance(trained, EvalResult) and trained.lr == FAST["lr"] and "lr_range" not in trained.timings
     assert trained.accuracy > 0.5 and trained.epochs == 2 and not trained.stopped_early
     assert len(trained.history) == 2 and trained.accuracy == trained.history[-1]
     assert trained.train_time_s > 0 and trained.timings["train"] == trained.train_time_s
@@ -242,3 +242,24 @@ def test_train_model_returns_the_module_it_measured(tiny, small):
     assert result.accuracy == int((predicted == small.val_y).sum()) / len(small.val_y)
     again = evaluate(tiny, small, config)
     assert again.history == result.history and again.params == result.params == sum(p.numel() for p in model.parameters())
+
+
+def test_lr_auto_trains_exactly_as_the_rate_it_found_given_as_a_number(tiny, small):
+    """The range test leaves weights, optimiser, data order, augmentation and RNGs as they were."""
+    from archforge.search.lr_range import BOUNDS
+
+    quick = {**FAST, "latency_repeats": 0}
+    del quick["lr"]
+    model_auto, auto = train_model(tiny, small, TrainConfig(**quick, lr="auto"))
+    assert BOUNDS[0] <= auto.lr <= BOUNDS[1] and auto.lr != FAST["lr"]
+    assert auto.timings["lr_range"] > 0 and auto.timings["total"] >= auto.timings["lr_range"] + auto.timings["train"]
+    model_fixed, fixed = train_model(tiny, small, TrainConfig(**quick, lr=auto.lr))
+    assert fixed.history == auto.history and fixed.lr == auto.lr and fixed.peak_memory_mb == auto.peak_memory_mb
+    weights = model_fixed.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in model_auto.state_dict().items())
+    assert evaluate(tiny, small, TrainConfig(**quick, lr="auto")).lr == auto.lr  # deterministic for a seed
+
+
+def test_lr_auto_names_the_rate_it_found_when_training_diverges(small, faulty_registry):
+    with pytest.raises(TrialError, match=r"loss became NaN at epoch 1 step 1 \(lr 0\.0001 found by the range test"):
+        evaluate(with_block("make_nan"), small, TrainConfig(**{**FAST, "lr": "auto"}), registry=faulty_registry)

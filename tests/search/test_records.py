@@ -28,7 +28,7 @@ WORKER = WorkerAttr(host="node-1", pid=4321, index=2)
 PROGRESS = ProgressAttr(done=3, total=6)
 SEED = SeedResult(seed=1, status="ok", accuracy=0.75, epochs_run=3, history=[0.5, None, 0.75], stopped_early=True, params=100,
                   flops=2000, latency_ms=1.5, latency_iqr_ms=0.125, peak_memory_mb=12.0, train_time_s=3.0, eval_time_s=3.5,
-                  timings={"forward": 0.25, "backward": None}, error=None)
+                  timings={"forward": 0.25, "backward": None}, error=None, lr=0.004)
 OUTCOME = Outcome(status="complete", accuracy=0.75, accuracy_std=0.05, accuracies=[0.7, 0.8], params=100, flops=2000,
                   latency_ms=1.5, latency_iqr_ms=0.125, peak_memory_mb=12.0, train_time_s=3.0, epochs_run=6, epochs_full=6,
                   driver_time_s=0.5, eval_time_s=6.0)
@@ -137,7 +137,7 @@ def test_row_has_the_csv_columns_and_no_detail():
     expected = {
         "number", "state", "status", "hash", "config", "accuracy", "accuracy_std", "accuracies", "params", "flops", "latency_ms",
         "latency_iqr_ms", "peak_memory_mb", "train_time_s", "epochs_run", "epochs_full", "error", "duplicate_of", "retry_of",
-        "parent", "mutated", "proxy_score", "driver_time_s", "eval_time_s", "started", "finished",
+        "parent", "mutated", "proxy_score", "driver_time_s", "eval_time_s", "started", "finished", "lr",
         "decision.width", "decision.block", "decision.pair",
     }
     assert set(row) == expected
@@ -450,3 +450,38 @@ def test_a_result_seed_result_cannot_read_fails_the_seed_and_an_exception_whose_
     errors = {r.decisions["width"]: r.error for r in result.trials}
     assert errors == {4: "the evaluator's result cannot be read: OverflowError: int too large to convert to float",
                       8: "the evaluator's result cannot be read: OverflowError: int too large to convert to float", 16: "Unprintable"}
+
+
+def test_the_learning_rate_is_the_outcomes_else_the_median_of_the_seeds():
+    study = _study("memory", None)
+    trial = study.ask()
+    records.write(trial, CANDIDATE)
+    for seed, lr in enumerate([0.004, 0.001, 0.002]):
+        records.write(trial, SeedResult(seed=seed, status="ok", accuracy=0.5, epochs_run=1, lr=lr))
+    records.write(trial, SeedResult(seed=3, status="failed", error="no rate"))
+    records.write(trial, OUTCOME)  # stored without a rate (by a driver that does not aggregate it)
+    study.tell(trial, 0.75)
+    assert TrialRecord.of(study.trials[-1]).lr == 0.002
+    trial = study.ask()
+    records.write(trial, CANDIDATE)
+    records.write(trial, OUTCOME.model_copy(update={"lr": 0.003}))  # a reuse: no seeds of its own
+    study.tell(trial, 0.75)
+    assert TrialRecord.of(study.trials[-1]).lr == 0.003
+    from archforge.search.seed_results import seed_result
+
+    assert seed_result(0, {"accuracy": 0.5, "lr": 0.01}, [0.5], epochs=1, pruned=False, eval_s=0.0).lr == 0.01
+    assert seed_result(0, {"accuracy": 0.5, "lr": float("nan")}, [0.5], epochs=1, pruned=False, eval_s=0.0).lr is None
+
+
+def test_a_search_with_lr_auto_stores_the_rate_found_per_seed():
+    from archforge.search import parse_space, search
+    from archforge.search.lr_range import BOUNDS
+
+    result = search(parse_space(SPACE.replace("[4, 8, 16]", "[4, 8]")), dataset="digits", limit=300, storage="memory",
+                    progress=False, epochs=1, seeds=2, train={"lr": "auto", "latency_repeats": 0, "batch_size": 64, "threads": 1})
+    assert [r.status for r in result.trials] == ["complete", "complete"]
+    for record in result.trials:
+        lrs = [record.seeds[s].lr for s in (0, 1)]
+        assert all(BOUNDS[0] <= lr <= BOUNDS[1] for lr in lrs)
+        assert record.lr == pytest.approx(sum(lrs) / 2)  # the median of two
+        assert record.seeds[0].timings["lr_range"] > 0
