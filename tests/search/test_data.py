@@ -241,3 +241,71 @@ def test_augmentation_is_a_batched_shift_with_black_padding():
     flipped = BatchAugment(AugmentConfig(crop_padding=0, hflip=True), mean, std, seed=0)(x.repeat(16, 1, 1, 1))
     mirrored = [torch.equal(f, x[i % 2].flip(2)) for i, f in enumerate(flipped)]
     assert 0 < sum(mirrored) < 32
+
+
+# --- Known-answer tasks (archforge.data.known_answer) ---
+
+from archforge.data import known_answer  # noqa: E402
+
+
+def test_known_answer_tasks_are_registered_mnist_shaped_balanced_and_deterministic():
+    registry = load_registry([("archforge-data", archforge.data.sources)], entry_points=False)
+    assert {"local_texture", "long_range"} <= set(registry.datasets)
+    for name, classes in (("local_texture", 3), ("long_range", 2)):
+        data = registry.datasets[name][0].load()
+        assert data.images.shape == (5000, 1, 28, 28) and data.images.dtype == torch.float32
+        assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+        counts = torch.bincount(data.labels).tolist()
+        assert len(counts) == classes and sum(counts) == 5000 and max(counts) - min(counts) <= 1
+        split = load_dataset(name, limit=400, seed=1)
+        assert split.input_shape == (1, 28, 28) and split.num_classes == classes
+    first, second = known_answer.make_local_texture(200), known_answer.make_local_texture(200)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    images = first[0]
+    assert not np.array_equal(images, known_answer.make_local_texture(200, seed=1)[0])
+    first, second = known_answer.make_long_range(200), known_answer.make_long_range(200)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def _junction_class(motif: np.ndarray) -> int:
+    """0 plus, 1 tee, 2 ell: how many of the two strokes end (rather than cross) where they meet."""
+    row = int(motif.all(axis=1).argmax())     # the horizontal stroke: a fully lit row
+    col = int(motif.all(axis=0).argmax())     # the vertical stroke: a fully lit column
+    return int(row in (0, 4)) + int(col in (0, 4))
+
+
+def test_local_texture_is_tiled_by_motifs_of_its_class_with_equal_ink(monkeypatch):
+    monkeypatch.setattr(known_answer, "TEXTURE_NOISE", 0.0)
+    images, labels, corners = known_answer.make_local_texture(300)
+    assert known_answer.TEXTURE_CLASSES == ["plus", "tee", "ell"]
+    for i in range(300):
+        for cell, (r, c) in enumerate(corners[i]):
+            origin = np.array(divmod(cell, 4)) * 7
+            assert ((corners[i, cell] - origin) >= 0).all() and ((corners[i, cell] - origin) <= 2).all()
+            motif = images[i, r:r + 5, c:c + 5] > 0
+            assert motif.sum() == 9 and _junction_class(motif) == labels[i]  # same ink in every class
+            # one horizontal and one vertical 5-pixel stroke in every class: the label is in how they
+            # meet, not in which orientations are there
+            assert (motif[:, :-1] & motif[:, 1:]).sum() == (motif[:-1, :] & motif[1:, :]).sum() == 4
+        assert (images[i] > 0).sum() == 16 * 9  # nothing but the 16 motifs
+
+
+def test_long_range_marks_are_far_apart_and_the_label_says_whether_they_match():
+    images, labels, corners = known_answer.make_long_range(1000)
+    glyphs = known_answer.GLYPHS.astype(bool)
+
+    def glyph_at(image: np.ndarray, row: int, col: int) -> int:
+        patch = image[row:row + 5, col:col + 5]
+        # a mark's pixels all hold one brightness of 0.6 or more; noise and specks do not repeat a value
+        matches = [k for k, g in enumerate(glyphs) if np.ptp(patch[g]) == 0 and patch[g][0] >= 0.6]
+        assert len(matches) == 1, (row, col, matches)
+        return matches[0]
+
+    found = np.array([[glyph_at(images[i], *corners[i, side]) for side in (0, 1)] for i in range(len(images))])
+    assert np.array_equal(labels, (found[:, 0] == found[:, 1]).astype(np.int64))
+    assert abs(labels.mean() - 0.5) < 0.01
+    for side in (0, 1):  # every glyph equally common on each side, so a single mark says nothing about the label
+        assert np.bincount(found[:, side], minlength=2).min() > 450
+    centre_gap = corners[:, 1, 1] - corners[:, 0, 1]  # columns between the marks' centres (same glyph size)
+    assert centre_gap.min() >= known_answer.MIN_MARK_DISTANCE == 15
+    assert (corners[:, 1, 1] - (corners[:, 0, 1] + 4)).min() >= 11  # 10 columns or more between the marks' nearest pixels
