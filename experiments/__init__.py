@@ -1,0 +1,1 @@
+"""The article's experiments, one script each (``python experiments/NAME.py``); see docs/experiments.md."""
