@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from archforge.cli.common import (
-    SPACE_HELP, command_help, defer_arguments, fail, int_range, non_negative_int, quiet_optuna, seed_int, stderr_console,
+    SPACE_HELP, command_help, defer_arguments, fail, int_range, key_value, non_negative_int, quiet_optuna, seed_int, stderr_console,
     stdout_console, usage_error,
 )
 from archforge.cli.search_flags import add_search_flags, search_overrides
@@ -40,13 +40,16 @@ def cmd_space(args: argparse.Namespace) -> int:
     from archforge.search.space import load_space
 
     space = load_space(args.spec)
-    check_run(space, space.settings)
+    overrides = {"dataset": args.dataset, "params": dict(args.param) if args.param else None}
+    settings = space.settings.merged(**overrides)
+    space = space.with_params(settings.params)
+    check_run(space, settings)
     info = space_overview(space, samples=args.samples, check=args.check, seed=args.seed)
     if args.json:
         json.dump(info, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        _print_space(space, info)
+        _print_space(space, info, settings)
     if info["checked"] and not info["valid"]:
         return fail(f"none of the {info['checked']} checked candidates of '{space.name}' can be trained: "
                     f"{_refusal_counts(info)}; a search would train nothing")
@@ -57,7 +60,7 @@ def _refusal_counts(info: dict[str, Any]) -> str:
     return f"{info['do_not_fit']} do not fit, {info['rejected_by_constraint']} rejected by constraint"
 
 
-def _print_space(space: Any, info: dict[str, Any]) -> None:
+def _print_space(space: Any, info: dict[str, Any], settings: Any) -> None:
     from rich.table import Table
 
     from archforge.spec import Spec
@@ -73,7 +76,7 @@ def _print_space(space: Any, info: dict[str, Any]) -> None:
             where += f" (copy {d.copy_of[1]} of {d.copy_of[0]})"
         table.add_row(d.name, d.describe(), str(d.size) if d.size is not None else "∞", where)
     console.print(table)
-    console.print(_settings_text(space.settings), markup=False)
+    console.print(_settings_text(settings), markup=False)
     bounds = _bounds_text(info["constraints"])
     console.print(f"checked {info['checked']} candidate(s) ({bounds}): {info['valid']} valid, {_refusal_counts(info)}", markup=False)
     for problem in info["problems"][:SHOWN_PROBLEMS]:
@@ -275,6 +278,9 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("--check", type=int_range(0, MAX_CHECK), default=32, metavar="N",
                    help="candidates to check against shapes and constraints (default 32)")
     s.add_argument("--seed", type=seed_int, default=0, help="seed of the sampling")
+    s.add_argument("--dataset", help="check against this dataset instead of the space's (as archforge search --dataset)")
+    s.add_argument("--param", type=key_value, action="append", metavar="NAME=VALUE",
+                   help="give one of the space's params another value (repeatable), as archforge search --param")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_space)
 

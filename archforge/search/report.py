@@ -165,13 +165,21 @@ class RunData:
 
     @property
     def best_spec(self) -> Any:
-        """The best candidate's concrete :class:`~archforge.Spec`."""
-        from archforge.spec import Spec
-
+        """The best candidate's concrete :class:`~archforge.Spec` (:meth:`trained_spec`)."""
         best = self.ranking.best
         if best is None:
             raise SearchError(f"run '{self.name}' has no completed trial yet")
-        return Spec.from_dict(self.record(best.trial).spec, file=f"<candidate {best.hash}>")
+        return self.trained_spec(best.trial)
+
+    def trained_spec(self, number: int) -> Any:
+        """The concrete spec trial ``number`` trained, with the run's ``train.init`` written in when it set one,
+        so that ``archforge build`` starts it as the search did."""
+        from archforge.spec import Spec
+
+        record = self.record(number)
+        spec = Spec.from_dict(record.spec, file=f"<candidate {record.hash}>")
+        init = self.settings.train.init
+        return spec if init is None else Spec.from_dict({**spec.to_dict(), "init": init}, file=spec.file)
 
     @property
     def pareto(self) -> list[dict[str, Any]]:
@@ -358,22 +366,27 @@ def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
         f"# Best candidate of search run '{run.name}' ({run.meta.space_file}): {best.hash}, trial #{best.trial}",
         f"# validation accuracy {_accuracy_text(best)} on {run.meta.dataset} after {run.settings.epochs} epoch(s){params}",
         "# decisions: " + ", ".join(f"{k}={plots.value_text(v, 40)}" for k, v in best.decisions.items()),
+        f"# trained with lr {_lr_text(run, best)}, init {run.settings.train.init or 'as the spec says'}",
     ]
     if best.metrics:
         header.insert(2, "# plugin metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in best.metrics.items() if v is not None))
     return write_text(path, "\n".join(_comment(line) for line in header) + "\n" + run.best_spec.to_yaml(), overwrite=True)
 
 
+def _lr_text(run: RunData, row: RankedRow) -> str:
+    if run.settings.train.lr != "auto":
+        return f"{run.settings.train.lr:g}"
+    return f"{row.lr:.3g} (found by the range test, lr: auto)" if row.lr is not None else "auto"
+
+
 def write_top_specs(run: RunData, folder: str | os.PathLike[str], top: int = TOP_SPECS) -> Path:
     """The concrete specs of the ``top`` ranked candidates as ``<rank>_<hash>.yaml`` (each builds with archforge build)."""
-    from archforge.spec import Spec
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.yaml"):
         old.unlink()
     for row in run.ranking.ranked[:top]:
-        text = Spec.from_dict(run.record(row.trial).spec, file=f"<candidate {row.hash}>").to_yaml()
+        text = run.trained_spec(row.trial).to_yaml()
         comment = _comment(f"# rank {row.rank} of run '{run.name}', trial #{row.trial}, accuracy {_accuracy_text(row)}")
         write_text(folder / f"{row.rank:02d}_{row.hash}.yaml", comment + "\n" + text, overwrite=True)
     return folder

@@ -356,6 +356,8 @@ class SearchSettings(Strict):
         data = dict(data)
         if isinstance(data.get("train"), Mapping):
             data["train"] = {k: v for k, v in data["train"].items() if k not in ("epochs", "seed")}
+            # A run stored before init was a setting trained every candidate with torch's defaults.
+            data["train"].setdefault("init", "pytorch")
         if data.get("strategy") not in STRATEGIES:
             data.pop("strategy", None)
         if isinstance(data.get("pruner"), str) and data["pruner"] not in PRUNERS:
@@ -366,8 +368,8 @@ class SearchSettings(Strict):
     def merged(self, **overrides: Any) -> "SearchSettings":
         """These settings with every override that is not ``None`` applied, checked like the YAML section.
 
-        Nested sections (``train``, ``constraints``, ``evolution``, ``proxy``, ``pruner``) given as
-        mappings update the fields they name and keep the others: ``merged(train={"lr": 1e-3})``.
+        Nested sections (``train``, ``constraints``, ``evolution``, ``proxy``, ``pruner``) and ``params``
+        given as mappings update the fields they name and keep the others: ``merged(train={"lr": 1e-3})``.
         Raises :class:`~archforge.errors.SettingError` naming the setting.
         """
         data = self.model_dump()
@@ -382,6 +384,8 @@ class SearchSettings(Strict):
             current = getattr(self, key)
             if isinstance(value, Mapping) and isinstance(current, BaseModel):
                 value = {**(data[key] if key == "train" else current.model_dump()), **value}
+            elif key == "params" and isinstance(value, Mapping):  # a mapping of values: updated, as a section is
+                value = {**current, **value}
             data[key] = value
         if isinstance(overrides.get("train"), TrainConfig):
             data["train"] = overrides["train"]

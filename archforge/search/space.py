@@ -90,14 +90,19 @@ PER_COPY_NAMING = 2
 class Space:
     """A parsed search space. Create one with :func:`load_space` or :func:`parse_space`."""
 
-    def __init__(self, document: LocatedDocument, text: str):
-        self.document = document
+    def __init__(self, document: LocatedDocument, text: str, params: Mapping[str, Any] | None = None):
         self.text = text
         self.file = document.file
         data = document.data
         if data is None or not isinstance(data, dict):
             raise SpecError("a search space must be a mapping (a spec with choice points)", document.locate(()))
         self.settings = settings_from_dict(data.get("search"), document)
+        #: The values given to some of the space's params (its ``search.params``, then ``params``), applied below.
+        self.params: dict[str, Any] = {**self.settings.params, **(params or {})}
+        if self.params:
+            document = _with_param_values(document, self.params)
+            data = document.data
+        self.document = document
         self.decisions: dict[str, Decision] = {}
         body = {k: v for k, v in data.items() if k != "search"}
         unroller = Unroller(document, self.decisions, self._register)
@@ -183,26 +188,14 @@ class Space:
         """This space with some of its top-level ``params`` given other values (``search.params``, ``--param``).
 
         The space is read again with those values, so that everything that depends on them
-        (a per-copy ``repeat: $depth``, shapes, the first candidate's check) follows; errors
-        point at the param's line. Only a param the space declares can be set, not one that is
-        a decision, and not to a choice point. The fingerprint stays that of the text: the
-        values are search settings, stored with the run.
+        (a per-copy ``repeat: $depth``, the decisions) follows; errors point at the param's
+        line. Only a param the space declares can be set, not one that is a decision, and not to
+        a choice point. The fingerprint stays that of the text: the values are search settings,
+        stored with the run (and part of its result key).
         """
-        if not values:
+        if not values or all(self.params.get(k, _UNSET) == v for k, v in values.items()):
             return self
-        data = self.document.data
-        declared = data.get("params") if isinstance(data.get("params"), dict) else {}
-        for name, value in values.items():
-            where = self.document.locate(("params", name) if name in declared else ("params",))
-            if name not in declared:
-                known = f"; its params are {', '.join(map(str, declared))}" if declared else "; it declares none"
-                raise SpecError(f"params.{name}: the space has no param '{name}' to set{did_you_mean(str(name), declared)}{known}", where)
-            if isinstance(declared[name], dict) and is_choice_point(declared[name]):
-                raise SpecError(f"params.{name} is a decision of the space (a choice point): it cannot be set to one value", where)
-            if isinstance(value, dict) and is_choice_point(value):
-                raise SpecError(f"params.{name}: a value given to a param is one value, not a choice point", where)
-        document = dataclasses.replace(self.document, data={**data, "params": {**declared, **copy.deepcopy(dict(values))}})
-        return Space(document, self.text)
+        return Space(load_located(self.text, self.file), self.text, {**self.params, **values})
 
     def _check_structure(self) -> None:
         """Validate the spec structure once, with the first value of every decision."""
@@ -297,6 +290,28 @@ class Space:
 
     def __repr__(self) -> str:
         return f"Space({self.name!r}, {len(self.decisions)} decisions, size={self.size})"
+
+
+_UNSET = object()
+
+
+def _with_param_values(document: LocatedDocument, values: Mapping[str, Any]) -> LocatedDocument:
+    """``document`` with some of its top-level params replaced (see :meth:`Space.with_params`)."""
+    data = document.data
+    declared = data.get("params") if isinstance(data.get("params"), dict) else {}
+    for name, value in values.items():
+        where = document.locate(("params", name) if name in declared else ("params",))
+        if name not in declared:
+            known = f"; its params are {', '.join(map(str, declared))}" if declared else "; it declares none"
+            raise SpecError(f"params.{name} (search.params, --param): the space has no param '{name}' to set"
+                            f"{did_you_mean(str(name), declared)}{known}", where)
+        if isinstance(declared[name], dict) and is_choice_point(declared[name]):
+            raise SpecError(f"params.{name} (search.params, --param) is a decision of the space (a choice point): it "
+                            "cannot be set to one value", where)
+        if isinstance(value, dict) and is_choice_point(value):
+            raise SpecError(f"params.{name} (search.params, --param): a value given to a param is one value, not a "
+                            "choice point", where)
+    return dataclasses.replace(document, data={**data, "params": {**declared, **copy.deepcopy(dict(values))}})
 
 
 def _is_name_mapping(path: PathT) -> bool:

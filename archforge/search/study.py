@@ -29,6 +29,8 @@ def config_key(settings: SearchSettings, dataset: str) -> str:
     """What makes two evaluations of the same candidate and seed comparable: data, epochs and the training recipe."""
     train = settings.trial_config(seed=0).model_dump(mode="json", exclude=set(NEUTRAL_FIELDS))
     data = {"dataset": dataset, "limit": settings.limit, "val_fraction": settings.val_fraction, "train": train}
+    if settings.params:  # other values of the space's params: other networks (left out when none, as before params existed)
+        data["params"] = settings.params
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -122,11 +124,21 @@ def _changes(old: RunMeta, new: RunMeta) -> str:
             diffs.append(f"{key} {a} → {b}")
     old_train, new_train = old.settings.get("train") or {}, new.settings.get("train") or {}
     for key, value in new_train.items():
-        if key not in NEUTRAL_FIELDS and key not in old_train:  # a setting this archforge has and the run's had not
+        if key == "init" and key not in old_train:
+            diffs.append(f"train.init: the run predates the setting and trained with torch's defaults (pytorch), this "
+                         f"search would use {_init_text(value)}")
+        elif key not in NEUTRAL_FIELDS and key not in old_train:  # a setting this archforge has and the run's had not
             diffs.append(f"train.{key} (a setting the run predates) → {value}")
         elif key not in NEUTRAL_FIELDS and old_train.get(key) != value:
-            diffs.append(f"train.{key} {old_train.get(key)} → {value}")
+            old_value, new_value = (_init_text(v) if key == "init" else v for v in (old_train.get(key), value))
+            diffs.append(f"train.{key} {old_value} → {new_value}")
+    if (old.settings.get("params") or {}) != (new.settings.get("params") or {}):
+        diffs.append(f"params {old.settings.get('params') or {}} → {new.settings.get('params') or {}}")
     return ", ".join(diffs) or "training settings differ"
+
+
+def _init_text(value: Any) -> str:
+    return "unset (each candidate spec's own init, reference by default)" if value is None else str(value)
 
 
 def fail_stale(study: Any) -> None:
