@@ -61,6 +61,16 @@ _SAME = 1e-9  # paired differences closer than this (relative) are one value: fl
 # --------------------------------------------------------------------------- arguments
 
 
+def learning_rate(text: str) -> float | str:
+    """An argparse ``type=`` for ``--lr``: a positive finite number, or ``auto`` (a range test per training)."""
+    if text == "auto":
+        return text
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(text)
+    return value
+
+
 def parser(description: str, *, seeds: int, workers: int = 2) -> argparse.ArgumentParser:
     """The arguments every experiment takes: ``--scale``, ``--seeds``, ``--quick``, ``--out``, ``--workers``, ``--workdir``."""
     p = argparse.ArgumentParser(description=description)

@@ -224,6 +224,7 @@ class Job:
     limit: int | None  # images of the dataset used (quick mode), None for all
     images: int  # validation images the attention is averaged over
     init: str | None
+    lr: float | str | None = None  # None: TrainConfig's default; "auto": a range test per seed
 
 
 def run_seed(job: Job) -> dict:
@@ -240,11 +241,12 @@ def run_seed(job: Job) -> dict:
     initial = archforge.build(spec, **({"init": job.init} if job.init else {}))
     before = measure(initial, images)
     cpu = time.process_time()
-    config = TrainConfig(epochs=job.epochs, seed=job.seed, latency_repeats=0, **({"init": job.init} if job.init else {}))
+    config = TrainConfig(epochs=job.epochs, seed=job.seed, latency_repeats=0, **({"init": job.init} if job.init else {}),
+                         **({"lr": job.lr} if job.lr is not None else {}))
     model, result = train_model(spec, data, config)
     cpu = time.process_time() - cpu
     after = measure(model, images)
-    return {"seed": job.seed, "init": before, "trained": after, "accuracy": result.accuracy, "history": result.history,
+    return {"seed": job.seed, "init": before, "trained": after, "accuracy": result.accuracy, "history": result.history, "lr": result.lr,
             "cpu_s": cpu, "train_images": len(data.train_y), "val_images": len(images), "all_val_images": len(data.val_y),
             "config": config.model_dump(mode="json")}
 
@@ -286,7 +288,9 @@ def report(outcome: _common.Outcome, args, wall_s: float, out: Path) -> str:
                      "in every head of every GPSA layer and seed")
     else:
         gate_init = f"σ(λ) at initialisation ranges over {min(gates):.4f} … {max(gates):.4f}"
-    lines.append(f"Validation accuracy after training: {acc.text(4)} (mean ± std [95% interval] over seeds). "
+    rates = ", ".join(f"{r['lr']:.3g}" for r in sorted(results, key=lambda r: r["seed"]) if r.get("lr") is not None)
+    lines.append(f"Validation accuracy after training: {acc.text(4)} (mean ± std [95% interval] over seeds; peak "
+                 f"learning rate per seed: {rates or 'not recorded'}). "
                  f"The recomputed attention reproduces every attention module's output to {error:.1e} "
                  f"(largest absolute deviation of proj(A·V)). Uniform attention over the 7×7 grid: "
                  f"mean distance {uniform:.2f} px. {gate_init}.\n")
@@ -410,6 +414,8 @@ def plot_distances(results: list[dict], layers: list[str], heads: int, uniform: 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.splitlines()[0], seeds=3)
     p.add_argument("--init", choices=("reference", "pytorch"), default=None, help="initial weights (default: the spec's own)")
+    p.add_argument("--lr", type=_common.learning_rate, default=None,
+                   help="peak learning rate, or auto (a range test per seed); default TrainConfig's 2e-3")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     _common.check_args(args)
@@ -420,9 +426,10 @@ def run(args) -> int:
     """Train and measure every seed (resuming from the cache), then write or print the section."""
     start = time.perf_counter()
     if args.quick:
-        jobs = [Job(seed=s, epochs=1, limit=QUICK_LIMIT, images=32, init=args.init) for s in range(args.seeds)]
+        jobs = [Job(seed=s, epochs=1, limit=QUICK_LIMIT, images=32, init=args.init, lr=args.lr) for s in range(args.seeds)]
     else:
-        jobs = [Job(seed=s, epochs=max(1, round(EPOCHS * args.scale)), limit=None, images=1000, init=args.init)
+        jobs = [Job(seed=s, epochs=max(1, round(EPOCHS * args.scale)), limit=None, images=1000, init=args.init,
+                    lr=args.lr)
                 for s in range(args.seeds)]
 
     def progress(done, total, job, result):
