@@ -367,7 +367,8 @@ def test_constraints_prune_before_any_evaluation(tmp_path):
 def test_space_command_counts_and_samples(capsys):
     from archforge.cli.search_commands import cmd_space
 
-    args = SimpleNamespace(spec="archforge/zoo/spaces/placement_mnist.yaml", samples=2, check=8, seed=0, json=True)
+    args = SimpleNamespace(spec="archforge/zoo/spaces/placement_mnist.yaml", samples=2, check=8, seed=0, json=True, dataset=None,
+                           param=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert cmd_space(args) == 0
