@@ -71,6 +71,13 @@ def learning_rate(text: str) -> float | str:
     return value
 
 
+def recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """``--init`` and ``--lr``: the training recipe of an experiment that trains with TrainConfig directly."""
+    p.add_argument("--init", choices=("reference", "pytorch"), default=None, help="initial weights (default: the spec's own)")
+    p.add_argument("--lr", type=learning_rate, default=None,
+                   help="peak learning rate, or auto (a range test per training); default TrainConfig's 2e-3")
+
+
 def parser(description: str, *, seeds: int, workers: int = 2) -> argparse.ArgumentParser:
     """The arguments every experiment takes: ``--scale``, ``--seeds``, ``--quick``, ``--out``, ``--workers``, ``--workdir``."""
     p = argparse.ArgumentParser(description=description)

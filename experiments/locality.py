@@ -413,9 +413,7 @@ def plot_distances(results: list[dict], layers: list[str], heads: int, uniform: 
 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.splitlines()[0], seeds=3)
-    p.add_argument("--init", choices=("reference", "pytorch"), default=None, help="initial weights (default: the spec's own)")
-    p.add_argument("--lr", type=_common.learning_rate, default=None,
-                   help="peak learning rate, or auto (a range test per seed); default TrainConfig's 2e-3")
+    _common.recipe_arguments(p)
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     _common.check_args(args)

@@ -262,10 +262,10 @@ def test_the_command_line_leaves_warnings_and_optuna_logging_as_it_found_them(tm
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).returncode == 0
 
 
-def fake_evaluate(spec, data, config, on_epoch=None):
-    """A trained candidate without training: accuracy grows with the width, by hand."""
+def fake_evaluate(spec, data, config, on_epoch=None, *, bonus=0.0):
+    """A trained candidate without training: accuracy grows with the width, by hand (plus ``bonus``)."""
     width = spec.to_dict()["nodes"][0]["args"]["channels"]
-    accuracy = 0.5 + width / 100
+    accuracy = 0.5 + width / 100 + bonus
     if on_epoch:
         on_epoch(1, accuracy)
     summary = archforge.summarize(spec)
@@ -290,13 +290,7 @@ def test_search_and_report_print_the_whole_ranking(tmp_path, capsys, monkeypatch
 
 def noisy_evaluate(spec, data, config, on_epoch=None):
     """As fake_evaluate, 4 points higher on odd seeds: each candidate's seeds are mean ± 0.02."""
-    width = spec.to_dict()["nodes"][0]["args"]["channels"]
-    accuracy = 0.5 + width / 100 + 0.04 * (config.seed % 2)
-    if on_epoch:
-        on_epoch(1, accuracy)
-    summary = archforge.summarize(spec)
-    return SimpleNamespace(accuracy=accuracy, epochs=1, history=[accuracy], stopped_early=False, params=summary.params,
-                           flops=summary.flops, latency_ms=0.125 * width, peak_memory_mb=1.0, train_time_s=0.01)
+    return fake_evaluate(spec, data, config, on_epoch, bonus=0.04 * (config.seed % 2))
 
 
 def test_report_with_seeds_shows_intervals_marks_and_effects(tmp_path, capsys, monkeypatch):

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from archforge.search import limits
+from archforge.spec.schema import InitMode
 
 #: A torch device as settings write it: ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
 DEVICE_PATTERN = r"^[a-z]+(:[0-9]{1,3})?$"
@@ -93,7 +94,7 @@ class TrainConfig(Strict):
     label_smoothing: Number = Field(0.1, ge=0, lt=1)
     augment: bool | AugmentSettings = Field(True, description="true: shifts of 1/8 of the image side; false: none; or a mapping.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the weights, data order and augmentation (a search sets it per seed).")
-    init: Literal["reference", "pytorch"] | None = Field(None, description=(
+    init: InitMode | None = Field(None, description=(
         "Initial weights: reference (as each block's reference implementation initialises it), pytorch (torch's layer "
         "defaults), or none: each candidate spec's own init key (reference unless the space says otherwise)."))
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="cpu, cuda, cuda:1, mps")
