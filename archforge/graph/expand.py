@@ -338,7 +338,7 @@ class _Expander:
             raise self.error(f"the spec expands to more than {MAX_NODES:,} nodes (archforge.graph.expand.MAX_NODES; raise it there if this is intended)", path, display)
         self.result.nodes[handle] = GraphNode(
             name=handle, path=display, entry=entry, args=validated, inputs=list(inputs),
-            location=self.doc.locate(path), order=len(self.result.nodes), init=init,
+            location=self.doc.locate(path), order=len(self.result.nodes), init=init, defines=stack,
         )
         return handle
 

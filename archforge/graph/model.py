@@ -27,6 +27,7 @@ class GraphNode:
     location: Location
     order: int  # position in expansion order, for stable topological sorting
     init: str | None = None  # "reference" / "pytorch" set by the node or an enclosing define/repeat; None: the spec's
+    defines: tuple[str, ...] = ()  # the defines whose expansion made it, outermost first: ("encoder_layer",)
     # Filled in by shape inference:
     input_shapes: list[Shape] = field(default_factory=list)  # after layout conversion
     conversions: list[Layout | None] = field(default_factory=list)  # per input: target layout or None

@@ -33,6 +33,8 @@ MAX_WORKERS = 256
 MAX_EPOCHS = 10_000
 MAX_BUDGET = 1_000_000
 MAX_PROXY_SAMPLE = 100_000
+#: Paths one supernet holds: each is a built network kept in memory, and a row of the stored one-shot ranking.
+MAX_ONESHOT_PATHS = 4_096
 MAX_BATCH = 65_536
 MAX_THREADS = 1_024
 MAX_LATENCY_REPEATS = 10_000

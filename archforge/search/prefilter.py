@@ -10,7 +10,6 @@ study (:class:`~archforge.search.records.ProxyPhase`), so a resumed run does not
 from __future__ import annotations
 
 import math
-import random
 import time
 import warnings
 from typing import Any
@@ -33,7 +32,7 @@ def proxy_phase(study: Any, space: Space, settings: SearchSettings, data: Any, b
     scored: list[tuple[float, Candidate]] = []
     rejected = 0
     input_shape = tuple(getattr(data, "input_shape", ()) or (space.template.get("input") or {}).get("shape") or ())
-    for candidate in _pool(space, settings):
+    for candidate in space.candidate_pool(proxy.sample, settings.seed)[0]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SpecWarning)
             if space.check(candidate, settings.constraints) is not None:
@@ -60,19 +59,3 @@ def proxy_phase(study: Any, space: Space, settings: SearchSettings, data: Any, b
     )
     study.set_user_attr(PROXY_KEY, records.dump(phase))
     return phase
-
-
-def _pool(space: Space, settings: SearchSettings) -> list[Candidate]:
-    """The candidates to score: every distinct one of a small finite space, else a random sample."""
-    assert settings.proxy is not None
-    pool = space.distinct_candidates(limit=settings.proxy.sample)
-    if pool:
-        return pool
-    rng = random.Random(settings.seed)
-    seen: dict[str, Candidate] = {}
-    for _ in range(settings.proxy.sample * 20):
-        candidate = space.concretize(space.sample(rng))
-        seen.setdefault(candidate.hash, candidate)
-        if len(seen) >= settings.proxy.sample:
-            break
-    return list(seen.values())

@@ -10,11 +10,12 @@ A trial carries, as user attributes (keys in :data:`KEYS`):
   finishes, so a killed worker loses at most one seed;
 - ``outcome`` (:class:`Outcome`): status, aggregated metrics, error; written once, when done;
   plugin metrics (``metrics``, by name) beside the built-in ones, in seed results and outcomes;
-- ``proxy`` (:class:`ProxyAttr`) and ``lineage`` (:class:`LineageAttr`): why it was queued.
+- ``proxy`` (:class:`ProxyAttr`), ``oneshot`` (:class:`OneShotAttr`) and ``lineage`` (:class:`LineageAttr`): why it was queued.
 
 The study carries the run (:class:`RunMeta`: space text, settings, training-settings key, the
 plugin metrics measured with their goals) under
-``archforge`` and the proxy phase (:class:`ProxyPhase`) under ``archforge_proxy``. Which trial a
+``archforge``, the proxy phase (:class:`ProxyPhase`) under ``archforge_proxy`` and the one-shot
+phase (:class:`OneShotPhase`) under ``archforge_oneshot``. Which trial a
 retried one replaces is Optuna's own record (``RetryFailedTrialCallback.retried_trial_number``).
 
 Reading goes through :meth:`TrialRecord.of`, which validates every attribute: a store edited by
@@ -37,11 +38,12 @@ from archforge.errors import PLUGIN_FAULTS
 from archforge.search import limits
 
 #: Optuna user-attribute keys of a trial.
-KEYS = ("candidate", "worker", "progress", "outcome", "proxy", "lineage")
+KEYS = ("candidate", "worker", "progress", "outcome", "proxy", "oneshot", "lineage")
 SEED_PREFIX = "seed_"
 #: Study user-attribute keys.
 RUN_KEY = "archforge"
 PROXY_KEY = "archforge_proxy"
+ONESHOT_KEY = "archforge_oneshot"
 WORKER_STATS_PREFIX = "archforge_worker:"
 
 #: Statuses of a finished trial that are an evaluation of their own (they count against the budget).
@@ -194,6 +196,13 @@ class ProxyAttr(_Attr):
     rank: Count = 0
 
 
+class OneShotAttr(_Attr):
+    """A trial queued by the one-shot phase: the candidate's place in the supernet's ranking."""
+
+    rank: Count = Field(description="1 = the supernet's best.")
+    accuracy: float = Field(ge=0, le=1, description="Validation accuracy with the supernet's (inherited) weights.")
+
+
 class LineageAttr(_Attr):
     """A trial proposed by evolution: the parent trial and the decision that was mutated."""
 
@@ -203,7 +212,7 @@ class LineageAttr(_Attr):
 
 _ATTR_MODELS: dict[str, type[_Attr]] = {
     "candidate": CandidateAttr, "worker": WorkerAttr, "progress": ProgressAttr, "outcome": Outcome,
-    "proxy": ProxyAttr, "lineage": LineageAttr,
+    "proxy": ProxyAttr, "oneshot": OneShotAttr, "lineage": LineageAttr,
 }
 
 
@@ -271,6 +280,40 @@ class ProxyPhase(_Attr):
     discarded: Count
     scores: dict[str, Metric] = Field(default_factory=dict, description="Candidate hash → score.")
     time_s: float = 0.0
+
+
+class OneShotPath(_Attr):
+    """One candidate as the supernet evaluated it (with inherited weights and recalibrated BatchNorm)."""
+
+    hash: str = Field(pattern=r"^[0-9a-f]{12}$")
+    decisions: Annotated[dict[str, Any], AfterValidator(_texts_short)] = Field(default_factory=dict)
+    accuracy: float = Field(ge=0, le=1)
+    params: Count
+    flops: Count
+
+
+class OneShotPhase(_Attr):
+    """The one-shot phase of a run (done once): how the supernet was trained, what it cost, its ranking."""
+
+    sampling: Literal["uniform", "fair"]
+    seed: Count
+    epochs: Count
+    paths: Count = Field(description="Candidates the supernet held and ranked.")
+    sampled: bool = Field(description="The paths are a sample of a larger space, not all of it.")
+    rejected: Count = Field(0, description="Candidates refused before training (shapes, constraints).")
+    paths_per_step: Count
+    steps: Count
+    calibration_batches: Count
+    lr: float | None = None
+    history: list[float] = Field(default_factory=list, description="Mean validation accuracy of a few paths after each epoch.")
+    train_images: Count = Field(description="Images through the network in training (steps × batch × paths per step).")
+    eval_images: Count = Field(description="Images through the network to rank (recalibration and validation passes).")
+    candidate_images: Count = Field(description="Images one stand-alone training of a candidate sees (epochs × training set).")
+    train_s: float = Field(ge=0)
+    rank_s: float = Field(ge=0)
+    retrain_top: Count = 0
+    weights: Text | None = Field(None, description="The checkpoint of the winner with inherited weights (run folder), if saved.")
+    ranking: list[OneShotPath] = Field(default_factory=list, description="Best first.")
 
 
 class WorkerStats(_Attr):
@@ -350,6 +393,8 @@ class TrialRecord(BaseModel):
     parent: int | None = None
     mutated: str | None = None
     proxy_score: float | None = None
+    oneshot_rank: int | None = Field(None, description="Place in the one-shot ranking of a candidate the one-shot phase queued.")
+    oneshot_accuracy: float | None = Field(None, description="Its accuracy with the supernet's inherited weights.")
     seeds: dict[int, SeedResult] = Field(default_factory=dict)
     values: list[float] | None = None
     driver_time_s: float | None = None
@@ -386,6 +431,7 @@ class TrialRecord(BaseModel):
             outcome = None  # a retry's copy of its failed trial's outcome is no outcome of its own
         status = outcome.status if outcome is not None else {"RUNNING": "running", "WAITING": "waiting"}.get(trial.state.name, "interrupted")
         proxy: ProxyAttr | None = parsed.get("proxy")
+        oneshot: OneShotAttr | None = parsed.get("oneshot")
         lineage: LineageAttr | None = parsed.get("lineage")
         results = outcome.model_dump(exclude={"status"}) if outcome is not None else {}
         if outcome is None:
@@ -400,6 +446,7 @@ class TrialRecord(BaseModel):
             spec=candidate.spec if candidate else None,
             parent=lineage.parent if lineage else None, mutated=lineage.mutated if lineage else None,
             proxy_score=proxy.score if proxy else None,
+            oneshot_rank=oneshot.rank if oneshot else None, oneshot_accuracy=oneshot.accuracy if oneshot else None,
         )
 
     def row(self) -> dict[str, Any]:

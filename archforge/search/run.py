@@ -119,6 +119,18 @@ def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: 
                         f"{phase.time_s:.1f}s; training the best {phase.kept}")
         budget = phase.kept if budget is None else min(budget, phase.kept)
         records.update_run_meta(study, budget=budget)  # what workers joining later spend
+    if settings.strategy == "oneshot":
+        from archforge.search.oneshot import oneshot_phase
+
+        # One process trains the supernet; another one starting the same run meanwhile waits, then finds it stored.
+        with study_lock(ref.url, ref.study_name):
+            shot = oneshot_phase(study, space, settings, prepared.data, run_dir=ref.run_dir if ref.persistent else None,
+                                 say=display.message)
+        display.message(_oneshot_line(shot))
+        budget = min(settings.oneshot.retrain_top, len(shot.ranking))
+        records.update_run_meta(study, budget=budget)
+        if budget == 0:
+            return
     plan = RunPlan(space_text=space.text, space_file=space.file, settings=settings, storage_url=ref.url,
                    study_name=ref.study_name, config_key=records.read_study_attr(study, RunMeta, RUN_KEY).config_key,
                    dataset=dataset if dataset is not None else settings.dataset,
@@ -138,6 +150,15 @@ def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: 
         else:
             display.message(text)
         raise
+
+
+def _oneshot_line(phase: Any) -> str:
+    """What the one-shot phase found and cost, in one line."""
+    best = phase.ranking[0]
+    trainings = phase.train_images / max(1, phase.candidate_images)
+    return (f"one-shot: {phase.paths} candidates ranked in {phase.train_s + phase.rank_s:.0f}s, training on as many images as "
+            f"{trainings:.1f} stand-alone trainings; best with inherited weights: {best.accuracy:.4f} "
+            + ", ".join(f"{k}={v}" for k, v in best.decisions.items()))
 
 
 def _refuse_inside_spawned_import() -> None:

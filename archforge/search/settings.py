@@ -40,7 +40,7 @@ OBJECTIVES: dict[str, Literal["maximize", "minimize"]] = {
     "peak_memory_mb": "minimize",
     "train_time_s": "minimize",
 }
-STRATEGIES = ("grid", "random", "evolution", "tpe", "nsga2")
+STRATEGIES = ("grid", "random", "evolution", "tpe", "nsga2", "oneshot")
 PRUNERS = ("successive_halving", "hyperband", "median")
 _PRUNER_NAMES = {"sh": "successive_halving", **{name: name for name in PRUNERS}}
 
@@ -126,6 +126,23 @@ class ProxySettings(Strict):
     sample: Annotated[int, at_most("MAX_PROXY_SAMPLE")] = Field(64, gt=0, description="Candidates to score (all of a smaller finite space).")
     keep: Number = Field(0.25, gt=0, le=1, description="Fraction of the scored candidates that is trained.")
     batch: Annotated[int, at_most("MAX_BATCH")] = Field(64, gt=0, description="Batch for naswot.")
+
+
+class OneShotSettings(Strict):
+    """``strategy: oneshot``: one weight-sharing supernet, trained once, ranks the candidates (archforge.search.oneshot)."""
+
+    sampling: Literal["uniform", "fair"] = Field("fair", description=(
+        "Paths trained per step: uniform, one path drawn uniformly (SPOS); fair, as many paths as the largest decision has "
+        "values, every value used once, their gradients summed into one update (FairNAS)."))
+    epochs: Annotated[int, at_most("MAX_EPOCHS")] | None = Field(None, gt=0, description=(
+        "Epochs the supernet trains; default: the search's epochs."))
+    paths: Annotated[int, at_most("MAX_ONESHOT_PATHS")] = Field(256, gt=0, description=(
+        "Candidates the supernet holds and ranks: every distinct one of a space with at most this many, else a seeded "
+        "sample of this many."))
+    calibration_batches: int = Field(20, gt=0, le=1000, description=(
+        "Training batches each path's BatchNorm statistics are re-estimated on before it is evaluated."))
+    retrain_top: Annotated[int, at_most("MAX_BUDGET")] = Field(0, ge=0, description=(
+        "Train the best k of the one-shot ranking stand-alone, with the search's seeds and epochs (--retrain-top)."))
 
 
 class PrunerSettings(Strict):
@@ -226,6 +243,7 @@ class SearchSettings(Strict):
     pruner: Pruner = None
     proxy: ProxySettings | None = None
     evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
+    oneshot: OneShotSettings = Field(default_factory=OneShotSettings, description="The supernet of strategy: oneshot.")
     params: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Any] = Field(
         default_factory=dict, description=(
             "Values for some of the space's params, replacing those it writes (classes: 2 to search a 10-class space on a "
@@ -313,6 +331,14 @@ class SearchSettings(Strict):
                              "epochs, or raise epochs")
         if self.pruner is not None and len(self.objectives) > 1:
             raise ValueError("pruning (multi-fidelity) works with one objective; Optuna cannot prune multi-objective trials")
+        if self.strategy == "oneshot":
+            if self.budget is not None:
+                raise ValueError("strategy oneshot ranks every candidate with one supernet; the candidates then trained "
+                                 "stand-alone are its best k: set oneshot.retrain_top (--retrain-top K), not budget")
+            if self.proxy is not None:
+                raise ValueError("strategy oneshot and a proxy both choose what to train; use one of them")
+            if "accuracy" not in self.objectives:
+                raise ValueError("strategy oneshot ranks candidates by accuracy: keep accuracy among the objectives")
         if self.devices is not None and self.executor == "ray":
             raise ValueError("devices spreads local workers over devices; Ray gives each trial its own GPUs: "
                              "set ray.gpus_per_trial instead")
@@ -337,7 +363,10 @@ class SearchSettings(Strict):
 
     @property
     def trial_budget(self) -> int | None:
-        """The budget in force: as set; else the whole grid for ``grid`` (``None``), the proxy's choice, or 20."""
+        """The budget in force: as set; else the whole grid for ``grid`` (``None``), the proxy's choice, or 20;
+        for ``oneshot``, the candidates retrained stand-alone (``oneshot.retrain_top``)."""
+        if self.strategy == "oneshot":
+            return self.oneshot.retrain_top
         if self.budget is not None or self.strategy == "grid" or self.proxy is not None:
             return self.budget
         return 20
@@ -368,7 +397,7 @@ class SearchSettings(Strict):
     def merged(self, **overrides: Any) -> "SearchSettings":
         """These settings with every override that is not ``None`` applied, checked like the YAML section.
 
-        Nested sections (``train``, ``constraints``, ``evolution``, ``proxy``, ``pruner``) and ``params``
+        Nested sections (``train``, ``constraints``, ``evolution``, ``oneshot``, ``proxy``, ``pruner``) and ``params``
         given as mappings update the fields they name and keep the others: ``merged(train={"lr": 1e-3})``.
         Raises :class:`~archforge.errors.SettingError` naming the setting.
         """
@@ -421,7 +450,7 @@ def settings_from_dict(data: Any, doc: LocatedDocument | None = None, prefix: Pa
                                 doc.locate(prefix + ("train", key), key=True))
         if isinstance(train.get("augment"), dict):
             _check(AugmentSettings, train["augment"], doc, prefix + ("train", "augment"))
-    for key, model in (("constraints", Constraints), ("evolution", EvolutionSettings), ("proxy", ProxySettings),
+    for key, model in (("constraints", Constraints), ("evolution", EvolutionSettings), ("oneshot", OneShotSettings), ("proxy", ProxySettings),
                        ("pruner", PrunerSettings), ("train", TrainConfig)):
         if isinstance(data.get(key), dict):
             _check(model, data[key], doc, prefix + (key,))

@@ -267,6 +267,21 @@ class Space:
             seen.setdefault(candidate.hash, candidate)
         return list(seen.values())
 
+    def candidate_pool(self, limit: int, seed: int) -> tuple[list[Candidate], bool]:
+        """Candidates to score or rank: every distinct one of a space with at most ``limit``, else a sample
+        of up to ``limit`` drawn with ``seed``; and whether it is a sample."""
+        every = self.distinct_candidates(limit=limit)
+        if every is not None:
+            return every, False
+        rng = random.Random(seed)
+        seen: dict[str, Candidate] = {}
+        for _ in range(limit * 20):
+            candidate = self.concretize(self.sample(rng))
+            seen.setdefault(candidate.hash, candidate)
+            if len(seen) >= limit:
+                break
+        return list(seen.values()), True
+
     def check(self, candidate: Candidate, constraints: Constraints | None = None, *, registry: Any = None) -> str | None:
         """Why ``candidate`` is rejected before training (shape checker, then constraints), or ``None``.
 

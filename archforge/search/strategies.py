@@ -8,6 +8,8 @@
                one objective
 ``tpe``        Tree-structured Parzen Estimator (``TPESampler``), one or several objectives
 ``nsga2``      NSGA-II (``NSGAIISampler``), several objectives
+``oneshot``    one weight-sharing supernet ranks every candidate (:mod:`archforge.search.oneshot`);
+               the trials are its best ``oneshot.retrain_top``, queued in order, trained stand-alone
 =============  =================================================================================
 
 From Python, ``strategy`` may be any Optuna sampler object and ``pruner`` any Optuna pruner
@@ -37,6 +39,7 @@ STRATEGY_HELP = {
     "evolution": "regularized evolution (Real et al. 2019)",
     "tpe": "Tree-structured Parzen Estimator",
     "nsga2": "NSGA-II, several objectives",
+    "oneshot": "one weight-sharing supernet ranks every candidate",
 }
 #: TPE's random start: a third of the budget, at least this many trials ...
 TPE_MIN_STARTUP = 3
@@ -177,8 +180,15 @@ def _evolution(settings: SearchSettings, space: Space, seed: int) -> Any:
     return EvolutionSampler(space, population=settings.evolution.population, sample=settings.evolution.sample, seed=seed)
 
 
+def _oneshot(settings: SearchSettings, space: Space, seed: int) -> Any:
+    import optuna
+
+    # The one-shot phase queues every trial of the run; a sampler only serves a trial nobody queued.
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 _SAMPLERS: dict[str, Callable[[SearchSettings, Any, int], Any]] = {
-    "grid": _grid, "random": _random, "evolution": _evolution, "tpe": _tpe, "nsga2": _nsga2,
+    "grid": _grid, "random": _random, "evolution": _evolution, "tpe": _tpe, "nsga2": _nsga2, "oneshot": _oneshot,
 }
 
 

@@ -12,7 +12,7 @@ from optuna.trial import TrialState, create_trial
 
 from archforge.search import limits, records
 from archforge.search.records import (
-    CandidateAttr, LineageAttr, Outcome, ProgressAttr, ProxyAttr, RunMeta, SeedResult, TrialRecord, WorkerAttr,
+    CandidateAttr, LineageAttr, OneShotAttr, Outcome, ProgressAttr, ProxyAttr, RunMeta, SeedResult, TrialRecord, WorkerAttr,
 )
 from archforge.search.space import candidate_hash
 from archforge.search.storage import open_storage, retry_callback
@@ -34,7 +34,8 @@ OUTCOME = Outcome(status="complete", accuracy=0.75, accuracy_std=0.05, accuracie
                   driver_time_s=0.5, eval_time_s=6.0)
 PROXY = ProxyAttr(name="synflow", score=12.5, rank=3)
 LINEAGE = LineageAttr(parent=4, mutated="width")
-EVERY_ATTR = [CANDIDATE, WORKER, PROGRESS, SEED, OUTCOME, PROXY, LINEAGE]
+ONESHOT = OneShotAttr(rank=2, accuracy=0.625)
+EVERY_ATTR = [CANDIDATE, WORKER, PROGRESS, SEED, OUTCOME, PROXY, ONESHOT, LINEAGE]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_every_attribute_round_trips_through_a_trial(kind, sqlite_storage):
     study.tell(trial, 0.75)
     frozen = study.trials[-1]
 
-    assert set(frozen.user_attrs) == {"candidate", "worker", "progress", "seed_1", "outcome", "proxy", "lineage"}
+    assert set(frozen.user_attrs) == {"candidate", "worker", "progress", "seed_1", "outcome", "proxy", "oneshot", "lineage"}
     parsed = records.parse_attrs(frozen.user_attrs)
     assert parsed["candidate"] == CANDIDATE
     assert parsed["worker"] == WORKER
@@ -69,6 +70,7 @@ def test_every_attribute_round_trips_through_a_trial(kind, sqlite_storage):
     assert parsed["outcome"] == OUTCOME
     assert parsed["proxy"] == PROXY
     assert parsed["lineage"] == LINEAGE
+    assert parsed["oneshot"] == ONESHOT
 
     record = TrialRecord.of(frozen)
     assert record.status == "complete" and record.state == "COMPLETE" and record.error is None
@@ -99,7 +101,7 @@ def test_each_attribute_alone_reads_back_equal(value):
 
 
 def test_key_of_names_the_user_attribute():
-    assert [records.key_of(v) for v in EVERY_ATTR] == ["candidate", "worker", "progress", "seed_1", "outcome", "proxy", "lineage"]
+    assert [records.key_of(v) for v in EVERY_ATTR] == ["candidate", "worker", "progress", "seed_1", "outcome", "proxy", "oneshot", "lineage"]
     assert records.key_of(SeedResult(seed=17, status="failed")) == "seed_17"
     with pytest.raises(TypeError, match="RunMeta is not a trial attribute"):
         records.key_of(RunMeta(space="", space_file="", space_fingerprint="", space_name="", settings={}, config_key="", dataset=""))
@@ -137,11 +139,12 @@ def test_row_has_the_csv_columns_and_no_detail():
     expected = {
         "number", "state", "status", "hash", "config", "accuracy", "accuracy_std", "accuracies", "params", "flops", "latency_ms",
         "latency_iqr_ms", "peak_memory_mb", "train_time_s", "epochs_run", "epochs_full", "error", "duplicate_of", "retry_of",
-        "parent", "mutated", "proxy_score", "driver_time_s", "eval_time_s", "started", "finished", "lr",
+        "parent", "mutated", "proxy_score", "oneshot_rank", "oneshot_accuracy", "driver_time_s", "eval_time_s", "started", "finished", "lr",
         "decision.width", "decision.block", "decision.pair",
     }
     assert set(row) == expected
     assert (row["decision.width"], row["decision.block"], row["decision.pair"]) == (8, "conv", [1, 2])
+    assert (row["oneshot_rank"], row["oneshot_accuracy"]) == (2, 0.625)
     json.dumps(row, allow_nan=False)  # plain JSON data
 
 

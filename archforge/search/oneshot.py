@@ -1,0 +1,137 @@
+"""``strategy: oneshot``: one weight-sharing supernet ranks the candidates; the best k are then trained stand-alone.
+
+Once per run, before any trial:
+
+1. the *paths*: every distinct candidate of a space with at most ``oneshot.paths`` of them,
+   else a seeded sample of that many; each is checked against shapes and constraints as a
+   trial would be (``rejected``);
+2. the supernet of those paths (:mod:`archforge.search.supernet`: one shared tensor per block
+   at each place, widths sliced from it) is trained for ``oneshot.epochs`` (default: the
+   search's ``epochs``) with the search's training recipe, seed ``search.seed``, with
+   ``uniform`` (SPOS) or ``fair`` (FairNAS) path sampling
+   (:mod:`archforge.search.supernet_training`);
+3. every path is evaluated with the weights it inherits, after re-estimating its BatchNorm
+   statistics on ``oneshot.calibration_batches`` training batches, and ranked by validation
+   accuracy (fewer parameters first on a tie);
+4. the phase is stored in the study (:class:`~archforge.search.records.OneShotPhase`: the
+   ranking, how it was trained, what it cost in images and seconds) and, with a run folder,
+   the winner is saved as a checkpoint with its inherited weights (``oneshot/best.pt``,
+   :func:`archforge.load_checkpoint` opens it);
+5. the best ``oneshot.retrain_top`` candidates are queued in the study, in ranking order, with
+   their place and one-shot accuracy (:class:`~archforge.search.records.OneShotAttr`); the
+   search's workers train them stand-alone like any trial, with the search's seeds and
+   epochs, so the ranking ends on real numbers with their intervals.
+
+A resumed run does not train the supernet again; asked for a larger ``retrain_top``, it queues
+the candidates it has not queued yet. The one-shot ranking is one supernet's (one seed's)
+ranking: a way to choose what to train, not a result with an interval. How far it agrees with
+stand-alone training is measured in ``docs/experiments.md`` (``experiments/oneshot.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from archforge.errors import SearchError, SpecWarning
+from archforge.search import records
+from archforge.search.failures import TrialError
+from archforge.search.records import ONESHOT_KEY, OneShotAttr, OneShotPath, OneShotPhase
+from archforge.search.settings import SearchSettings
+from archforge.search.space import Candidate, Space
+
+#: The fields of the phase that must match the settings of a run that resumes it.
+_TRAINED_WITH = ("sampling", "seed", "epochs", "calibration_batches")
+
+
+def oneshot_phase(study: Any, space: Space, settings: SearchSettings, data: Any, *, run_dir: Path | None = None,
+                  say: Callable[[str], None] = lambda text: None) -> OneShotPhase:
+    """Run the phase once per study (a stored phase is returned on later calls), and queue its best ``retrain_top``.
+
+    ``data``: the run's :class:`~archforge.data.DataSplit`; ``run_dir``: where the winner's
+    checkpoint goes (none: not saved); ``say``: progress lines. Raises
+    :class:`~archforge.errors.SearchError` when no path can be trained, or the stored phase was
+    trained with other settings.
+    """
+    phase = records.read_study_attr(study, OneShotPhase, ONESHOT_KEY)
+    wanted = settings.oneshot
+    epochs = wanted.epochs or settings.epochs
+    if phase is not None:
+        now = {"sampling": wanted.sampling, "seed": settings.seed, "epochs": epochs,
+               "calibration_batches": wanted.calibration_batches}
+        changed = [f"{k} {getattr(phase, k)} → {now[k]}" for k in _TRAINED_WITH if getattr(phase, k) != now[k]]
+        if changed:
+            raise SearchError(f"this run's supernet was trained with other one-shot settings ({', '.join(changed)}): "
+                              "start a new run with --name, or give the settings it was trained with")
+    else:
+        phase = _train_and_rank(space, settings, data, epochs, run_dir, say)
+        study.set_user_attr(ONESHOT_KEY, records.dump(phase))
+    _queue(study, space, phase, wanted.retrain_top)
+    return phase
+
+
+def _train_and_rank(space: Space, settings: SearchSettings, data: Any, epochs: int, run_dir: Path | None,
+                    say: Callable[[str], None]) -> OneShotPhase:
+    from archforge.search.supernet_training import train_supernet
+
+    wanted = settings.oneshot
+    pool, sampled = space.candidate_pool(wanted.paths, settings.seed)
+    paths: list[Candidate] = []
+    rejected = 0
+    for candidate in pool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpecWarning)
+            if space.check(candidate, settings.constraints) is not None:
+                rejected += 1
+                continue
+        paths.append(candidate)
+    if not paths:
+        raise SearchError(f"strategy oneshot: all {len(pool)} candidates were rejected before training (shapes or constraints): "
+                          "`archforge space` shows why")
+    config = settings.trial_config(seed=settings.seed).model_copy(update={"epochs": epochs})
+    say(f"one-shot: training a supernet of {len(paths)} candidates for {epochs} epoch(s), {wanted.sampling} sampling"
+        + (f" ({rejected} rejected)" if rejected else ""))
+    try:
+        run = train_supernet(paths, data, config, sampling=wanted.sampling, calibration_batches=wanted.calibration_batches,
+                             on_epoch=lambda epoch, accuracy: say(f"one-shot: epoch {epoch}/{epochs}, mean accuracy of "
+                                                                  f"probe paths {accuracy:.4f}") and False)
+    except TrialError as exc:
+        raise SearchError(f"strategy oneshot: the supernet could not be trained: {exc}") from None
+    order = sorted(run.scores, key=lambda s: (-s.accuracy, s.params, s.index))
+    ranking = [OneShotPath(hash=paths[s.index].hash, decisions=paths[s.index].values, accuracy=s.accuracy, params=s.params,
+                           flops=s.flops) for s in order]
+    weights = None
+    if run_dir is not None:
+        weights = _save_winner(run, paths[order[0].index], config.init, run_dir / "oneshot" / "best.pt", run_dir)
+    lr = run.training.lr
+    return OneShotPhase(
+        sampling=wanted.sampling, seed=settings.seed, epochs=epochs, paths=len(paths), sampled=sampled, rejected=rejected,
+        paths_per_step=run.paths_per_step, steps=run.steps, calibration_batches=wanted.calibration_batches,
+        lr=lr if math.isfinite(lr) else None, history=list(run.training.history), train_images=run.train_images,
+        eval_images=run.eval_images, candidate_images=epochs * len(data.train_y),
+        train_s=round(run.timings["train"], 3), rank_s=round(run.timings["rank"], 3), retrain_top=wanted.retrain_top,
+        weights=weights, ranking=ranking,
+    )
+
+
+def _save_winner(run: Any, winner: Candidate, init: Any, path: Path, run_dir: Path) -> str:
+    """The winner as a plain network with its inherited weights (and recalibrated statistics), as a checkpoint."""
+    from archforge.builder import build, save_checkpoint
+
+    index = next(i for i, p in enumerate(run.supernet.paths) if p.values == winner.values)
+    model = build(winner.spec, init=init)
+    model.load_state_dict(run.supernet.state_dict_of(index))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model.eval(), path, overwrite=True)
+    return str(path.relative_to(run_dir))
+
+
+def _queue(study: Any, space: Space, phase: OneShotPhase, top: int) -> None:
+    """Queue the best ``top`` of the ranking that no trial of the study was queued for yet."""
+    queued = {r.oneshot_rank for r in records.read_trials(study) if r.oneshot_rank is not None}
+    for rank, path in enumerate(phase.ranking[:top], start=1):
+        if rank not in queued:
+            attr = OneShotAttr(rank=rank, accuracy=path.accuracy)
+            study.enqueue_trial(space.encode(path.decisions), user_attrs=records.attrs(attr))
