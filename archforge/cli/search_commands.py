@@ -120,10 +120,19 @@ def _count_text(info: dict[str, Any]) -> str:
 
 
 def _settings_text(s: Any) -> str:
-    budget = s.trial_budget if s.trial_budget is not None else ("all" if s.strategy == "grid" else "the proxy's choice")
     strategy = s.strategy if isinstance(s.strategy, str) else type(s.strategy).__name__
-    text = (f"search: {strategy} over {s.dataset}, budget {budget}, {s.epochs} epoch(s) × {s.seeds} seed(s), "
-            f"objectives {', '.join(s.objectives)}")
+    if strategy == "oneshot":
+        o = s.oneshot
+        top = o.retrain_top
+        text = (f"search: oneshot over {s.dataset}: one weight-sharing supernet ({o.sampling} sampling, {o.epochs or s.epochs} "
+                f"epoch(s)) ranks up to {o.paths:,} candidates, then "
+                + (f"the best {top} are trained stand-alone, {s.epochs} epoch(s) × {s.seeds} seed(s)" if top else
+                   "none is trained stand-alone (--retrain-top K trains the best K)")
+                + f", objectives {', '.join(s.objectives)}")
+    else:
+        budget = s.trial_budget if s.trial_budget is not None else ("all" if s.strategy == "grid" else "the proxy's choice")
+        text = (f"search: {strategy} over {s.dataset}, budget {budget}, {s.epochs} epoch(s) × {s.seeds} seed(s), "
+                f"objectives {', '.join(s.objectives)}")
     if s.pruner is not None:
         text += f", pruner {getattr(s.pruner, 'kind', type(s.pruner).__name__)}"
     if s.proxy is not None:
@@ -163,7 +172,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         local = result.run_dir is not None and result.storage.startswith("sqlite")
         where = str(result.run_dir) if local else f"{masked_url(result.storage)} --study {result.run.name}"
         console.print(f"stored in {masked_url(result.storage)}; plots and files: archforge report {where}", markup=False)
-    if result.best is None:
+    # A one-shot run with no stand-alone training has the one-shot winner as its result; one whose retrained ones all failed has none.
+    if result.best is None or (result.run.best is None and any(r.counted for r in result.trials)):
         return fail(f"no candidate of '{space.name}' completed training; the reasons are above and in archforge report")
     return 0
 
@@ -187,6 +197,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from archforge.search.report import load_run, write_report
+    from archforge.search.result import SearchResult
 
     with quiet_optuna():
         run = load_run(args.run, args.study)
@@ -195,8 +206,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         summary = {
             "run": run.name, "objectives": run.objectives, "compute": run.compute,
-            "best": {k: v for k, v in (run.best or {}).items() if k != "spec"} or None,
+            "best": {k: v for k, v in (SearchResult(run).best or {}).items() if k != "spec"} or None,
             "ranking": [{k: v for k, v in row.items() if k != "spec"} for row in run.table], "notes": run.notes,
+            "oneshot": run.oneshot_summary,
             "effects": [effect.model_dump(mode="json") for effect in run.effects], "effect_notes": run.effect_notes,
             "unreadable": [{"trial": r.number, "reason": r.error} for r in run.unreadable],
             "files": {k: str(v) for k, v in files.items()},
@@ -223,18 +235,23 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
         console.print(f"warning: trial #{r.number} is unreadable and left out: {r.error}", markup=False)
     if len(unreadable) > 10:
         console.print(f"warning: {len(unreadable) - 10} more unreadable trials left out (see trials.csv)", markup=False)
-    if not run.table:
+    oneshot = getattr(run, "oneshot", None)
+    if oneshot is not None:
+        print_oneshot(run, console, top=top)
+    if run.table:
+        rows = run.table if top is None else [r for r in run.table if r["status"] != "failed"][:top]
+        what = "trained stand-alone" if oneshot is not None else "evaluated"
+        print_ranking(console, rows, objectives=run.objectives, names=run.decision_names,
+                      title=f"{run.name}: {len(run.table)} candidates {what}", notes=run.notes)
+        print_effects(console, run.effects, run.effect_notes, limit=None if top is None else 12)
+        rungs = [row for row in run.rung_agreement if row.tau is not None]
+        if rungs and rungs[0].candidates >= 3 and not any(row["status"] == "pruned" for row in run.table):
+            console.print(f"early epochs against the final ranking ({rungs[0].candidates} candidates, Kendall τ_b; what a pruner's "
+                          "rung at that epoch would see): " + ", ".join(f"epoch {row.epoch} {row.tau:+.2f}" for row in rungs),
+                          markup=False)
+    elif oneshot is None:
         console.print(f"{run.name}: no candidate evaluated yet", markup=False)
         return
-    rows = run.table if top is None else [r for r in run.table if r["status"] != "failed"][:top]
-    print_ranking(console, rows, objectives=run.objectives, names=run.decision_names,
-                  title=f"{run.name}: {len(run.table)} candidates evaluated", notes=run.notes)
-    print_effects(console, run.effects, run.effect_notes, limit=None if top is None else 12)
-    rungs = [row for row in run.rung_agreement if row.tau is not None]
-    if rungs and rungs[0].candidates >= 3 and not any(row["status"] == "pruned" for row in run.table):
-        console.print(f"early epochs against the final ranking ({rungs[0].candidates} candidates, Kendall τ_b; what a pruner's "
-                      "rung at that epoch would see): " + ", ".join(f"epoch {row.epoch} {row.tau:+.2f}" for row in rungs),
-                      markup=False)
     failed = run.failed
     if failed:
         console.print(f"{len(failed)} failed:", markup=False)
@@ -255,6 +272,44 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
         decisions = ", ".join(f"{k}={v}" for k, v in best["decisions"].items()) or "(no decisions)"
         params = f" · params {best['params']:,}" if best.get("params") is not None else ""
         console.print(f"best: #{best['trial']} {best['hash']} accuracy {acc}{params} · {decisions}", markup=False)
+    elif oneshot is not None and oneshot.ranking:
+        winner = oneshot.ranking[0]
+        decisions = ", ".join(f"{k}={v}" for k, v in winner.decisions.items()) or "(no decisions)"
+        console.print(f"best: the one-shot winner {winner.hash}, accuracy {winner.accuracy:.4f} with inherited weights "
+                      f"(not trained stand-alone) · params {winner.params:,} · {decisions}", markup=False)
+
+
+def oneshot_cost_text(phase: Any) -> str:
+    """What a one-shot phase cost: its supernet's training in images (and in stand-alone trainings' worth), and seconds."""
+    trainings = phase.train_images / phase.candidate_images if phase.candidate_images else float("nan")
+    sample = " (a seeded sample of the space)" if phase.sampled else ""
+    rejected = f", {phase.rejected} rejected before training" if phase.rejected else ""
+    return (f"one-shot: one supernet of {phase.paths} candidates{sample}{rejected}, {phase.epochs} epoch(s) of {phase.sampling} "
+            f"sampling, {phase.paths_per_step} path(s) per step × {phase.steps} steps: {phase.train_images:,} training images, "
+            f"as many as {trainings:.1f} stand-alone trainings ({phase.candidate_images:,} each); "
+            f"{phase.train_s + phase.rank_s:.1f}s ({phase.train_s:.1f}s training, {phase.rank_s:.1f}s ranking)")
+
+
+def oneshot_agreement_text(agreement: Any) -> str:
+    """The agreement of the one-shot order with stand-alone accuracy, in one line."""
+    tau = f"{agreement.tau:+.2f}" if agreement.tau is not None else "undefined (their stand-alone accuracies all tie)"
+    return (f"one-shot order vs stand-alone accuracy of the {agreement.candidates} retrained: Kendall τ_b {tau} over "
+            f"{agreement.pairs} pairs (+1 = the same order, −1 = the reverse)")
+
+
+def print_oneshot(run: Any, console: Any, *, top: int | None = 10) -> None:
+    """The one-shot phase of a run: what it cost, its ranking joined with stand-alone results, the agreement and its notes."""
+    from archforge.cli.tables import print_oneshot_ranking
+
+    phase = run.oneshot
+    table = run.oneshot_table
+    rows = table if top is None else table[:top]
+    more = f"; the first {len(rows)} shown, oneshot.csv of archforge report has them all" if len(rows) < len(table) else ""
+    agreement = run.oneshot_agreement
+    print_oneshot_ranking(console, rows, objectives=run.objectives, names=run.decision_names,
+                          title=f"{run.name}: one-shot ranking of {len(table)} candidates (accuracy with inherited weights){more}",
+                          before=[oneshot_cost_text(phase)], after=[oneshot_agreement_text(agreement)] if agreement is not None else [],
+                          notes=run.oneshot_notes)
 
 
 # --------------------------------------------------------------------------- parsers
@@ -318,7 +373,8 @@ def add_commands(subparsers: Any) -> None:
         "report", help="ranking, CSV/JSON, Pareto and placement plots and best.yaml of a search run",
         **command_help(
             "Report a search run: the ranked table, trials.csv, trials.json, pareto.png, placement.png and best.yaml "
-            "(with --weights also best.pt, the best candidate retrained with the run's train: settings, its device included).",
+            "(with --weights also best.pt, the best candidate retrained with the run's train: settings, its device included); "
+            "a strategy: oneshot run adds its one-shot ranking and oneshot.csv.",
             "archforge report runs/placement_mnist",
             "archforge report runs/placement_mnist/study.db --top 0 -o placement_report",
             "archforge report runs/placement_mnist --weights",
@@ -328,7 +384,8 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("--study", help="study name (when the storage holds several)")
     s.add_argument("-o", "--out", metavar="DIR", help="output folder (default <run>/report)")
     s.add_argument("--top", type=non_negative_int, default=20, metavar="N", help="rows of the ranking (default 20; 0 for all)")
-    s.add_argument("--weights", action="store_true", help="retrain the best candidate and save it as best.pt")
+    s.add_argument("--weights", action="store_true", help="retrain the best candidate and save it as best.pt (a one-shot run "
+                   "with no candidate trained stand-alone: copy the one-shot winner's checkpoint, its inherited weights)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     s.set_defaults(func=cmd_report)
 
@@ -345,4 +402,5 @@ def _add_search_arguments(s: Any) -> None:
     g.add_argument("--report", action="store_true", help="also write the report files into <run>/report")
 
 
-__all__ = ["add_commands", "cmd_report", "cmd_search", "cmd_space", "cmd_worker", "print_run"]
+__all__ = ["add_commands", "cmd_report", "cmd_search", "cmd_space", "cmd_worker", "oneshot_agreement_text", "oneshot_cost_text",
+           "print_oneshot", "print_run"]

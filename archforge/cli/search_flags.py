@@ -2,7 +2,7 @@
 
 A flag is named after the :class:`~archforge.search.settings.SearchSettings` field it sets
 (``--val-fraction`` sets ``val_fraction``); nested sections have a flag per field
-(``--max-params``, ``--proxy-sample``) or take ``KEY=VALUE`` pairs (``--train lr=0.01
+(``--max-params``, ``--proxy-sample``, ``--retrain-top``) or take ``KEY=VALUE`` pairs (``--train lr=0.01
 --train batch_size=64``, ``--evolution population=16``). :func:`search_overrides` turns
 the flags given into the keyword arguments of :func:`archforge.search`, which are the
 overrides of :meth:`SearchSettings.merged`: the command line, the Python API and the YAML
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from archforge.cli.common import fraction, int_range, key_value, positive_int, positive_number, seed_int
+from archforge.cli.common import fraction, int_range, key_value, non_negative_int, positive_int, positive_number, seed_int
 from archforge.errors import SettingError, did_you_mean
 
 #: Flags that set the field of the same name.
@@ -25,6 +25,9 @@ SCALAR_FIELDS = ("dataset", "limit", "val_fraction", "strategy", "budget", "epoc
 #: Flags of the ``ray:`` section: flag → field.
 RAY_FLAGS = {"address": "address", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial"}
 CONSTRAINT_FIELDS = ("max_params", "min_params", "max_flops", "min_flops")
+#: Flags of the ``oneshot:`` section (strategy oneshot only): flag's dest → field.
+ONESHOT_FLAGS = {"retrain_top": "retrain_top", "oneshot_epochs": "epochs", "sampling": "sampling",
+                 "calibration_batches": "calibration_batches", "oneshot_paths": "paths"}
 #: Shorthand flags of ``--train KEY=VALUE``.
 TRAIN_SHORTHANDS = ("batch_size", "lr", "init", "device")
 
@@ -54,6 +57,15 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--proxy-keep", type=fraction, metavar="F", help="proxy.keep: fraction of them that is trained (default 0.25)")
     g.add_argument("--evolution", type=section_pair("evolution", EvolutionSettings), action="append", metavar="KEY=VALUE",
                    help="a key of evolution: population or sample (repeatable)")
+    g.add_argument("--retrain-top", type=non_negative_int, metavar="K",
+                   help="oneshot.retrain_top (--strategy oneshot): train the best K of the one-shot ranking stand-alone (default 0)")
+    g.add_argument("--oneshot-epochs", type=positive_int, metavar="N", help="oneshot.epochs: epochs the supernet trains (default: --epochs)")
+    g.add_argument("--sampling", choices=["uniform", "fair"],
+                   help="oneshot.sampling: paths per supernet step, one drawn uniformly (SPOS) or every value once (FairNAS, default)")
+    g.add_argument("--calibration-batches", type=positive_int, metavar="N",
+                   help="oneshot.calibration_batches: batches each path's BatchNorm statistics are re-estimated on (default 20)")
+    g.add_argument("--oneshot-paths", "--paths", dest="oneshot_paths", type=positive_int, metavar="N",
+                   help="oneshot.paths: candidates the supernet holds and ranks (default 256; a seeded sample of a larger space)")
     g.add_argument("--seed", type=seed_int, help="seed of the samplers")
     g.add_argument("--param", type=key_value, action="append", metavar="NAME=VALUE",
                    help="give one of the space's params another value (repeatable), e.g. --param classes=2 for a 2-class dataset")
@@ -119,7 +131,24 @@ def search_overrides(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     evolution = dict(args.evolution or [])
     if evolution:
         overrides["evolution"] = {**settings.evolution.model_dump(), **evolution}
+    oneshot = _oneshot(args, settings)
+    if oneshot is not None:
+        overrides["oneshot"] = oneshot
     return overrides
+
+
+def _oneshot(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:
+    """The ``oneshot`` section the flags give (the space's, updated), ``None`` without one; refused unless the strategy is oneshot."""
+    parts = {field: getattr(args, dest) for dest, field in ONESHOT_FLAGS.items() if getattr(args, dest, None) is not None}
+    if not parts:
+        return None
+    strategy = args.strategy if args.strategy is not None else settings.strategy
+    if strategy != "oneshot":
+        given = ", ".join("--" + dest.replace("_", "-") for dest in ONESHOT_FLAGS if getattr(args, dest, None) is not None)
+        now = strategy if isinstance(strategy, str) else type(strategy).__name__
+        raise SettingError(f"{given} set{'s' if ',' not in given else ''} the one-shot supernet of strategy oneshot, and this "
+                           f"search's strategy is {now}: add --strategy oneshot")
+    return {**settings.oneshot.model_dump(), **parts}
 
 
 def _proxy(args: argparse.Namespace, settings: Any) -> Any:
@@ -187,4 +216,4 @@ def section_pair(section: str, model: Any, exclude: tuple[str, ...] = ()) -> Cal
     return parse
 
 
-__all__ = ["CONSTRAINT_FIELDS", "SCALAR_FIELDS", "add_search_flags", "search_overrides", "section_pair"]
+__all__ = ["CONSTRAINT_FIELDS", "ONESHOT_FLAGS", "SCALAR_FIELDS", "add_search_flags", "search_overrides", "section_pair"]

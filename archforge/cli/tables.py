@@ -20,6 +20,11 @@ comparisons): ``best`` the reference, ``≈`` not separable from it, ``<`` separ
 ``·`` not tested. When accuracy is not the only objective, the most accurate candidate may not
 be rank 1: the column is then ``vs most accurate`` and the reference ``top``. A legend line
 under the table says so.
+
+A one-shot run's ranking (:attr:`archforge.search.report.RunData.oneshot_table`) is laid out the
+same way by :func:`oneshot_ranking_table`: its one-shot place, hash, the accuracy with inherited
+weights and params, then, for the candidates retrained stand-alone, their stand-alone accuracy
+(``mean ± std`` over seeds), 95% interval, separability mark and stand-alone rank.
 """
 
 from __future__ import annotations
@@ -276,9 +281,15 @@ def _two_lines(columns: Sequence[Column], title: str | None) -> Table:
 def ranking_table(rows: Sequence[Mapping[str, Any]], *, objectives: Sequence[str], width: int,
                   names: Sequence[str] | None = None, title: str | None = None, console: Console | None = None) -> Ranking:
     """The ranking of ``rows`` laid out for ``width`` columns (see the module docstring for the layouts)."""
+    return _lay_out(rows, metric_columns(rows, objectives), width=width, names=names, title=title, console=console)
+
+
+def _lay_out(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Column], *, width: int, names: Sequence[str] | None,
+             title: str | None, console: Console | None) -> Ranking:
+    """``metrics`` then the decisions of ``rows`` in the first layout that fits ``width`` (see the module docstring)."""
     console = console or Console(width=width)
     names = decision_names(rows, names)
-    metrics = metric_columns(rows, objectives)
+    metrics = list(metrics)
     texts = [v for row in rows for v in (row.get("decisions") or {}).values() if isinstance(v, str)]
     short = abbreviations(texts)
     legend = {abbr: value for value, abbr in short.items() if abbr != value}
@@ -304,6 +315,69 @@ def print_ranking(console: Console, rows: Sequence[Mapping[str, Any]], *, object
     return ranking
 
 
+def _standalone(row: Mapping[str, Any]) -> str:
+    status = row.get("standalone_status")
+    if status is None:
+        return "—"
+    if row.get("standalone_accuracy") is None:
+        return status
+    text = format(row["standalone_accuracy"], ".4f")
+    if row.get("standalone_accuracy_std") is not None and (row.get("standalone_n_seeds") or 0) > 1:
+        text += f" ± {row['standalone_accuracy_std']:.4f}"
+    return text if status == "complete" else f"{status} {text}"
+
+
+def _as_ranked(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A one-shot row's stand-alone result under the keys of a ranking row (for the interval and mark cells)."""
+    return {"status": row.get("standalone_status"), "accuracy_low": row.get("standalone_low"),
+            "accuracy_high": row.get("standalone_high"), "most_accurate": row.get("most_accurate"),
+            "separable_from_best": row.get("separable_from_best")}
+
+
+def oneshot_columns(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str] = ("accuracy",)) -> list[Column]:
+    """One-shot place, hash, accuracy with inherited weights and params; with retrained candidates, their stand-alone
+    accuracy, 95% interval (seeds), separability mark and stand-alone rank."""
+    columns = [
+        Column("#", [str(row.get("rank") or "") for row in rows], "right", "key"),
+        Column("hash", [str(row.get("hash") or "") for row in rows], role="label"),
+        Column("one-shot acc", [_number(row.get("accuracy"), ".4f") for row in rows], "right"),
+        Column("params", [_number(row.get("params"), ",") for row in rows], "right"),
+    ]
+    if any(row.get("standalone_status") is not None for row in rows):
+        ranked = [_as_ranked(row) for row in rows]
+        columns.append(Column("stand-alone", [_standalone(row) for row in rows], "right"))
+        if any(row["accuracy_low"] is not None for row in ranked):
+            columns.append(Column("95% interval", [_interval(row) if row["status"] == "complete" else "" for row in ranked], "right"))
+        if has_marks(ranked):
+            header, reference = _reference(objectives)
+            columns.append(Column(header, [_mark(row, reference) for row in ranked]))
+        # a label: in the two-line layout it goes with the hash, leaving the first line the accuracies
+        columns.append(Column("stand-alone #", [str(row.get("standalone_rank") or "") for row in rows], "right", "label"))
+    return columns
+
+
+def oneshot_ranking_table(rows: Sequence[Mapping[str, Any]], *, width: int, objectives: Sequence[str] = ("accuracy",),
+                          names: Sequence[str] | None = None, title: str | None = None, console: Console | None = None) -> Ranking:
+    """The one-shot ranking of ``rows`` (:attr:`~archforge.search.report.RunData.oneshot_table`) laid out for ``width``."""
+    return _lay_out(rows, oneshot_columns(rows, objectives), width=width, names=names, title=title, console=console)
+
+
+def print_oneshot_ranking(console: Console, rows: Sequence[Mapping[str, Any]], *, objectives: Sequence[str] = ("accuracy",),
+                          names: Sequence[str] | None = None, title: str | None = None, before: Sequence[str] = (),
+                          after: Sequence[str] = (), notes: Sequence[str] = ()) -> Ranking:
+    """Print ``before`` (the phase's cost), the one-shot ranking of ``rows``, its legends, ``after`` (the agreement) and ``notes``."""
+    ranking = oneshot_ranking_table(rows, width=console.width, objectives=objectives, names=names, title=title, console=console)
+    lines: list[RenderableType] = [Text(line) for line in before]
+    lines.append(ranking.renderable)
+    for legend in (ranking.legend_line(), marks_legend([_as_ranked(row) for row in rows], objectives)):
+        if legend:
+            lines.append(Text(legend, style="dim"))
+    lines.extend(Text(line) for line in after)
+    lines.extend(Text(f"note: {note}") for note in notes)
+    console.print(Group(*lines))
+    return ranking
+
+
 def print_effects(console: Console, effects: Sequence[Any], notes: Sequence[str] = (), *, limit: int | None = 12) -> None:
     """The decision effects (:class:`~archforge.search.effects.DecisionEffect` s, in the space's order), one line each
     up to ``limit``, under a heading, then ``notes`` (:func:`~archforge.search.effects.effect_notes`). A decision
@@ -321,5 +395,5 @@ def print_effects(console: Console, effects: Sequence[Any], notes: Sequence[str]
     console.print(Group(*lines))
 
 
-__all__ = ["Column", "Ranking", "abbreviations", "decision_columns", "fold", "marks_legend", "metric_columns", "print_effects",
-           "print_ranking", "ranking_table", "value_text"]
+__all__ = ["Column", "Ranking", "abbreviations", "decision_columns", "fold", "marks_legend", "metric_columns", "oneshot_columns",
+           "oneshot_ranking_table", "print_effects", "print_oneshot_ranking", "print_ranking", "ranking_table", "value_text"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from pydantic import BaseModel
 
-from archforge.search.records import ProxyPhase, TrialRecord
+from archforge.search.records import OneShotPhase, ProxyPhase, TrialRecord
 from archforge.search.settings import SearchSettings
 
 
@@ -17,7 +18,10 @@ class ComputeSummary(BaseModel):
     ``constraints.metrics``: ``rejected_trained``); ``rejected``: distinct candidates refused before training; ``reused``: trials answered from a stored result; ``interrupted``:
     trials a worker left unfinished; ``train_time_s`` / ``driver_time_s``: seconds spent training and
     measuring / around them, summed over trials; ``driver_overhead``: share of the workers' busy time
-    not spent training (``None`` when no worker stored its time).
+    not spent training (``None`` when no worker stored its time); ``oneshot_ranked``: candidates a one-shot
+    supernet ranked that no stand-alone trial trained (full training saved, as for ``proxy_discarded``);
+    ``oneshot_epochs``: the supernet's training in epochs over the training set (its images / the set's
+    size, rounded up), counted in ``epochs_run``.
     """
 
     epochs: int
@@ -35,23 +39,35 @@ class ComputeSummary(BaseModel):
     reused: int
     interrupted: int
     proxy_discarded: int
+    oneshot_ranked: int = 0
+    oneshot_epochs: int = 0
     train_time_s: float
     driver_time_s: float
     driver_overhead: float | None = None
 
 
-def compute_summary(records: Sequence[TrialRecord], settings: SearchSettings, proxy: ProxyPhase | None) -> ComputeSummary:
+def compute_summary(records: Sequence[TrialRecord], settings: SearchSettings, proxy: ProxyPhase | None,
+                    oneshot: OneShotPhase | None = None) -> ComputeSummary:
     """Epochs run (interrupted trials' finished seeds included) against epochs × seeds for every candidate considered.
 
     A failed candidate would have failed under full training too: it neither saves nor costs extra.
-    Candidates the proxy discarded count as full training saved.
+    Candidates the proxy discarded count as full training saved, and so do those a one-shot
+    supernet ranked without a stand-alone trial; the supernet's own training counts as the
+    epochs over the training set its images make (``train_images × epochs / candidate_images``:
+    every path trained in a step counts).
     """
     epochs, seeds = settings.epochs, settings.seeds
     counted = [r for r in records if r.counted]
     interrupted = [r for r in records if r.status == "interrupted"]
     discarded = proxy.discarded if proxy is not None else 0
-    run = sum(r.epochs_run for r in counted + interrupted)
-    full = sum(r.epochs_run if r.status == "failed" else (r.epochs_full or epochs * seeds) for r in counted) + discarded * epochs * seeds
+    ranked = supernet = 0
+    if oneshot is not None:
+        trained = {r.hash for r in counted}
+        ranked = sum(path.hash not in trained for path in oneshot.ranking)
+        supernet = math.ceil(oneshot.train_images * oneshot.epochs / oneshot.candidate_images) if oneshot.candidate_images else 0
+    run = sum(r.epochs_run for r in counted + interrupted) + supernet
+    full = (sum(r.epochs_run if r.status == "failed" else (r.epochs_full or epochs * seeds) for r in counted)
+            + (discarded + ranked) * epochs * seeds)
     return ComputeSummary(
         epochs=epochs, seeds=seeds, epochs_run=run, epochs_full=full, epochs_saved=full - run,
         saved_fraction=(full - run) / full if full else 0.0, evaluated=len(counted),
@@ -60,7 +76,7 @@ def compute_summary(records: Sequence[TrialRecord], settings: SearchSettings, pr
         rejected=len({r.hash for r in records if r.status == "rejected"} - {r.hash for r in counted}),
         rejected_trained=sum(r.status == "rejected" for r in counted),
         reused=sum(r.duplicate_of is not None and r.status != "rejected" for r in records), interrupted=len(interrupted),
-        proxy_discarded=discarded, train_time_s=sum(r.eval_time_s or 0.0 for r in records),
+        proxy_discarded=discarded, oneshot_ranked=ranked, oneshot_epochs=supernet, train_time_s=sum(r.eval_time_s or 0.0 for r in records),
         driver_time_s=sum(r.driver_time_s or 0.0 for r in records),
     )
 
@@ -70,11 +86,15 @@ def compute_text(c: ComputeSummary | dict[str, Any]) -> str:
     c = ComputeSummary.model_validate(c)
     text = (f"compute: {c.epochs_run} epochs run of the {c.epochs_full} that full training "
             f"({c.epochs} epochs × {c.seeds} seed(s) per candidate) would have run")
-    if c.epochs_full:
+    if c.epochs_full and c.epochs_saved < 0:  # a supernet and many retrained candidates can cost more than training them all
+        text += f": {-c.epochs_saved} more than that ({100 * -c.saved_fraction:.1f}%)"
+    elif c.epochs_full:
         text += f": saved {c.epochs_saved} ({100 * c.saved_fraction:.1f}%)"
     parts = [f"{n} {what}" for n, what in ((c.pruned, "pruned early"), (c.proxy_discarded, "discarded by the proxy"),
                                            (c.reused, "result reused" if c.reused == 1 else "results reused"), (c.rejected, "rejected before training"),
                                            (c.rejected_trained, "rejected after training")) if n]
+    if c.oneshot_ranked or c.oneshot_epochs:
+        parts.append(f"{c.oneshot_ranked} ranked by the one-shot supernet only, whose training counts as {c.oneshot_epochs} epoch(s)")
     text += f" ({', '.join(parts)})" if parts else ""
     if c.driver_overhead is not None:
         text += f"; driver overhead {100 * c.driver_overhead:.1f}% of worker time"

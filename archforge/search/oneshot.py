@@ -62,6 +62,8 @@ def oneshot_phase(study: Any, space: Space, settings: SearchSettings, data: Any,
         now = {"sampling": wanted.sampling, "seed": settings.seed, "epochs": epochs,
                "calibration_batches": wanted.calibration_batches}
         changed = [f"{k} {getattr(phase, k)} → {now[k]}" for k in _TRAINED_WITH if getattr(phase, k) != now[k]]
+        if _other_pool(phase, wanted.paths):
+            changed.append(f"paths {phase.path_limit} → {wanted.paths}")
         if changed:
             raise SearchError(f"this run's supernet was trained with other one-shot settings ({', '.join(changed)}): "
                               "start a new run with --name, or give the settings it was trained with")
@@ -107,13 +109,22 @@ def _train_and_rank(space: Space, settings: SearchSettings, data: Any, epochs: i
         weights = _save_winner(run, paths[order[0].index], config.init, run_dir / "oneshot" / "best.pt", run_dir)
     lr = run.training.lr
     return OneShotPhase(
-        sampling=wanted.sampling, seed=settings.seed, epochs=epochs, paths=len(paths), sampled=sampled, rejected=rejected,
+        sampling=wanted.sampling, seed=settings.seed, epochs=epochs, paths=len(paths), path_limit=wanted.paths, sampled=sampled,
+        rejected=rejected,
         paths_per_step=run.paths_per_step, steps=run.steps, calibration_batches=wanted.calibration_batches,
         lr=lr if math.isfinite(lr) else None, history=list(run.training.history), train_images=run.train_images,
         eval_images=run.eval_images, candidate_images=epochs * len(data.train_y),
         train_s=round(run.timings["train"], 3), rank_s=round(run.timings["rank"], 3), retrain_top=wanted.retrain_top,
         weights=weights, ranking=ranking,
     )
+
+
+def _other_pool(phase: OneShotPhase, limit: int) -> bool:
+    """Whether ``oneshot.paths = limit`` would make another pool than the stored phase's: a sample is redrawn with another
+    limit; the whole space stays the whole space while the limit covers it."""
+    if phase.sampled:
+        return limit != phase.path_limit
+    return limit < phase.paths + phase.rejected
 
 
 def _save_winner(run: Any, winner: Candidate, init: Any, path: Path, run_dir: Path) -> str:

@@ -299,6 +299,7 @@ class OneShotPhase(_Attr):
     seed: Count
     epochs: Count
     paths: Count = Field(description="Candidates the supernet held and ranked.")
+    path_limit: Count = Field(0, description="The oneshot.paths setting it was made with (0: not stored).")
     sampled: bool = Field(description="The paths are a sample of a larger space, not all of it.")
     rejected: Count = Field(0, description="Candidates refused before training (shapes, constraints).")
     paths_per_step: Count

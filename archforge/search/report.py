@@ -17,10 +17,25 @@ into a folder:
                     (its row, concrete spec and per-seed results)
 ``pareto.png``      accuracy vs parameters and vs latency (:mod:`archforge.search.plots`)
 ``placement.png``   mean accuracy per value of each decision, with n (candidates × seeds) per cell
-``best.yaml``       the best candidate's concrete spec (``archforge build`` builds it)
+``best.yaml``       the best candidate's concrete spec (``archforge build`` builds it); for
+                    ``strategy: oneshot`` with no candidate trained stand-alone yet
+                    (``retrain_top: 0``), the one-shot winner's, rebuilt from the stored space
 ``candidates/``     the concrete specs of the ten best, ``<rank>_<hash>.yaml``
-``best.pt``         with ``weights=True``: the best candidate retrained, as a checkpoint
+``oneshot.csv``     ``strategy: oneshot`` only: the one-shot ranking joined with the stand-alone
+                    results of the candidates retrained (:data:`ONESHOT_COLUMNS`)
+``best.pt``         with ``weights=True``: the best candidate retrained, as a checkpoint; for a
+                    one-shot run with no stand-alone result, a copy of the one-shot winner's
+                    checkpoint (its inherited weights, ``oneshot/best.pt`` in the run folder)
 ==================  ================================================================
+
+A one-shot run (:mod:`archforge.search.oneshot`) is read with its phase
+(:attr:`RunData.oneshot`): :attr:`RunData.oneshot_table` lists the supernet's ranking, best
+first, each candidate with the accuracy it reached with inherited weights and, when it was
+retrained stand-alone (matched by hash with the ordinary ranking), its stand-alone result;
+:attr:`RunData.oneshot_agreement` is Kendall's τ_b between the one-shot order and the
+stand-alone accuracy of the retrained candidates (three or more), and
+:attr:`RunData.oneshot_notes` says what the one-shot numbers cannot tell: they are one
+supernet's, trained once with one seed, and carry no interval.
 
 Every file is written atomically (:mod:`archforge.files`). What the store holds is checked
 first: a trial whose attributes were tampered with is ``unreadable`` (its reason is its
@@ -42,15 +57,16 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from archforge.errors import SearchError, one_line
+from archforge.errors import SearchError, SpecError, one_line
 from archforge.files import atomic_output, write_text
 from archforge.search import plots
 from archforge.search.compute import ComputeSummary, compute_summary
 from archforge.search.effects import DecisionEffect, decision_effects, effect_notes
-from archforge.search.fidelity import RungAgreement, rung_agreement
+from archforge.search.fidelity import RungAgreement, kendall_tau_b, rung_agreement
 from archforge.search.ranking import RankedRow, Ranking, bounds_text, rank
 from archforge.search.records import (
-    PROXY_KEY, RUN_KEY, ProxyPhase, RunMeta, TrialRecord, WorkerStats, first_error, read_study_attr, read_trials, read_worker_stats,
+    ONESHOT_KEY, PROXY_KEY, RUN_KEY, OneShotPhase, ProxyPhase, RunMeta, TrialRecord, WorkerStats, first_error, read_study_attr,
+    read_trials, read_worker_stats,
 )
 from archforge.search.settings import OBJECTIVES, SearchSettings
 
@@ -62,6 +78,22 @@ TOP_SPECS = 10
 RANK_COLUMNS = ("rank", "most_accurate")
 #: Ranking columns trials.csv adds when a candidate has two seeds or more.
 CONFIDENCE_COLUMNS = ("accuracy_low", "accuracy_high", "separable_from_best", "gap_low", "gap_high")
+#: Columns of :attr:`RunData.oneshot_table` rows (and of ``oneshot.csv``, which adds ``decision.<name>`` columns):
+#: the one-shot place and what the supernet measured, then the stand-alone result of a retrained candidate.
+ONESHOT_COLUMNS = ("rank", "hash", "accuracy", "params", "flops", "standalone_rank", "standalone_trial", "standalone_status",
+                   "standalone_accuracy", "standalone_accuracy_std", "standalone_n_seeds", "standalone_low", "standalone_high",
+                   "most_accurate", "separable_from_best")
+#: Retrained candidates with a stand-alone accuracy that :attr:`RunData.oneshot_agreement` needs.
+AGREEMENT_MIN = 3
+
+
+@dataclass(frozen=True)
+class OneShotAgreement:
+    """How far the one-shot order agrees with stand-alone training, over the candidates retrained with a result."""
+
+    candidates: int
+    pairs: int
+    tau: float | None  # Kendall's tau-b (one-shot order vs stand-alone mean accuracy); None when every stand-alone accuracy ties
 
 
 @dataclass
@@ -75,6 +107,7 @@ class RunData:
     study: Any = None
     run_dir: Path | None = None
     front: list[int] = field(default_factory=list)  # trial numbers of study.best_trials (several objectives)
+    oneshot: OneShotPhase | None = None  # the one-shot phase of a strategy: oneshot run
     _ranking: Ranking | None = field(default=None, repr=False)
 
     @classmethod
@@ -83,11 +116,12 @@ class RunData:
         try:
             meta = read_study_attr(study, RunMeta, RUN_KEY)
             proxy = read_study_attr(study, ProxyPhase, PROXY_KEY)
+            oneshot = read_study_attr(study, OneShotPhase, ONESHOT_KEY)
         except ValueError as exc:
             raise SearchError(f"study '{study.study_name}': {exc}; report a copy of the store made before it was edited") from None
         if meta is None:
             raise SearchError(f"study '{study.study_name}' was not made by archforge search")
-        run = cls(study.study_name, meta, read_trials(study), proxy, study, run_dir)
+        run = cls(study.study_name, meta, read_trials(study), proxy, study, run_dir, oneshot=oneshot)
         if len(run.objectives) > 1:
             run.front = [t.number for t in study.best_trials]
         return run
@@ -177,7 +211,11 @@ class RunData:
         from archforge.spec import Spec
 
         record = self.record(number)
-        spec = Spec.from_dict(record.spec, file=f"<candidate {record.hash}>")
+        return self._with_init(Spec.from_dict(record.spec, file=f"<candidate {record.hash}>"))
+
+    def _with_init(self, spec: Any) -> Any:
+        from archforge.spec import Spec
+
         init = self.settings.train.init
         return spec if init is None else Spec.from_dict({**spec.to_dict(), "init": init}, file=spec.file)
 
@@ -203,6 +241,150 @@ class RunData:
     def record(self, number: int) -> TrialRecord:
         return next(r for r in self.records if r.number == number)
 
+    # -- one-shot -------------------------------------------------------------
+    @property
+    def oneshot_table(self) -> list[dict[str, Any]]:
+        """The one-shot ranking joined with stand-alone training, best first; empty without a one-shot phase.
+
+        One dict per candidate the supernet ranked, keys :data:`ONESHOT_COLUMNS` and ``decisions``:
+        its one-shot ``rank``, ``accuracy`` (with the supernet's inherited weights: one supernet's
+        number, no interval), ``params`` and ``flops``; then, for a candidate with a stand-alone
+        trial (matched by hash against :attr:`table`'s rows, or by its one-shot place for a trial
+        still queued), that trial's ``standalone_status`` and, as :attr:`table` has them, its
+        ``standalone_rank``, ``standalone_trial``, ``standalone_accuracy`` (mean over seeds),
+        ``standalone_accuracy_std``, ``standalone_n_seeds``, ``standalone_low`` /
+        ``standalone_high`` (its 95% interval) and its ``most_accurate`` / ``separable_from_best``
+        marks; ``None`` for a candidate never trained stand-alone.
+        """
+        if self.oneshot is None:
+            return []
+        ranked: dict[str, RankedRow] = {}
+        for row in self.ranking.rows:
+            if row.hash is not None:
+                ranked.setdefault(row.hash, row)
+        others: dict[Any, TrialRecord] = {}  # the latest trial of a candidate that is not in the ranking (queued, running, ...)
+        for r in sorted(self.records, key=lambda r: r.number):
+            if r.status != "unreadable":
+                for key in (r.hash, ("rank", r.oneshot_rank)):
+                    if key is not None and key != ("rank", None):
+                        others[key] = r
+        table = []
+        for place, path in enumerate(self.oneshot.ranking, start=1):
+            row: dict[str, Any] = {"rank": place, "hash": path.hash, "accuracy": path.accuracy, "params": path.params,
+                                   "flops": path.flops, **dict.fromkeys(ONESHOT_COLUMNS[5:]), "decisions": dict(path.decisions)}
+            done = ranked.get(path.hash)
+            if done is not None:
+                row.update(standalone_rank=done.rank, standalone_trial=done.trial, standalone_status=done.status,
+                           standalone_accuracy=done.accuracy, standalone_accuracy_std=done.accuracy_std,
+                           standalone_n_seeds=done.n_seeds, standalone_low=done.accuracy_low, standalone_high=done.accuracy_high,
+                           most_accurate=done.most_accurate, separable_from_best=done.separable_from_best)
+            else:
+                other = others.get(path.hash) or others.get(("rank", place))
+                if other is not None:
+                    row.update(standalone_trial=other.number, standalone_status=other.status)
+            table.append(row)
+        return table
+
+    @property
+    def oneshot_agreement(self) -> OneShotAgreement | None:
+        """Kendall's τ_b (:func:`~archforge.search.fidelity.kendall_tau_b`) between the one-shot order (its ranks,
+        which break ties of inherited accuracy by fewer params) and the stand-alone mean accuracy, over the
+        candidates retrained to completion; ``None`` with fewer than :data:`AGREEMENT_MIN` of them."""
+        done = _retrained(self.oneshot_table)
+        if len(done) < AGREEMENT_MIN:
+            return None
+        tau, pairs = kendall_tau_b([-row["rank"] for row in done], [row["standalone_accuracy"] for row in done])
+        return OneShotAgreement(candidates=len(done), pairs=pairs, tau=tau)
+
+    @property
+    def oneshot_notes(self) -> list[str]:
+        """What to read the one-shot ranking with, as sentences: where its numbers come from, whether the stand-alone
+        best is the one-shot winner, what is still missing for an agreement."""
+        phase = self.oneshot
+        if phase is None:
+            return []
+        notes = [f"the one-shot accuracies are one supernet's (trained once, seed {phase.seed}, {phase.epochs} epoch(s), "
+                 f"{phase.sampling} sampling), each path evaluated with its inherited weights after re-estimating BatchNorm "
+                 f"on {phase.calibration_batches} batches: an order to choose what to train, with no interval"]
+        if phase.sampled:
+            notes.append(f"the supernet's {phase.paths} candidates are a seeded sample of a larger space (oneshot.paths)")
+        table = self.oneshot_table
+        done = _retrained(table)
+        if not any(row["standalone_status"] is not None for row in table):
+            notes.append("no candidate was trained stand-alone (oneshot.retrain_top 0): the one-shot winner stands for the "
+                         "result, with its inherited weights; --retrain-top K trains the best K with the search's seeds and epochs")
+        elif len(done) >= 2 and table:
+            best = next((row for row in done if row["most_accurate"]), None) or max(done, key=lambda row: row["standalone_accuracy"])
+            winner = table[0]
+            if best["rank"] == 1:
+                notes.append(f"the one-shot winner {winner['hash']} is also the most accurate of the {len(done)} trained stand-alone")
+            else:
+                text = (f"trained stand-alone, the most accurate of the {len(done)} retrained is one-shot #{best['rank']} "
+                        f"{best['hash']} ({best['standalone_accuracy']:.4f}), not the one-shot winner {winner['hash']}")
+                if winner["standalone_status"] == "complete" and winner["standalone_accuracy"] is not None:
+                    text += f" ({winner['standalone_accuracy']:.4f}"
+                    text += {True: ", separably less accurate at 95%)", False: ", not separable from it at 95%)"}.get(
+                        winner["separable_from_best"], ")")
+                elif winner["standalone_status"] is not None:
+                    text += f" ({winner['standalone_status']})"
+                notes.append(text)
+        if 0 < len(done) < AGREEMENT_MIN:
+            notes.append(f"{len(done)} candidate(s) trained stand-alone to completion: how far the one-shot order agrees with "
+                         f"stand-alone training needs {AGREEMENT_MIN} or more (--retrain-top)")
+        return notes
+
+    @property
+    def oneshot_summary(self) -> dict[str, Any] | None:
+        """The stored phase (:class:`~archforge.search.records.OneShotPhase`) as JSON, with ``table`` (:attr:`oneshot_table`),
+        ``agreement`` (:attr:`oneshot_agreement`) and ``notes``; ``None`` without a one-shot phase."""
+        if self.oneshot is None:
+            return None
+        agreement = self.oneshot_agreement
+        return {**self.oneshot.model_dump(mode="json"), "table": self.oneshot_table,
+                "agreement": dataclasses.asdict(agreement) if agreement is not None else None, "notes": self.oneshot_notes}
+
+    def oneshot_spec(self, rank: int = 1) -> Any:
+        """The concrete :class:`~archforge.Spec` of the one-shot ranking's ``rank``-th candidate (1: the winner).
+
+        The phase stores decisions and hash only: the spec is rebuilt from the space the run stored,
+        with the run's params, and must have the stored hash (a :class:`SearchError` otherwise); the
+        run's ``train.init`` is written in as :meth:`trained_spec` does.
+        """
+        import warnings
+
+        from archforge.errors import SpecWarning
+        from archforge.search.space import parse_space
+
+        phase = self.oneshot
+        if phase is None or not 1 <= rank <= len(phase.ranking):
+            raise SearchError(f"run '{self.name}' has no one-shot candidate ranked {rank}")
+        path = phase.ranking[rank - 1]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SpecWarning)
+                space = parse_space(self.meta.space, self.meta.space_file).with_params(self.settings.params)
+                candidate = space.concretize(path.decisions)
+        except (SpecError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            text = exc.format() if isinstance(exc, SpecError) else f"{type(exc).__name__}: {exc}"
+            raise SearchError(one_line(f"run '{self.name}': the one-shot candidate {path.hash} cannot be rebuilt from the "
+                                       f"stored space: {text[:300]}")) from None
+        if candidate.hash != path.hash:
+            raise SearchError(f"run '{self.name}': the decisions of one-shot candidate {path.hash} rebuild a spec of hash "
+                              f"{candidate.hash} from the stored space; report a copy of the store made before it was edited")
+        return self._with_init(candidate.spec)
+
+    @property
+    def oneshot_weights(self) -> Path | None:
+        """The one-shot winner's checkpoint in the run folder (inherited weights), ``None`` when it was not saved or is gone."""
+        phase = self.oneshot
+        if phase is None or phase.weights is None or self.run_dir is None:
+            return None
+        root = Path(self.run_dir).resolve()
+        path = (root / phase.weights).resolve()
+        if root not in path.parents or not path.is_file():  # a stored path may only name a file inside the run folder
+            return None
+        return path
+
     # -- compute --------------------------------------------------------------
     @property
     def worker_stats(self) -> list[WorkerStats]:
@@ -212,7 +394,7 @@ class RunData:
     @property
     def compute_summary(self) -> ComputeSummary:
         """What the run cost and saved, with the workers' driver overhead."""
-        summary = compute_summary(self.records, self.settings, self.proxy)
+        summary = compute_summary(self.records, self.settings, self.proxy, self.oneshot)
         busy = sum(s.wall_s - s.wait_s for s in self.worker_stats)
         if busy > 0:
             summary.driver_overhead = max(0.0, sum(s.wall_s - s.wait_s - s.eval_s for s in self.worker_stats)) / busy
@@ -248,6 +430,11 @@ def settings_of(meta: RunMeta, name: str) -> SearchSettings:
         problem = f"objectives: unknown objective '{unknown[0]}', neither built in nor a metric the run measured"
     raise SearchError(f"study '{name}' has settings archforge cannot read ({problem}); "
                       "report a copy of the store made before it was edited")
+
+
+def _retrained(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a one-shot table trained stand-alone to completion, with an accuracy."""
+    return [row for row in table if row["standalone_status"] == "complete" and row["standalone_accuracy"] is not None]
 
 
 def _unreadable(record: TrialRecord, reason: str) -> TrialRecord:
@@ -334,6 +521,7 @@ def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
         "settings": run.meta.settings, "decisions": run.meta.decisions,
         "metrics": {name: info.model_dump(mode="json") for name, info in run.meta.metrics.items()}, "compute": run.compute,
         "proxy": run.proxy.model_dump(mode="json") if run.proxy is not None else None,
+        "oneshot": run.oneshot_summary,
         "best": best.model_dump() if best is not None else None,
         "ranking": run.table,
         "notes": [note.model_dump() for note in run.ranking.notes],
@@ -347,6 +535,25 @@ def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def oneshot_columns(run: RunData) -> list[str]:
+    """The columns of ``oneshot.csv``: :data:`ONESHOT_COLUMNS`, then ``decision.<name>`` for every decision of the run."""
+    names = list(dict.fromkeys(run.decision_names + [k for row in run.oneshot_table for k in row["decisions"]]))
+    return list(ONESHOT_COLUMNS) + [f"decision.{n}" for n in names]
+
+
+def write_oneshot_csv(run: RunData, path: str | os.PathLike[str]) -> Path:
+    """The one-shot table (:attr:`RunData.oneshot_table`), one row per candidate the supernet ranked, best first."""
+    path = Path(path)
+    columns = oneshot_columns(run)
+    with atomic_output(path, overwrite=True) as temp, temp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in run.oneshot_table:
+            cells = {**row, **{f"decision.{k}": v for k, v in row["decisions"].items()}}
+            writer.writerow([_cell(cells.get(k)) for k in columns])
+    return path
+
+
 def _accuracy_text(row: RankedRow) -> str:
     text = f"{row.accuracy:.4f}" if row.accuracy is not None else "?"
     if row.accuracy_std is not None and row.n_seeds > 1:
@@ -357,10 +564,15 @@ def _accuracy_text(row: RankedRow) -> str:
 
 
 def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
-    """The best candidate's spec with a comment header saying where it comes from; ``None`` without a complete trial."""
+    """The best candidate's spec with a comment header saying where it comes from.
+
+    Without a complete trial: the one-shot winner's spec, rebuilt from the stored space
+    (:meth:`RunData.oneshot_spec`), under a header saying its accuracy is the supernet's; ``None``
+    when the run has no one-shot ranking either.
+    """
     best = run.ranking.best
     if best is None:
-        return None
+        return _write_oneshot_best_yaml(run, path) if run.oneshot is not None and run.oneshot.ranking else None
     params = f"; params {best.params:,}" if best.params is not None else ""
     header = [
         f"# Best candidate of search run '{run.name}' ({run.meta.space_file}): {best.hash}, trial #{best.trial}",
@@ -371,6 +583,39 @@ def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
     if best.metrics:
         header.insert(2, "# plugin metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in best.metrics.items() if v is not None))
     return write_text(path, "\n".join(_comment(line) for line in header) + "\n" + run.best_spec.to_yaml(), overwrite=True)
+
+
+def _write_oneshot_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path:
+    phase = run.oneshot
+    assert phase is not None
+    winner = phase.ranking[0]
+    spec = run.oneshot_spec(1)
+    header = [
+        f"# One-shot winner of search run '{run.name}' ({run.meta.space_file}): {winner.hash}, ranked 1 of {phase.paths} "
+        "candidates by one weight-sharing supernet",
+        f"# validation accuracy {winner.accuracy:.4f} on {run.meta.dataset} with weights inherited from the supernet "
+        f"({phase.epochs} epoch(s), {phase.sampling} sampling, seed {phase.seed}; BatchNorm re-estimated on "
+        f"{phase.calibration_batches} batches); params {winner.params:,}",
+        "# NOT trained stand-alone: one supernet's number, no interval (--retrain-top K trains the best K stand-alone)",
+        "# decisions: " + ", ".join(f"{k}={plots.value_text(v, 40)}" for k, v in winner.decisions.items()),
+        f"# init {run.settings.train.init or 'as the spec says'}"
+        + (f"; its inherited weights: {phase.weights} in the run folder" if phase.weights else ""),
+    ]
+    return write_text(path, "\n".join(_comment(line) for line in header) + "\n" + spec.to_yaml(), overwrite=True)
+
+
+def copy_oneshot_weights(run: RunData, path: str | os.PathLike[str]) -> Path:
+    """Copy the one-shot winner's checkpoint (its inherited weights, :attr:`RunData.oneshot_weights`) to ``path``."""
+    import shutil
+
+    source = run.oneshot_weights
+    if source is None:
+        where = f"'{run.oneshot.weights}' in {run.run_dir}" if run.oneshot is not None and run.oneshot.weights and run.run_dir else "none"
+        raise SearchError(f"run '{run.name}' has no candidate trained stand-alone and its one-shot winner's checkpoint is "
+                          f"missing ({where}): train the best stand-alone with --retrain-top K, then report with --weights")
+    with atomic_output(path, overwrite=True) as temp:
+        shutil.copyfile(source, temp)
+    return Path(path)
 
 
 def _lr_text(run: RunData, row: RankedRow) -> str:
@@ -421,7 +666,9 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool
     """Write the report files (see the module docstring) into ``out_dir``; returns their paths by kind.
 
     Kinds: ``csv``, ``json``, ``pareto``, ``placement``, and with a complete trial ``best`` and
-    ``candidates`` (a folder); ``weights`` with ``weights=True``.
+    ``candidates`` (a folder); ``weights`` with ``weights=True``. A one-shot run adds ``oneshot``
+    (``oneshot.csv``); without a complete trial its ``best`` is the one-shot winner's spec and its
+    ``weights`` a copy of the winner's checkpoint (nothing is retrained).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -431,10 +678,15 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool
         "pareto": plots.plot_pareto(run.ranking.rows, out / "pareto.png", title=run.name),
         "placement": plots.plot_placement(plots.placement_matrix(run.records, run.meta.decisions), out / "placement.png", title=run.name),
     }
+    if run.oneshot is not None:
+        files["oneshot"] = write_oneshot_csv(run, out / "oneshot.csv")
     best = write_best_yaml(run, out / "best.yaml")
     if best is not None:
         files["best"] = best
-        files["candidates"] = write_top_specs(run, out / "candidates")
-        if weights:
-            files["weights"] = retrain_best(run, out / "best.pt")
+        if run.ranking.best is not None:
+            files["candidates"] = write_top_specs(run, out / "candidates")
+            if weights:
+                files["weights"] = retrain_best(run, out / "best.pt")
+        elif weights:  # the one-shot winner: its inherited weights, as the supernet left them
+            files["weights"] = copy_oneshot_weights(run, out / "best.pt")
     return files

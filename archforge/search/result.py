@@ -18,6 +18,16 @@ class SearchResult:
     :class:`~archforge.Spec`. ``trials``: every stored trial
     (:class:`~archforge.search.records.TrialRecord`). ``compute``: epochs run vs epochs full
     training would have run. The terminal table is ``archforge report RUN``.
+
+    A ``strategy: oneshot`` run also has ``oneshot`` (the stored
+    :class:`~archforge.search.records.OneShotPhase`, else ``None``), ``oneshot_table`` (the
+    supernet's ranking joined with the stand-alone results, see
+    :attr:`~archforge.search.report.RunData.oneshot_table`), ``oneshot_agreement`` and
+    ``oneshot_notes``. Its ``table`` holds the candidates trained stand-alone (the best
+    ``retrain_top``), and ``best`` is the best of them. With none complete (``retrain_top: 0``),
+    ``best`` falls back to the one-shot winner: its ``oneshot_table`` row with ``"source":
+    "oneshot"`` (an accuracy inherited from the supernet, no interval, no ``trial``), and
+    ``best_spec`` to its spec rebuilt from the stored space.
     """
 
     def __init__(self, run: Any, ref: Any = None, study: Any = None):
@@ -54,11 +64,42 @@ class SearchResult:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        return self.run.best
+        """The best row of ``table``; without one, for a one-shot run, the one-shot winner (``"source": "oneshot"``)."""
+        best = self.run.best
+        if best is None and self._oneshot_fallback:
+            return {**self.run.oneshot_table[0], "source": "oneshot"}
+        return best
 
     @property
     def best_spec(self) -> Any:
+        """The concrete spec of ``best`` (for the one-shot fallback, rebuilt from the stored space; its hash is checked)."""
+        if self._oneshot_fallback:
+            return self.run.oneshot_spec(1)
         return self.run.best_spec
+
+    @property
+    def _oneshot_fallback(self) -> bool:
+        oneshot = getattr(self.run, "oneshot", None)
+        return oneshot is not None and bool(oneshot.ranking) and self.run.ranking.best is None
+
+    @property
+    def oneshot(self) -> Any:
+        """The one-shot phase (:class:`~archforge.search.records.OneShotPhase`) of a ``strategy: oneshot`` run, else ``None``."""
+        return getattr(self.run, "oneshot", None)
+
+    @property
+    def oneshot_table(self) -> list[dict[str, Any]]:
+        """The one-shot ranking, best first, with each retrained candidate's stand-alone result (empty without a phase)."""
+        return self.run.oneshot_table if self.oneshot is not None else []
+
+    @property
+    def oneshot_agreement(self) -> Any:
+        """Kendall's τ_b of the one-shot order against stand-alone accuracy (three retrained candidates or more), else ``None``."""
+        return self.run.oneshot_agreement if self.oneshot is not None else None
+
+    @property
+    def oneshot_notes(self) -> list[str]:
+        return self.run.oneshot_notes if self.oneshot is not None else []
 
     @property
     def pareto(self) -> list[dict[str, Any]]:
@@ -103,4 +144,6 @@ class SearchResult:
     def __repr__(self) -> str:
         best = self.best
         text = f"{best['hash']} accuracy {best['accuracy']:.4f}" if best and best.get("accuracy") is not None else "none yet"
+        if best and best.get("source") == "oneshot":
+            text += " (one-shot, inherited weights)"
         return f"SearchResult({self.name!r}, {len(self.table)} candidates evaluated, best {text})"

@@ -39,7 +39,6 @@ number of values a decision has).
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping, Sequence
@@ -109,16 +108,13 @@ class Supernet(nn.Module):
         self.shared = nn.ParameterList(
             nn.Parameter(torch.zeros(shape, device=device, dtype=dtype)) for shape, dtype in zip(largest, kinds))
         self.paths: list[Path] = []
-        written: dict[int, int] = {}  # shared index → numel of the path that last wrote it
         with torch.no_grad():
             for module, keys, decisions in sorted(zip(modules, keyed, values), key=lambda t: _numel(t[0])):
                 slots = {}
                 for name, p in module.named_parameters():
                     i = index[(keys[name], tuple(p.shape))]
                     slots[name] = (i, tuple(p.shape))
-                    if p.numel() >= written.get(i, -1):  # the larger path's initial values win where paths overlap
-                        self.shared[i][_slices(p.shape)].copy_(p)
-                        written[i] = p.numel()
+                    self.shared[i][_slices(p.shape)].copy_(p)  # smallest path first: the largest writes last
                     self.shared[i].requires_grad_(p.requires_grad)
                 self.paths.append(Path(dict(decisions), module, slots, _numel(module)))
         order = {id(m): k for k, m in enumerate(modules)}
@@ -221,7 +217,8 @@ class PathSchedule:
             return [self.rng.randrange(len(self._keys))]
         columns = {}
         for name, domain in self._domains.items():
-            column = (domain * math.ceil(self.per_step / len(domain)))[:self.per_step]
+            # Each value as often as the others, the remainder drawn at random so that no value is favoured over steps.
+            column = domain * (self.per_step // len(domain)) + self.rng.sample(domain, self.per_step % len(domain))
             self.rng.shuffle(column)
             columns[name] = column
         return [self._path_for({name: column[j] for name, column in columns.items()}) for j in range(self.per_step)]

@@ -99,20 +99,27 @@ def join(storage: str, study: str, *, device: str | None = None, threads: int | 
 
 
 def _budget(study: Any, settings: Any, meta: RunMeta, display: Any, poll_s: float = 2.0) -> int | None:
-    """The run's budget; with a zero-cost proxy, known only once the driver's proxy phase is stored: wait for it."""
+    """The run's budget; with a zero-cost proxy or the one-shot strategy, known only once the driver's phase is stored:
+    wait for it (a worker that started sampling before would train candidates nobody chose)."""
     import time
 
-    from archforge.search.records import PROXY_KEY, ProxyPhase
+    from archforge.search.records import ONESHOT_KEY, PROXY_KEY, OneShotPhase, ProxyPhase
 
-    if settings.proxy is None:
+    if settings.proxy is None and settings.strategy != "oneshot":
         return meta.budget
     said = False
     while True:
-        phase = records.read_study_attr(study, ProxyPhase, PROXY_KEY)
-        if phase is not None:
-            return phase.kept if settings.trial_budget is None else min(settings.trial_budget, phase.kept)
+        if settings.strategy == "oneshot":
+            shot = records.read_study_attr(study, OneShotPhase, ONESHOT_KEY)
+            if shot is not None:
+                return min(settings.oneshot.retrain_top, len(shot.ranking))
+        else:
+            phase = records.read_study_attr(study, ProxyPhase, PROXY_KEY)
+            if phase is not None:
+                return phase.kept if settings.trial_budget is None else min(settings.trial_budget, phase.kept)
         if not said:
-            display.message("waiting for the search's proxy phase to choose the candidates to train")
+            what = "one-shot phase to rank" if settings.strategy == "oneshot" else "proxy phase to choose"
+            display.message(f"waiting for the search's {what} the candidates to train")
             said = True
         time.sleep(poll_s)
 
