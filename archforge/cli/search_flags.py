@@ -59,7 +59,8 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
                    help="a key of evolution: population or sample (repeatable)")
     g.add_argument("--retrain-top", type=non_negative_int, metavar="K",
                    help="oneshot.retrain_top (--strategy oneshot): train the best K of the one-shot ranking stand-alone (default 0)")
-    g.add_argument("--oneshot-epochs", type=positive_int, metavar="N", help="oneshot.epochs: epochs the supernet trains (default: --epochs)")
+    g.add_argument("--oneshot-epochs", type=positive_int, metavar="N",
+                   help="oneshot.epochs: epochs the supernet trains (default: --epochs)")
     g.add_argument("--sampling", choices=["uniform", "fair"],
                    help="oneshot.sampling: paths per supernet step, one drawn uniformly (SPOS) or every value once (FairNAS, default)")
     g.add_argument("--calibration-batches", type=positive_int, metavar="N",

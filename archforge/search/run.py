@@ -140,7 +140,9 @@ def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: 
     counted = sum(r.counted for r in records.read_trials(study))
     try:
         with display.running(total, counted, epochs_bar=settings.worker_count == 1 and settings.executor == "local"):
-            executors.run_workers(plan, study, display, workers=settings.worker_count, executor=settings.executor,
+            # One-shot: as many workers as candidates queued; one more would find nothing queued and ask the sampler.
+            workers = min(settings.worker_count, budget) if settings.strategy == "oneshot" and budget else settings.worker_count
+            executors.run_workers(plan, study, display, workers=workers, executor=settings.executor,
                                   space=space, data=prepared.data, storage=storage)
     except KeyboardInterrupt:
         done = sum(r.counted for r in records.read_trials(study))
