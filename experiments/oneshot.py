@@ -187,7 +187,7 @@ def report(tasks: dict[str, dict], shots: dict[tuple[str, str], list[dict]], arg
             "seconds vs grid"]
     rows = []
     for t, g in tasks.items():
-        grid_images = g["trainings"] * g["epochs"] * g["n_train"]
+        grid_images = g["trainings"] * g["epochs"] * (g["n_train"] // g["batch_size"]) * g["batch_size"]  # full batches
         mean = {h: r["accuracy"] for h, r in g["rows"].items()}
         yard = seed_yardstick(g["rows"])
         pairs = separable_pairs(g["rows"])

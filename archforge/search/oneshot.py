@@ -38,7 +38,7 @@ from typing import Any, Callable
 from archforge.errors import SearchError, SpecWarning
 from archforge.search import records
 from archforge.search.failures import TrialError
-from archforge.search.records import ONESHOT_KEY, OneShotAttr, OneShotPath, OneShotPhase
+from archforge.search.records import ONESHOT_KEY, RUN_KEY, OneShotAttr, OneShotPath, OneShotPhase, RunMeta
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Candidate, Space
 
@@ -47,31 +47,39 @@ _TRAINED_WITH = ("sampling", "seed", "epochs", "calibration_batches")
 
 
 def oneshot_phase(study: Any, space: Space, settings: SearchSettings, data: Any, *, run_dir: Path | None = None,
-                  say: Callable[[str], None] = lambda text: None) -> OneShotPhase:
-    """Run the phase once per study (a stored phase is returned on later calls), and queue its best ``retrain_top``.
+                  say: Callable[[str], None] = lambda text: None) -> tuple[OneShotPhase, int]:
+    """Run the phase once per study (a stored phase is reused), queue its best ``retrain_top``; the phase and the run's budget.
 
-    ``data``: the run's :class:`~archforge.data.DataSplit`; ``run_dir``: where the winner's
-    checkpoint goes (none: not saved); ``say``: progress lines. Raises
-    :class:`~archforge.errors.SearchError` when no path can be trained, or the stored phase was
-    trained with other settings.
+    The budget is the number of candidates the run trains stand-alone: the best
+    ``retrain_top`` of the ranking that pass the run's checks now (queued by this call or an
+    earlier one). ``data``: the run's :class:`~archforge.data.DataSplit`; ``run_dir``: where
+    the winner's checkpoint goes (none: not saved); ``say``: progress lines. Raises
+    :class:`~archforge.errors.SearchError` when no path can be trained, or when the stored
+    phase was made with other settings (supernet, data and recipe, constraints).
     """
     phase = records.read_study_attr(study, OneShotPhase, ONESHOT_KEY)
     wanted = settings.oneshot
     epochs = wanted.epochs or settings.epochs
+    config = records.read_study_attr(study, RunMeta, RUN_KEY).config_key
+    constraints = settings.constraints.model_dump(mode="json")
     if phase is not None:
         now = {"sampling": wanted.sampling, "seed": settings.seed, "epochs": epochs,
                "calibration_batches": wanted.calibration_batches}
         changed = [f"{k} {getattr(phase, k)} → {now[k]}" for k in _TRAINED_WITH if getattr(phase, k) != now[k]]
         if _other_pool(phase, wanted.paths):
             changed.append(f"paths {phase.path_limit} → {wanted.paths}")
+        if phase.config != config:
+            changed.append("the data or training recipe (dataset, limit, train:, params)")
+        if phase.constraints != constraints:
+            changed.append("constraints")
         if changed:
             raise SearchError(f"this run's supernet was trained with other one-shot settings ({', '.join(changed)}): "
                               "start a new run with --name, or give the settings it was trained with")
     else:
         phase = _train_and_rank(space, settings, data, epochs, run_dir, say)
+        phase = phase.model_copy(update={"config": config, "constraints": constraints})
         study.set_user_attr(ONESHOT_KEY, records.dump(phase))
-    _queue(study, space, phase, wanted.retrain_top)
-    return phase
+    return phase, _queue(study, space, settings, phase, wanted.retrain_top)
 
 
 def _train_and_rank(space: Space, settings: SearchSettings, data: Any, epochs: int, run_dir: Path | None,
@@ -113,7 +121,7 @@ def _train_and_rank(space: Space, settings: SearchSettings, data: Any, epochs: i
         rejected=rejected,
         paths_per_step=run.paths_per_step, steps=run.steps, calibration_batches=wanted.calibration_batches,
         lr=lr if math.isfinite(lr) else None, history=list(run.training.history), train_images=run.train_images,
-        eval_images=run.eval_images, candidate_images=epochs * len(data.train_y),
+        range_images=run.range_images, eval_images=run.eval_images, candidate_images=run.candidate_images,
         train_s=round(run.timings["train"], 3), rank_s=round(run.timings["rank"], 3), retrain_top=wanted.retrain_top,
         weights=weights, ranking=ranking,
     )
@@ -139,10 +147,25 @@ def _save_winner(run: Any, winner: Candidate, init: Any, path: Path, run_dir: Pa
     return str(path.relative_to(run_dir))
 
 
-def _queue(study: Any, space: Space, phase: OneShotPhase, top: int) -> None:
-    """Queue the best ``top`` of the ranking that no trial of the study was queued for yet."""
+def _queue(study: Any, space: Space, settings: SearchSettings, phase: OneShotPhase, top: int) -> int:
+    """Queue the best ``top`` of the ranking not queued yet that pass the run's checks; how many the run trains.
+
+    A queued candidate the checks reject would not count against the budget, and a worker
+    would then ask the sampler for one the supernet never chose: so none is queued.
+    """
     queued = {r.oneshot_rank for r in records.read_trials(study) if r.oneshot_rank is not None}
-    for rank, path in enumerate(phase.ranking[:top], start=1):
-        if rank not in queued:
-            attr = OneShotAttr(rank=rank, accuracy=path.accuracy)
-            study.enqueue_trial(space.encode(path.decisions), user_attrs=records.attrs(attr))
+    planned = 0
+    for rank, path in enumerate(phase.ranking, start=1):
+        if planned == top:
+            break
+        if rank in queued:
+            planned += 1
+            continue
+        candidate = space.concretize(space.decode(space.encode(path.decisions)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpecWarning)
+            if candidate.hash != path.hash or space.check(candidate, settings.constraints) is not None:
+                continue
+        study.enqueue_trial(space.encode(path.decisions), user_attrs=records.attrs(OneShotAttr(rank=rank, accuracy=path.accuracy)))
+        planned += 1
+    return planned

@@ -308,8 +308,11 @@ class OneShotPhase(_Attr):
     lr: float | None = None
     history: list[float] = Field(default_factory=list, description="Mean validation accuracy of a few paths after each epoch.")
     train_images: Count = Field(description="Images through the network in training (steps × batch × paths per step).")
-    eval_images: Count = Field(description="Images through the network to rank (recalibration and validation passes).")
-    candidate_images: Count = Field(description="Images one stand-alone training of a candidate sees (epochs × training set).")
+    range_images: Count = Field(0, description="Images through the network in the range test of lr: auto.")
+    eval_images: Count = Field(description="Images through the network in probe validations and ranking (forward only).")
+    candidate_images: Count = Field(description="Images one stand-alone training of a candidate sees (epochs × full batches).")
+    config: Text = Field("", description="The run's training-settings key when the supernet was trained.")
+    constraints: dict[str, Any] = Field(default_factory=dict, description="The constraints the paths were checked against.")
     train_s: float = Field(ge=0)
     rank_s: float = Field(ge=0)
     retrain_top: Count = 0

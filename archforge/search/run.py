@@ -124,10 +124,9 @@ def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: 
 
         # One process trains the supernet; another one starting the same run meanwhile waits, then finds it stored.
         with study_lock(ref.url, ref.study_name):
-            shot = oneshot_phase(study, space, settings, prepared.data, run_dir=ref.run_dir if ref.persistent else None,
-                                 say=display.message)
+            shot, budget = oneshot_phase(study, space, settings, prepared.data,
+                                         run_dir=ref.run_dir if ref.persistent else None, say=display.message)
         display.message(_oneshot_line(shot))
-        budget = min(settings.oneshot.retrain_top, len(shot.ranking))
         records.update_run_meta(study, budget=budget)
         if budget == 0:
             return

@@ -19,7 +19,7 @@ import json
 from typing import Any, Mapping
 
 from archforge.errors import SearchError
-from archforge.search.records import RUN_KEY, MetricInfo, RunMeta, measured, read_study_attr
+from archforge.search.records import ONESHOT_KEY, RUN_KEY, MetricInfo, RunMeta, measured, read_study_attr
 from archforge.search.settings import SearchSettings
 from archforge.search.space import Space
 from archforge.search.training import NEUTRAL_FIELDS
@@ -77,7 +77,9 @@ def open_study(storage: Any, name: str, meta: RunMeta, directions: list[str], *,
         old = read_study_attr(study, RunMeta, RUN_KEY)
     except ValueError as exc:
         raise SearchError(f"run '{name}' ({where}): {exc}; start a new run with --name") from None
-    started = any(t.user_attrs.get("candidate") is not None for t in study.get_trials(deepcopy=False))
+    # A stored one-shot phase is a trained supernet: the run has started even before its first trial.
+    started = (any(t.user_attrs.get("candidate") is not None for t in study.get_trials(deepcopy=False))
+               or ONESHOT_KEY in study.user_attrs)
     if old is None and study.get_trials(deepcopy=False):
         raise SearchError(f"run '{name}' ({where}) holds a study archforge did not make (it has trials but no run settings); "
                           "start a new run with --name")

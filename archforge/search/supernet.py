@@ -19,7 +19,7 @@ stands at the same place:
   where both units have a node of the same id and block (their shortcuts);
 * what every path has (stem, head) is one tensor trained by every step;
 * a width decision shares one tensor between widths, each path using its leading slice
-  ``W[:out, :in]`` (the weight entanglement of Once-for-All and AutoFormer); only the first two
+  ``W[:out, :in]`` (the weight sharing of Once-for-All's elastic width); only the first two
   dimensions (output and input channels or features) are sliced, so a parameter whose other
   dimensions differ between paths (a 3×3 and a 5×5 kernel) gets one tensor per shape;
 * a depth decision shares the layers the shallower path has.
@@ -32,9 +32,14 @@ are each path's own; they mean little after training with shared weights, and
 is evaluated (SPOS §3.3).
 
 :class:`PathSchedule` says which paths train at a step: ``uniform`` draws one path (SPOS);
-``fair`` draws ``m`` paths such that every value of every decision is used equally often, and
-their gradients are summed into one update (FairNAS's strict fairness; ``m`` is the largest
+``fair`` draws ``m`` paths such that every value of every decision is used equally often, with
+their gradients averaged into one update (FairNAS's strict fairness; ``m`` is the largest
 number of values a decision has).
+
+A parameter that packs several projections (attention's ``qkv``, ``[3C, C]``) is sliced as
+one tensor: a narrower path's key rows are rows of a wider path's queries. Each path still
+computes exactly its stand-alone network; only what widths share is less aligned than
+AutoFormer's per-projection slicing.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ Sampling = Literal["uniform", "fair"]
 SAMPLINGS: tuple[Sampling, ...] = ("uniform", "fair")
 #: How many leading dimensions a shared tensor is sliced in (output and input channels).
 SLICED_DIMS = 2
+#: Fair sampling balances decisions with at most this many values among the paths.
+FAIR_MAX_VALUES = 8
 
 
 @dataclass
@@ -193,30 +200,40 @@ class PathSchedule:
             decision's values used equally often within the step).
         seed: the draws' seed.
 
-    With ``fair`` and a pool that is not the whole grid (a sample of a large space, or with
-    some candidates rejected), a step's combination of values may not be a path: the path
-    that agrees with it on the most decisions stands in, so fairness then holds only
-    approximately.
+    ``fair`` balances the decisions with at most :data:`FAIR_MAX_VALUES` values among the
+    paths (block choices, a few widths); a decision with more (an integer or float range) is
+    left to chance, or every path would train at every step. With a pool that is not the whole
+    grid (a sample of a large space, or with some candidates rejected), a step's combination of
+    values may not be a path: a path that agrees with it on the most decisions stands in, so
+    fairness then holds only approximately.
     """
 
     def __init__(self, paths: Sequence[Mapping[str, Any]], sampling: Sampling, seed: int):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        if not paths:
+            raise ValueError("no path to schedule")
         self.sampling = sampling
         self.rng = random.Random(seed)
-        self._keys = [{name: canonical_json(v) for name, v in values.items()} for values in paths]
-        names = sorted({name for keys in self._keys for name in keys})
-        self._domains = {name: sorted({keys[name] for keys in self._keys if name in keys}) for name in names}
-        self._index = {tuple(sorted(keys.items())): i for i, keys in reversed(list(enumerate(self._keys)))}
-        #: Paths per step: 1 for uniform; for fair, the largest number of values a decision has.
-        self.per_step = 1 if sampling == "uniform" else max([len(d) for d in self._domains.values()] or [1])
+        keys = [{name: canonical_json(v) for name, v in values.items()} for values in paths]
+        self._count = len(keys)
+        domains = {name: sorted({k[name] for k in keys if name in k}) for name in sorted({n for k in keys for n in k})}
+        #: The decisions fair sampling balances, with their values.
+        self.balanced = {name: d for name, d in domains.items() if 1 < len(d) <= FAIR_MAX_VALUES}
+        self._having: dict[tuple[str, str], list[int]] = {}  # (decision, value) → the paths with it
+        for i, k in enumerate(keys):
+            for name in self.balanced:
+                if name in k:
+                    self._having.setdefault((name, k[name]), []).append(i)
+        #: Paths per step: 1 for uniform; for fair, the most values a balanced decision has.
+        self.per_step = 1 if sampling == "uniform" else max([len(d) for d in self.balanced.values()] or [1])
 
     def next(self) -> list[int]:
         """The paths of the next step."""
-        if self.sampling == "uniform" or len(self._keys) == 1:
-            return [self.rng.randrange(len(self._keys))]
+        if self.sampling == "uniform" or not self.balanced:
+            return [self.rng.randrange(self._count)]
         columns = {}
-        for name, domain in self._domains.items():
+        for name, domain in self.balanced.items():
             # Each value as often as the others, the remainder drawn at random so that no value is favoured over steps.
             column = domain * (self.per_step // len(domain)) + self.rng.sample(domain, self.per_step % len(domain))
             self.rng.shuffle(column)
@@ -224,12 +241,16 @@ class PathSchedule:
         return [self._path_for({name: column[j] for name, column in columns.items()}) for j in range(self.per_step)]
 
     def _path_for(self, target: dict[str, str]) -> int:
-        exact = self._index.get(tuple(sorted(target.items())))
-        if exact is not None:
-            return exact
-        scores = [sum(keys.get(n) == v for n, v in target.items()) for keys in self._keys]
-        best = max(scores)
-        return self.rng.choice([i for i, s in enumerate(scores) if s == best])
+        """A path with the target's values, else one agreeing on the most; among several, one at random."""
+        agree: dict[int, int] = {}
+        for item in target.items():
+            for i in self._having.get(item, ()):
+                agree[i] = agree.get(i, 0) + 1
+        if not agree:
+            return self.rng.randrange(self._count)
+        best = max(agree.values())
+        closest = [i for i, n in agree.items() if n == best]
+        return closest[0] if len(closest) == 1 else self.rng.choice(closest)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -253,7 +274,7 @@ def _keys(module: nn.Module) -> dict[str, str]:
 def _owner(name: str, nodes: Mapping[str, Any]) -> str | None:
     """The graph node a parameter name belongs to: its longest dotted prefix that is a node."""
     parts = name.split(".")
-    for end in range(len(parts) - 1, 0, -1):
+    for end in range(len(parts), 0, -1):  # the full name too: a node that is itself a parameter (class_token)
         prefix = ".".join(parts[:end])
         if prefix in nodes:
             return prefix

@@ -6,7 +6,7 @@ channels-last, device, threads, ``lr: auto``, and failures turned into one-line
 :class:`~archforge.search.failures.TrialError` s) with two differences:
 
 * a training step runs the paths :class:`~archforge.search.supernet.PathSchedule` names (one
-  path, or ``m`` with their gradients summed into one update), each on the same batch;
+  path, or ``m`` with their gradients averaged into one update), each on the same batch;
 * after training, every path is evaluated with the weights it inherits: its BatchNorm
   statistics re-estimated on ``calibration_batches`` training batches (unaugmented, the same
   batches for every path), then its accuracy on the validation split.
@@ -15,7 +15,10 @@ The validation accuracy after each epoch (``history``) is the mean over a few fi
 with the statistics training left them: a progress signal, not a ranking.
 
 Cost is counted in images through the network: ``train_images`` (steps × batch × paths per
-step, the range test's steps included) and ``eval_images`` (forward passes of the ranking).
+step), ``range_images`` (the same for the range test of ``lr: auto``), ``eval_images`` (forward
+passes of the probe validations and of the ranking) and, to compare with,
+``candidate_images``: what one stand-alone training of a candidate sees (epochs × the full
+batches of an epoch, its range test not included).
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ class SupernetRun:
     paths_per_step: int
     steps: int
     train_images: int
+    range_images: int
     eval_images: int
+    candidate_images: int
     timings: dict[str, float] = field(default_factory=dict)  # "train" (everything until ranking), "rank"
 
 
@@ -91,7 +96,8 @@ def train_supernet(candidates: Sequence[Candidate], data: DataSplit, config: Tra
             torch.set_num_threads(previous_threads)
     return SupernetRun(
         supernet=trial.model, scores=scores, training=training, paths_per_step=trial.schedule.per_step,
-        steps=trial.steps_taken, train_images=trial.images, eval_images=trial.eval_images,
+        steps=trial.steps_taken, train_images=trial.images, range_images=trial.range_images, eval_images=trial.eval_images,
+        candidate_images=trial.steps_per_epoch * trial.batch * config.epochs,
         timings={"train": ranked - started, "rank": done - ranked},
     )
 
@@ -108,6 +114,7 @@ class _SupernetTrial(_Trial):
         self.schedule = PathSchedule([c.values for c in self.candidates], sampling, seed=config.seed)
         self.steps_taken = 0
         self.images = 0
+        self.range_images = 0
         self.eval_images = 0
         count = len(self.candidates)
         self.probes = sorted({round(k * (count - 1) / max(1, min(PROBE_PATHS, count) - 1)) for k in range(min(PROBE_PATHS, count))})
@@ -121,7 +128,22 @@ class _SupernetTrial(_Trial):
             modules.append(self.model)
         self.phase = "while building the supernet"
         self.model = Supernet(modules, [c.values for c in self.candidates])
+        if self.channels_last:  # the shared tensors are new: give them the layout the paths were built with
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.graph = None
+
+    def _find_lr(self) -> None:
+        # The range test restores the shared tensors (the supernet's state dict), not what is the paths' own: their
+        # BatchNorm statistics and the schedule's draws are restored here, and its images counted apart.
+        buffers = [{n: b.clone() for n, b in path.module.named_buffers()} for path in self.model.paths]
+        draws, steps, images = self.schedule.rng.getstate(), self.steps_taken, self.images
+        super()._find_lr()
+        with torch.no_grad():
+            for path, saved in zip(self.model.paths, buffers):
+                for n, b in path.module.named_buffers():
+                    b.copy_(saved[n])
+        self.schedule.rng.setstate(draws)
+        self.range_images, self.steps_taken, self.images = self.images - images, steps, images
 
     def _summarize(self) -> tuple[int, int]:
         return sum(p.numel() for p in self.model.parameters()), 0
@@ -130,8 +152,10 @@ class _SupernetTrial(_Trial):
         paths = self.schedule.next()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
+        where = self.phase
         for path in paths:
             self.model.active = path
+            self.phase = f"{where}, path {self.candidates[path].hash} ({self.candidates[path].label()})"
             with self._autocast():
                 logits = self.model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
@@ -140,6 +164,7 @@ class _SupernetTrial(_Trial):
             # FairNAS sums the paths' gradients into one update; the mean keeps the step's scale that of one path.
             self.scaler.scale(loss / len(paths)).backward()
             total += loss.detach()
+        self.phase = where
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.steps_taken += 1
@@ -148,10 +173,13 @@ class _SupernetTrial(_Trial):
 
     def _validate(self) -> float:
         accuracies = []
+        where = self.phase
         for path in self.probes:
             self.model.active = path
+            self.phase = f"{where}, path {self.candidates[path].hash} ({self.candidates[path].label()})"
             accuracies.append(super()._validate())
             self.eval_images += len(self.val_y)
+        self.phase = where
         return sum(accuracies) / len(accuracies)
 
     def rank(self, calibration_batches: int) -> list[PathScore]:
