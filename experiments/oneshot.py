@@ -46,7 +46,6 @@ from experiments import _common
 NAME = "oneshot"
 TASKS = {"mnist": ("placement_mnist", "mnist"), "long_range": ("placement_grid", "long_range")}
 VARIANTS = {"fair": ("fair", 1), "uniform": ("uniform", 2)}  # name → (sampling, supernet epochs per grid epoch)
-CALIBRATION_BATCHES = 20
 QUICK = {"epochs": 1, "limit": 200, "batch_size": 16}
 SHORT = {"conv_unit": "conv", "attention_unit": "attn"}
 
@@ -266,8 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.splitlines()[0], seeds=3)
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of: {', '.join(TASKS)} (default all)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)} (default all)")
-    p.add_argument("--calibration", type=int, default=CALIBRATION_BATCHES,
-                   help=f"training batches each placement's BatchNorm is recalibrated on (default {CALIBRATION_BATCHES})")
+    from archforge.search.settings import OneShotSettings
+
+    default = OneShotSettings().calibration_batches
+    p.add_argument("--calibration", type=int, default=default,
+                   help=f"training batches each placement's BatchNorm is recalibrated on (default {default}, oneshot's own)")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     _common.check_args(args)

@@ -64,7 +64,7 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--sampling", choices=["uniform", "fair"],
                    help="oneshot.sampling: paths per supernet step, one drawn uniformly (SPOS) or every value once (FairNAS, default)")
     g.add_argument("--calibration-batches", type=positive_int, metavar="N",
-                   help="oneshot.calibration_batches: batches each path's BatchNorm statistics are re-estimated on (default 20)")
+                   help="oneshot.calibration_batches: batches each path's BatchNorm statistics are re-estimated on (default 5)")
     g.add_argument("--oneshot-paths", "--paths", dest="oneshot_paths", type=positive_int, metavar="N",
                    help="oneshot.paths: candidates the supernet holds and ranks (default 256; a seeded sample of a larger space)")
     g.add_argument("--seed", type=seed_int, help="seed of the samplers")

@@ -57,29 +57,42 @@ def oneshot_phase(study: Any, space: Space, settings: SearchSettings, data: Any,
     :class:`~archforge.errors.SearchError` when no path can be trained, or when the stored
     phase was made with other settings (supernet, data and recipe, constraints).
     """
-    phase = records.read_study_attr(study, OneShotPhase, ONESHOT_KEY)
+    config = records.read_study_attr(study, RunMeta, RUN_KEY).config_key
+    phase = stored_phase(study, settings, config)
     wanted = settings.oneshot
     epochs = wanted.epochs or settings.epochs
-    config = records.read_study_attr(study, RunMeta, RUN_KEY).config_key
     constraints = settings.constraints.model_dump(mode="json")
-    if phase is not None:
-        now = {"sampling": wanted.sampling, "seed": settings.seed, "epochs": epochs,
-               "calibration_batches": wanted.calibration_batches}
-        changed = [f"{k} {getattr(phase, k)} → {now[k]}" for k in _TRAINED_WITH if getattr(phase, k) != now[k]]
-        if _other_pool(phase, wanted.paths):
-            changed.append(f"paths {phase.path_limit} → {wanted.paths}")
-        if phase.config != config:
-            changed.append("the data or training recipe (dataset, limit, train:, params)")
-        if phase.constraints != constraints:
-            changed.append("constraints")
-        if changed:
-            raise SearchError(f"this run's supernet was trained with other one-shot settings ({', '.join(changed)}): "
-                              "start a new run with --name, or give the settings it was trained with")
-    else:
+    if phase is None:
         phase = _train_and_rank(space, settings, data, epochs, run_dir, say)
         phase = phase.model_copy(update={"config": config, "constraints": constraints})
         study.set_user_attr(ONESHOT_KEY, records.dump(phase))
     return phase, _queue(study, space, settings, phase, wanted.retrain_top)
+
+
+def stored_phase(study: Any, settings: SearchSettings, config: str) -> OneShotPhase | None:
+    """The study's one-shot phase, ``None`` when there is none; a :class:`~archforge.errors.SearchError` when it was made
+    with other settings (supernet, pool, data and recipe as ``config``, the run's training-settings key, constraints).
+
+    :func:`archforge.search.run.search` calls it before a resumed run's settings are stored, so
+    that a refused command changes nothing.
+    """
+    phase = records.read_study_attr(study, OneShotPhase, ONESHOT_KEY)
+    if phase is None:
+        return None
+    wanted = settings.oneshot
+    now = {"sampling": wanted.sampling, "seed": settings.seed, "epochs": wanted.epochs or settings.epochs,
+           "calibration_batches": wanted.calibration_batches}
+    changed = [f"{k} {getattr(phase, k)} → {now[k]}" for k in _TRAINED_WITH if getattr(phase, k) != now[k]]
+    if _other_pool(phase, wanted.paths):
+        changed.append(f"paths {phase.path_limit} → {wanted.paths}")
+    if phase.config != config:
+        changed.append("the data or training recipe (dataset, limit, train:, params)")
+    if phase.constraints != settings.constraints.model_dump(mode="json"):
+        changed.append("constraints")
+    if changed:
+        raise SearchError(f"this run's supernet was trained with other one-shot settings ({', '.join(changed)}): "
+                          "start a new run with --name, or give the settings it was trained with")
+    return phase
 
 
 def _train_and_rank(space: Space, settings: SearchSettings, data: Any, epochs: int, run_dir: Path | None,

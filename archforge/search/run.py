@@ -96,7 +96,8 @@ def _open(space: Space, settings: SearchSettings, ref: Any, storage: Any, datase
                     evaluator=evaluator_name(evaluator), own_data=dataset is not None)
     # Two searches starting at once (on one machine or several): one creates the study, the other finds it.
     with study_lock(ref.url, ref.study_name):
-        study = open_study(storage, ref.study_name, meta, settings.directions_with(goals(metrics)), where=ref.shown)
+        study = open_study(storage, ref.study_name, meta, settings.directions_with(goals(metrics)), where=ref.shown,
+                           check=_stored_phase_check(settings, meta.config_key))
     if own_folder and ref.run_dir is not None and ref.persistent:
         from archforge.files import write_text
 
@@ -151,6 +152,15 @@ def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: 
         else:
             display.message(text)
         raise
+
+
+def _stored_phase_check(settings: SearchSettings, config: str) -> Any:
+    """For a one-shot run, the check that its stored supernet was made with these settings (``open_study``'s ``check``)."""
+    if settings.strategy != "oneshot":
+        return None
+    from archforge.search.oneshot import stored_phase
+
+    return lambda study: stored_phase(study, settings, config)
 
 
 def _oneshot_line(phase: Any) -> str:

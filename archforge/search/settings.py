@@ -139,7 +139,7 @@ class OneShotSettings(Strict):
     paths: Annotated[int, at_most("MAX_ONESHOT_PATHS")] = Field(256, gt=0, description=(
         "Candidates the supernet holds and ranks: every distinct one of a space with at most this many, else a seeded "
         "sample of this many."))
-    calibration_batches: int = Field(20, gt=0, le=1000, description=(
+    calibration_batches: int = Field(5, gt=0, le=1000, description=(
         "Training batches each path's BatchNorm statistics are re-estimated on before it is evaluated."))
     retrain_top: Annotated[int, at_most("MAX_BUDGET")] = Field(0, ge=0, description=(
         "Train the best k of the one-shot ranking stand-alone, with the search's seeds and epochs (--retrain-top)."))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from archforge.errors import SearchError
 from archforge.search.records import ONESHOT_KEY, RUN_KEY, MetricInfo, RunMeta, measured, read_study_attr
@@ -68,8 +68,12 @@ def evaluator_name(evaluator: Any) -> str | None:
     return f"{module}:{name}"
 
 
-def open_study(storage: Any, name: str, meta: RunMeta, directions: list[str], *, where: str) -> Any:
-    """Create the study ``name`` with ``meta``, or reopen it after checking that it is the same run."""
+def open_study(storage: Any, name: str, meta: RunMeta, directions: list[str], *, where: str,
+               check: Callable[[Any], None] | None = None) -> Any:
+    """Create the study ``name`` with ``meta``, or reopen it after checking that it is the same run.
+
+    ``check(study)``: a further check of a reopened run, made before ``meta`` is stored (it raises to refuse).
+    """
     import optuna
 
     study = optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True)
@@ -87,6 +91,8 @@ def open_study(storage: Any, name: str, meta: RunMeta, directions: list[str], *,
         _check_same_run(old, meta, study, directions, f"run '{name}' ({where})")
         # Metrics measured in an earlier session stay described, even when their plugin is gone now.
         meta = meta.model_copy(update={"decisions": old.decisions, "metrics": {**old.metrics, **meta.metrics}})
+        if check is not None:
+            check(study)
     elif [d.name.lower() for d in study.directions] != directions:
         # Optuna fixes the directions when a study is created; an untrained study is remade with the new ones.
         optuna.delete_study(study_name=name, storage=storage)

@@ -40,7 +40,7 @@ from archforge.search.supernet import PathSchedule, Sampling, Supernet
 from archforge.search.training import TrainConfig
 
 #: Paths whose mean validation accuracy is the progress signal after each epoch.
-PROBE_PATHS = 4
+PROBE_PATHS = 2
 
 
 @dataclass
@@ -70,7 +70,7 @@ class SupernetRun:
 
 
 def train_supernet(candidates: Sequence[Candidate], data: DataSplit, config: TrainConfig, *, sampling: Sampling = "fair",
-                   calibration_batches: int = 20, registry: Registry | None = None,
+                   calibration_batches: int = 5, registry: Registry | None = None,
                    on_epoch: OnEpoch | None = None) -> SupernetRun:
     """Train the supernet of ``candidates`` for ``config.epochs`` and evaluate every path; see the module docstring.
 

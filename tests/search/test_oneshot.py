@@ -85,7 +85,7 @@ def test_oneshot_refuses_budget_proxy_and_objectives_without_accuracy(body, over
 def test_oneshot_defaults_and_trial_budget_is_retrain_top():
     settings = read("search: {strategy: oneshot}\n")
     assert settings.oneshot.sampling == "fair" and settings.oneshot.epochs is None
-    assert (settings.oneshot.paths, settings.oneshot.calibration_batches, settings.oneshot.retrain_top) == (256, 20, 0)
+    assert (settings.oneshot.paths, settings.oneshot.calibration_batches, settings.oneshot.retrain_top) == (256, 5, 0)
     assert settings.trial_budget == 0
     assert read("search: {strategy: oneshot, oneshot: {retrain_top: 3}}\n").trial_budget == 3
     assert read("search: {strategy: oneshot, objectives: [accuracy, params]}\n").trial_budget == 0
@@ -203,6 +203,84 @@ def test_train_supernet_refuses_nothing_to_train(space):
         train_supernet(space.distinct_candidates(), tiny_data(), config(), calibration_batches=0)
 
 
+def test_a_path_that_raises_in_forward_is_named_in_the_error(space, monkeypatch):
+    import archforge.search.supernet_training as supernet_training
+
+    cands = space.distinct_candidates()
+    broken = cands[3]
+    assert broken.values == {"width": 8, "kernel": 3}
+    real = supernet_training.Supernet
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    def with_a_broken_path(modules, values):
+        net = real(modules, values)
+        (path,) = [p for p in net.paths if p.values == broken.values]
+        first_block = next(iter(path.module.children()))
+        monkeypatch.setattr(first_block, "forward", boom)  # this path's first block only: the others run as they are
+        return net
+
+    monkeypatch.setattr(supernet_training, "Supernet", with_a_broken_path)
+    with pytest.raises(TrialError) as info:
+        train_supernet(cands, tiny_data(), config(), sampling="fair", calibration_batches=1)
+    text = str(info.value)
+    assert "RuntimeError: boom" in text and "\n" not in text
+    # Training (or the probe validation after the epoch: every path is a probe here) names the path that raised.
+    assert f"path {broken.hash} (width=8, kernel=3)" in text
+    assert all(c.hash not in text for c in cands if c.hash != broken.hash)
+
+
+def test_lr_auto_runs_the_range_test_apart_and_restores_the_paths_state(space, monkeypatch):
+    from archforge.search.supernet_training import _SupernetTrial
+
+    seen = {}
+    real = _SupernetTrial._find_lr
+
+    def state(trial):
+        return ([{n: b.clone() for n, b in p.module.named_buffers()} for p in trial.model.paths],
+                [s.detach().clone() for s in trial.model.shared], trial.schedule.rng.getstate(), trial.steps_taken, trial.images)
+
+    def watched(self):
+        seen["before"] = state(self)
+        real(self)
+        seen["after"] = state(self)
+
+    monkeypatch.setattr(_SupernetTrial, "_find_lr", watched)
+    batch = 8  # 8 steps an epoch; the range test takes at least 50
+    run = train_supernet(space.distinct_candidates(), tiny_data(), config(lr="auto", batch_size=batch), sampling="fair",
+                         calibration_batches=1)
+    (buffers, shared, draws, steps, images), after = seen["before"], seen["after"]
+    assert all(torch.equal(b, after[0][i][n]) for i, path in enumerate(buffers) for n, b in path.items())
+    assert any("running_mean" in n for n in buffers[0])  # there were statistics to restore
+    assert all(torch.equal(a, b) for a, b in zip(shared, after[1]))
+    assert (draws, steps, images) == after[2:] == (draws, 0, 0)
+    assert math.isfinite(run.training.lr) and run.training.lr > 0
+    assert run.range_images >= 50 * batch * run.paths_per_step and run.range_images % (batch * run.paths_per_step) == 0
+    # Training's counts are training's only: 1 epoch of 64 // 8 steps, each 8 images through 2 paths.
+    assert run.paths_per_step == 2
+    assert run.steps == 1 * (N_TRAIN // batch) == 8
+    assert run.train_images == 8 * batch * 2
+    assert run.candidate_images == N_TRAIN
+
+    monkeypatch.setattr(_SupernetTrial, "_find_lr", real)
+    again = train_supernet(space.distinct_candidates(), tiny_data(), config(lr="auto", batch_size=batch), sampling="fair",
+                           calibration_batches=1)
+    assert again.training.lr == run.training.lr and again.scores == run.scores and again.range_images == run.range_images
+    assert all(torch.equal(a, b) for a, b in zip(again.supernet.shared, run.supernet.shared))
+
+
+@pytest.mark.parametrize("batch, epochs", [(16, 1), (24, 2), (40, 1)])
+def test_candidate_images_are_the_full_batches_of_the_epochs(space, batch, epochs):
+    run = train_supernet(space.distinct_candidates(), tiny_data(), config(batch_size=batch, epochs=epochs), sampling="uniform",
+                         calibration_batches=1)
+    # 64 images: 4 batches of 16, 2 of 24 (16 left over), 1 of 40 (24 left over).
+    assert run.candidate_images == epochs * (N_TRAIN // batch) * batch == {16: 64, 24: 96, 40: 40}[batch]
+    assert run.steps == epochs * (N_TRAIN // batch)
+    assert run.train_images == run.steps * batch
+    assert run.range_images == 0
+
+
 # --------------------------------------------------------------------------- the phase in a search
 
 
@@ -229,11 +307,11 @@ def test_the_phase_is_stored_and_ranks_every_candidate(first):
     phase = phase_of(result)
     cands = parse_space(SPACE).distinct_candidates()
     assert ONESHOT_KEY == "archforge_oneshot" and ONESHOT_KEY in result.study.user_attrs
-    assert (phase.sampling, phase.seed, phase.epochs, phase.calibration_batches) == ("fair", 0, 1, 20)
+    assert (phase.sampling, phase.seed, phase.epochs, phase.calibration_batches) == ("fair", 0, 1, 5)
     assert (phase.paths, phase.sampled, phase.rejected, phase.retrain_top) == (4, False, 0, 1)
     assert phase.paths_per_step == 2 and phase.steps == N_TRAIN // BATCH
     assert phase.train_images == phase.steps * BATCH * 2 and phase.candidate_images == 1 * N_TRAIN
-    # 20 calibration batches asked, the training set has 4: each path sees it once, then the validation split.
+    # 5 calibration batches asked, the training set has 4: each path sees it once, then the validation split.
     assert phase.eval_images == 4 * (N_TRAIN + N_VAL) + min(PROBE_PATHS, 4) * N_VAL
     assert phase.lr == TrainConfig().lr and len(phase.history) == 1
     assert sorted(p.hash for p in phase.ranking) == sorted(c.hash for c in cands)
@@ -293,7 +371,7 @@ def test_a_rerun_keeps_the_phase_and_a_larger_retrain_top_queues_the_next(first,
     ({"oneshot": {"epochs": 2}}, "epochs 1 → 2"),
     ({"epochs": 2}, "epochs 1 → 2"),  # the supernet's epochs default to the search's (trials then refuse it too)
     ({"oneshot": {"sampling": "uniform"}}, "sampling fair → uniform"),
-    ({"oneshot": {"calibration_batches": 3}}, "calibration_batches 20 → 3"),
+    ({"oneshot": {"calibration_batches": 3}}, "calibration_batches 5 → 3"),
     ({"seed": 5}, "seed 0 → 5"),
 ])
 def test_resuming_with_other_oneshot_settings_is_refused_naming_the_change(first, change, named):
@@ -308,6 +386,108 @@ def test_resuming_with_another_number_of_paths_is_refused(first):
     tmp, _, _ = first
     with pytest.raises(SearchError, match="trained with other one-shot settings"):
         run_search(tmp, oneshot={"paths": 2})
+
+
+
+def test_resuming_with_other_data_or_recipe_is_refused(first, monkeypatch):
+    tmp, result, _ = first
+    stored = dict(result.study.user_attrs)[ONESHOT_KEY]
+    import archforge.search.supernet_training as supernet_training
+
+    monkeypatch.setattr(supernet_training, "train_supernet", lambda *a, **k: pytest.fail("the supernet was trained again"))
+    for change, named in (({"limit": 48}, "limit None → 48"), ({"train": {**TRAIN, "lr": 0.01}}, "train.lr 0.002 → 0.01")):
+        with pytest.raises(SearchError) as info:
+            run_search(tmp, oneshot={"retrain_top": 1}, **change)
+        # The run check (the study's training-settings key) refuses before the phase's own check can.
+        text = str(info.value)
+        assert ("data or training recipe" in text or f"trained with other settings ({named})" in text), text
+        assert "\n" not in text
+    study = optuna_study(tmp)
+    assert study.user_attrs[ONESHOT_KEY] == stored
+
+
+def test_the_phase_refuses_another_data_or_recipe_itself(first):
+    # The run check above may refuse first; the phase's own check, on a study whose run key changed under it.
+    import optuna
+
+    from archforge.search.oneshot import oneshot_phase
+
+    tmp, result, _ = first
+    study = optuna.create_study()
+    meta = records.read_study_attr(result.study, records.RunMeta, records.RUN_KEY)
+    study.set_user_attr(records.RUN_KEY, meta.model_copy(update={"config_key": "another"}).model_dump(mode="json"))
+    study.set_user_attr(ONESHOT_KEY, dict(result.study.user_attrs)[ONESHOT_KEY])
+    settings = SearchSettings().merged(strategy="oneshot", epochs=1, seeds=1, oneshot={"retrain_top": 1})
+    with pytest.raises(SearchError) as info:
+        oneshot_phase(study, parse_space(SPACE), settings, None)
+    assert "data or training recipe" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_resuming_with_other_constraints_is_refused(first, monkeypatch):
+    tmp, result, _ = first
+    stored = dict(result.study.user_attrs)[ONESHOT_KEY]
+    import archforge.search.supernet_training as supernet_training
+
+    monkeypatch.setattr(supernet_training, "train_supernet", lambda *a, **k: pytest.fail("the supernet was trained again"))
+    with pytest.raises(SearchError) as info:
+        run_search(tmp, oneshot={"retrain_top": 1}, constraints={"max_params": 10_000})
+    assert "trained with other one-shot settings (constraints)" in str(info.value) and "\n" not in str(info.value)
+    assert optuna_study(tmp).user_attrs[ONESHOT_KEY] == stored
+
+
+def test_a_refused_resume_leaves_the_run_settings_as_they_were(tmp_path):
+    run_search(tmp_path)
+    before = optuna_study(tmp_path).user_attrs[records.RUN_KEY]
+    with pytest.raises(SearchError, match="constraints"):
+        run_search(tmp_path, oneshot={"retrain_top": 3}, constraints={"max_params": 10_000})
+    after = optuna_study(tmp_path).user_attrs[records.RUN_KEY]
+    assert (after["budget"], after["settings"]["constraints"]) == (before["budget"], before["settings"]["constraints"])
+    assert after == before
+
+
+def test_a_phase_without_trials_survives_a_rerun_with_other_objectives(tmp_path, monkeypatch):
+    result = run_search(tmp_path)
+    stored = dict(result.study.user_attrs)[ONESHOT_KEY]
+    assert result.study.trials == []
+    import archforge.search.supernet_training as supernet_training
+
+    trained = []
+    monkeypatch.setattr(supernet_training, "train_supernet", lambda *a, **k: trained.append(1) or pytest.fail("trained again"))
+    try:
+        run_search(tmp_path, objectives=["accuracy", "params"])
+    except SearchError as exc:  # refused by the run check: the study holds a started run
+        assert "objectives" in str(exc) and "\n" not in str(exc)
+    assert trained == []
+    assert optuna_study(tmp_path).user_attrs[ONESHOT_KEY] == stored
+
+
+def test_a_ranked_candidate_that_fails_the_checks_now_is_not_queued(tmp_path):
+    result = run_search(tmp_path)
+    phase = phase_of(result)
+    assert len(phase.ranking) == 4 and result.study.trials == []
+    # Rank 1's decisions no longer make the candidate the supernet ranked (as after a change of the space's code).
+    tampered = phase.model_copy(update={"ranking": [phase.ranking[0].model_copy(update={"hash": "0" * 12}),
+                                                    *phase.ranking[1:]]})
+    result.study.set_user_attr(ONESHOT_KEY, records.dump(tampered))
+    again = run_search(tmp_path, oneshot={"retrain_top": 2})
+    assert len(again.study.trials) == 2  # the budget is what was queued: no third trial from the sampler
+    ranks = sorted((r.oneshot_rank, r.hash) for r in again.trials if r.counted)
+    assert ranks == [(2, phase.ranking[1].hash), (3, phase.ranking[2].hash)]
+    assert all(r.status == "complete" for r in again.trials)
+
+
+def test_two_workers_and_retrain_top_one_train_exactly_one_trial(tmp_path):
+    result = run_search(tmp_path, workers=2, oneshot={"retrain_top": 1})
+    phase = phase_of(result)
+    assert len(result.study.trials) == 1
+    (record,) = result.trials
+    assert (record.oneshot_rank, record.hash, record.status) == (1, phase.ranking[0].hash, "complete")
+
+
+def optuna_study(tmp):
+    import optuna
+
+    return optuna.load_study(study_name="tinyshot", storage=f"sqlite:///{tmp / 's.db'}")
 
 
 def test_retrain_top_zero_runs_no_trial(tmp_path):

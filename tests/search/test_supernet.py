@@ -4,6 +4,7 @@ gradients, BatchNorm recalibration, and the fair path schedule; checked against 
 from __future__ import annotations
 
 import collections
+import time
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import archforge
 from archforge.plugin import Block, Shape
 from archforge.registry import hookimpl, load_registry
 from archforge.search import parse_space
-from archforge.search.supernet import PathSchedule, Supernet
+from archforge.search.supernet import FAIR_MAX_VALUES, PathSchedule, Supernet
 
 # Two stages, each a conv_unit or an other_unit chosen per copy; both units have a node `mix` and a node
 # `shortcut` of block conv, and their shortcuts have the very same shapes.
@@ -196,6 +197,100 @@ def test_the_largest_path_keeps_its_values_in_a_pool_without_the_all_wide_path()
     net.active = 1
     with torch.no_grad():
         torch.testing.assert_close(net(x), expected, rtol=0, atol=1e-6)
+
+
+# A tokens network whose `tok` node is a learned position embedding or a class token. Both blocks' modules are
+# themselves parameters (ParameterNodes) named like the node, `tok`: (1, 4, 8) and (1, 1, 8) for 4x4 patches of an
+# 8x8 image at width 8. The attention mixes the class token into the grid tokens the pool averages.
+TOKENS = """\
+archforge: 1
+name: tokens
+input: {shape: [1, 8, 8]}
+nodes:
+  - {id: patch, block: patch_embed, args: {patch: 4, dim: 8}}
+  - {id: tok, block: {choice: [learned_pos_embed, class_token]}}
+  - {id: attn, block: mhsa, args: {heads: 2}}
+  - {id: pool, block: global_pool}
+  - {id: head, block: linear, args: {features: 2}}
+"""
+
+# Two defines, each with a node `pos` of block learned_pos_embed: in either path the parameter is `stage.pos`, (1, 4, 8).
+POS_UNITS = """\
+archforge: 1
+name: pos_units
+input: {shape: [1, 8, 8]}
+define:
+  norm_unit:
+    nodes:
+      - {id: pos, block: learned_pos_embed}
+      - {id: norm, block: layer_norm}
+  linear_unit:
+    nodes:
+      - {id: pos, block: learned_pos_embed}
+      - {id: mix, block: linear, args: {features: 8}}
+nodes:
+  - {id: patch, block: patch_embed, args: {patch: 4, dim: 8}}
+  - {id: stage, block: {choice: [norm_unit, linear_unit]}}
+  - {id: attn, block: mhsa, args: {heads: 2}}
+  - {id: pool, block: global_pool}
+  - {id: head, block: linear, args: {features: 2}}
+"""
+
+
+def assert_paths_equal_stand_alone(net: Supernet, cands) -> None:
+    net.eval()
+    for i, c in enumerate(cands):
+        alone = archforge.build(c.spec)
+        alone.load_state_dict(net.state_dict_of(i))  # strict
+        net.active = i
+        with torch.no_grad():
+            torch.testing.assert_close(net(x_batch()), alone.eval()(x_batch()), rtol=1e-6, atol=1e-6)
+
+
+def test_a_class_token_and_a_position_embedding_at_one_place_are_two_tensors_not_one_sliced():
+    cands = candidates(TOKENS)
+    assert [c.values["tok.block"] for c in cands] == ["learned_pos_embed", "class_token"]
+    modules = built(cands)
+    own = [m.get_parameter("tok").detach().clone() for m in modules]
+    assert [tuple(t.shape) for t in own] == [(1, 4, 8), (1, 1, 8)]
+    net = Supernet(modules, [c.values for c in cands])
+    pos, cls = net.parameters_of(0), net.parameters_of(1)
+    kp, kc = shared_index(net, pos["tok"]), shared_index(net, cls["tok"])
+    assert kp != kc  # keyed with its block: the class token is not the first row of the position embedding
+    assert tuple(net.shared[kp].shape) == (1, 4, 8) and tuple(net.shared[kc].shape) == (1, 1, 8)
+    assert torch.equal(pos["tok"], own[0]) and torch.equal(cls["tok"], own[1])  # each kept its own values
+    # Everything else is the same block at the same place in both paths: one tensor each.
+    assert set(pos) == set(cls)
+    for name in set(pos) - {"tok"}:
+        assert shared_index(net, pos[name]) == shared_index(net, cls[name]), name
+    # By hand: patch (weight, bias) 2 + attention (qkv and proj, weight and bias) 4 + head (weight, bias) 2, shared,
+    # and one tensor per token block: 10.
+    assert len(net.shared) == 2 + 4 + 2 + 2
+    # A step through the class-token path leaves the position embedding without a gradient.
+    net.train()
+    net.active = 1
+    nn.functional.cross_entropy(net(x_batch()), torch.tensor([0, 1, 1, 0, 1])).backward()
+    assert net.shared[kc].grad is not None and net.shared[kc].grad.abs().sum() > 0
+    assert net.shared[kp].grad is None
+    assert_paths_equal_stand_alone(net, cands)
+
+
+def test_the_same_parameter_node_in_two_defines_at_one_place_is_two_tensors():
+    cands = candidates(POS_UNITS)
+    assert [c.values["stage.block"] for c in cands] == ["norm_unit", "linear_unit"]
+    modules = built(cands)
+    own = [m.get_parameter("stage.pos").detach().clone() for m in modules]
+    assert [tuple(t.shape) for t in own] == [(1, 4, 8), (1, 4, 8)]  # same name, same block, same shape
+    net = Supernet(modules, [c.values for c in cands])
+    first, second = net.parameters_of(0), net.parameters_of(1)
+    k1, k2 = shared_index(net, first["stage.pos"]), shared_index(net, second["stage.pos"])
+    assert k1 != k2
+    assert torch.equal(first["stage.pos"], own[0]) and torch.equal(second["stage.pos"], own[1])
+    for name in ("patch.proj.weight", "head.weight"):
+        assert shared_index(net, first[name]) == shared_index(net, second[name])
+    # By hand: patch 2 + attention 4 + head 2, shared; per unit its pos and its norm (γ, β) or mix (weight, bias): 2 x 3.
+    assert len(net.shared) == 2 + 4 + 2 + 2 * 3
+    assert_paths_equal_stand_alone(net, cands)
 
 
 # --------------------------------------------------------------------------- exactness
@@ -468,6 +563,64 @@ def test_the_same_seed_gives_the_same_sequence_and_another_seed_another():
         one = [first.next() for _ in range(40)]
         assert one == [second.next() for _ in range(40)]
         assert one != [third.next() for _ in range(40)]
+
+
+def test_fair_balances_a_block_choice_and_leaves_a_float_range_to_chance():
+    floats = [round(0.05 * k, 2) for k in range(20)]
+    paths = grid(op=["conv", "attention"], drop=floats)
+    schedule = PathSchedule(paths, "fair", seed=2)
+    assert set(schedule.balanced) == {"op"}
+    assert schedule.per_step == 2  # the block choice's 2 values, not the float's 20
+    used = collections.Counter()
+    for _ in range(200):
+        step = schedule.next()
+        assert sorted(paths[i]["op"] for i in step) == ["attention", "conv"]
+        used.update(step)
+    # 400 uses over 40 paths: the float is drawn at random among the paths with the step's op, so every value comes.
+    assert {paths[i]["drop"] for i in used} == set(floats)
+    assert set(used) == set(range(len(paths)))
+
+
+@pytest.mark.parametrize("count", [1, 2, FAIR_MAX_VALUES, FAIR_MAX_VALUES + 1])
+def test_a_decision_is_balanced_when_it_has_2_to_fair_max_values_values(count):
+    assert FAIR_MAX_VALUES == 8
+    paths = grid(width=list(range(count)), op=["a", "b"])
+    schedule = PathSchedule(paths, "fair", seed=4)
+    balanced = 2 <= count <= 8
+    assert set(schedule.balanced) == ({"width", "op"} if balanced else {"op"})
+    assert schedule.per_step == (count if balanced else 2)
+    for _ in range(30):
+        step = schedule.next()
+        if balanced:  # a full grid: each width exactly once, each op count / 2 times
+            assert sorted(paths[i]["width"] for i in step) == list(range(count))
+            assert collections.Counter(paths[i]["op"] for i in step) == {"a": count // 2, "b": count // 2}
+        else:
+            assert sorted(paths[i]["op"] for i in step) == ["a", "b"]
+
+
+def test_fair_without_a_balanced_decision_draws_one_path_per_step():
+    # A fixed value (one value: nothing to balance) and two decisions of 20 values each.
+    paths = [{"fixed": 1, "lr": 0.01 * k, "depth": k} for k in range(1, 21)]
+    schedule = PathSchedule(paths, "fair", seed=0)
+    assert schedule.balanced == {} and schedule.per_step == 1
+    drawn = [schedule.next() for _ in range(400)]
+    assert all(len(step) == 1 for step in drawn)
+    assert {step[0] for step in drawn} == set(range(20))
+
+
+def test_fair_on_a_pool_of_1024_paths_is_fast():
+    full = grid(a=range(4), b=range(4), c=range(4), d=range(4), e=range(4))
+    with_floats = grid(op=["conv", "attention"], drop=[k / 512 for k in range(512)])
+    for paths, per_step in ((full, 4), (with_floats, 2)):
+        assert len(paths) == 1024
+        schedule = PathSchedule(paths, "fair", seed=0)
+        assert schedule.per_step == per_step
+        started = time.perf_counter()
+        steps = [schedule.next() for _ in range(20)]
+        assert (time.perf_counter() - started) / 20 < 0.05  # loose: it was quadratic in the paths
+        for step in steps:
+            for name in schedule.balanced:  # the full grid has every combination: exactly fair
+                assert sorted(paths[i][name] for i in step) == sorted({p[name] for p in paths})
 
 
 def test_schedule_and_supernet_refuse_what_they_cannot_do():
