@@ -134,7 +134,9 @@ def _train_and_rank(space: Space, settings: SearchSettings, data: Any, epochs: i
         rejected=rejected,
         paths_per_step=run.paths_per_step, steps=run.steps, calibration_batches=wanted.calibration_batches,
         lr=lr if math.isfinite(lr) else None, history=list(run.training.history), train_images=run.train_images,
-        range_images=run.range_images, eval_images=run.eval_images, candidate_images=run.candidate_images,
+        # One stand-alone training runs the search's epochs, not the supernet's.
+        range_images=run.range_images, eval_images=run.eval_images,
+        candidate_images=run.candidate_images // epochs * settings.epochs,
         train_s=round(run.timings["train"], 3), rank_s=round(run.timings["rank"], 3), retrain_top=wanted.retrain_top,
         weights=weights, ranking=ranking,
     )

@@ -32,7 +32,7 @@ import statistics
 import weakref
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from archforge.errors import PLUGIN_FAULTS
 from archforge.search import limits
@@ -310,14 +310,36 @@ class OneShotPhase(_Attr):
     train_images: Count = Field(description="Images through the network in training (steps × batch × paths per step).")
     range_images: Count = Field(0, description="Images through the network in the range test of lr: auto.")
     eval_images: Count = Field(description="Images through the network in probe validations and ranking (forward only).")
-    candidate_images: Count = Field(description="Images one stand-alone training of a candidate sees (epochs × full batches).")
+    candidate_images: Count = Field(description=(
+        "Images one stand-alone training of a candidate sees: the search's epochs × an epoch's full batches."))
     config: Text = Field("", description="The run's training-settings key when the supernet was trained.")
     constraints: dict[str, Any] = Field(default_factory=dict, description="The constraints the paths were checked against.")
     train_s: float = Field(ge=0)
     rank_s: float = Field(ge=0)
     retrain_top: Count = 0
-    weights: Text | None = Field(None, description="The checkpoint of the winner with inherited weights (run folder), if saved.")
-    ranking: list[OneShotPath] = Field(default_factory=list, description="Best first.")
+    weights: str | None = Field(None, pattern=r"^[A-Za-z0-9_./-]+$", max_length=255, description=(
+        "The checkpoint of the winner with inherited weights, relative to the run folder, if saved."))
+    ranking: list[OneShotPath] = Field(max_length=limits.MAX_ONESHOT_PATHS, description="Best first.")
+
+    @field_validator("weights")
+    @classmethod
+    def _inside_the_run(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("the weights path leaves the run folder")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OneShotPhase":
+        # What archforge writes always holds these; a store edited by hand is unreadable, not a source of false numbers.
+        if len(self.ranking) != self.paths or not self.ranking:
+            raise ValueError(f"its ranking has {len(self.ranking)} candidates, not the {self.paths} paths it says")
+        if len({p.hash for p in self.ranking}) != len(self.ranking):
+            raise ValueError("its ranking lists a candidate twice")
+        if any(a.accuracy < b.accuracy for a, b in zip(self.ranking, self.ranking[1:])):
+            raise ValueError("its ranking is not sorted by accuracy")
+        if self.epochs < 1 or self.candidate_images < 1 or self.paths_per_step < 1:
+            raise ValueError("epochs, candidate_images and paths_per_step must be at least 1")
+        return self
 
 
 class WorkerStats(_Attr):

@@ -109,7 +109,7 @@ def _run(study: Any, space: Space, settings: SearchSettings, ref: Any, storage: 
          dataset: Any, evaluator: Any, progress: bool | str | None, console: Any) -> None:
     display = make_display(progress, console)
     budget = settings.trial_budget
-    resumed = _resume(study, storage, alone, budget, settings.heartbeat.grace)
+    resumed = _resume(study, storage, alone, budget, settings.heartbeat.grace, oneshot=settings.strategy == "oneshot")
     if resumed:
         display.message(resumed)
     if settings.proxy is not None:
@@ -188,7 +188,7 @@ def _refuse_inside_spawned_import() -> None:
         raise SystemExit(1)
 
 
-def _resume(study: Any, storage: Any, alone: bool, budget: int | None, grace: float) -> str | None:
+def _resume(study: Any, storage: Any, alone: bool, budget: int | None, grace: float, *, oneshot: bool = False) -> str | None:
     """Fail what dead processes left running, queue interrupted candidates again; what resuming found, in words."""
     fail_abandoned(study, alone=alone, grace=grace)
     retry_interrupted(study, storage)
@@ -199,7 +199,8 @@ def _resume(study: Any, storage: Any, alone: bool, budget: int | None, grace: fl
         return None
     text = f"resuming: {done} done" + (f", {retries} interrupted → retried" if retries else "")
     if budget is not None and done >= budget:
-        text += f"; the budget of {budget} is reached: raise it (--budget) to evaluate more"
+        flag = "--retrain-top" if oneshot else "--budget"
+        text += f"; the budget of {budget} is reached: raise it ({flag}) to evaluate more"
     return text
 
 
