@@ -108,7 +108,7 @@ def grid(task: str, args, workdir: Path) -> dict[str, Any]:
                               workers=args.workers, train=train, name=name, strategy="grid", storage=workdir / f"{name}.db",
                               runs_dir=workdir, progress=False if args.quick else "lines")
     rows = {row["hash"]: row for row in result.table if row.get("rank") is not None}
-    records = {r.hash: r for r in result.trials if r.status == "complete" and r.hash in rows}
+    records = {r.hash: r for r in result.trials if r.status == "complete" and r.counted and r.hash in rows}  # not reuses
     n_train = len(load_dataset(dataset, val_fraction=result.run.settings.val_fraction, seed=0, limit=limit).train_y)
     return {
         "space": space_name, "dataset": dataset, "classes": classes, "store": f"{name}.db", "epochs": epochs, "limit": limit,

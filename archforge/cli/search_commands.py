@@ -173,7 +173,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         where = str(result.run_dir) if local else f"{masked_url(result.storage)} --study {result.run.name}"
         console.print(f"stored in {masked_url(result.storage)}; plots and files: archforge report {where}", markup=False)
     # A one-shot run with no stand-alone training has the one-shot winner as its result; one whose retrained ones all failed has none.
-    if result.best is None or (result.run.best is None and any(r.counted for r in result.trials)):
+    if result.best is None:
         return fail(f"no candidate of '{space.name}' completed training; the reasons are above and in archforge report")
     return 0
 
@@ -206,7 +206,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         summary = {
             "run": run.name, "objectives": run.objectives, "compute": run.compute,
-            "best": {k: v for k, v in (SearchResult(run).best or {}).items() if k != "spec"} or None,
+            "best": SearchResult(run).best,  # as trials.json has it
             "ranking": [{k: v for k, v in row.items() if k != "spec"} for row in run.table], "notes": run.notes,
             "oneshot": run.oneshot_summary,
             "effects": [effect.model_dump(mode="json") for effect in run.effects], "effect_notes": run.effect_notes,
@@ -238,9 +238,12 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
     oneshot = getattr(run, "oneshot", None)
     if oneshot is not None:
         print_oneshot(run, console, top=top)
-    if run.table:
-        rows = run.table if top is None else [r for r in run.table if r["status"] != "failed"][:top]
-        what = "trained stand-alone" if oneshot is not None else "evaluated"
+    what = "trained stand-alone" if oneshot is not None else "evaluated"
+    rows = run.table if top is None else [r for r in run.table if r["status"] != "failed"][:top]
+    if run.table and not rows:  # every one failed: no empty table, but what happened (the reasons follow)
+        console.print(f"{run.name}: {len(run.table)} candidates {what}, none completed: "
+                      f"{'all' if len(run.table) > 1 else 'it'} failed (the reasons below)", markup=False)
+    elif run.table:
         print_ranking(console, rows, objectives=run.objectives, names=run.decision_names,
                       title=f"{run.name}: {len(run.table)} candidates {what}", notes=run.notes)
         print_effects(console, run.effects, run.effect_notes, limit=None if top is None else 12)
@@ -263,7 +266,9 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
                       f"{rejected[0].error}", markup=False)
     console.print(compute_text(run.compute_summary), markup=False)
     best = run.best
-    if best is not None:
+    if best is None and oneshot is not None:
+        console.print(_oneshot_best_text(run), markup=False)
+    elif best is not None:
         acc = f"{best['accuracy']:.4f}" if best["accuracy"] is not None else "—"
         if best.get("accuracy_std") is not None and best["n_seeds"] > 1:
             acc += f" ± {best['accuracy_std']:.4f} over {best['n_seeds']} seeds"
@@ -272,22 +277,34 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
         decisions = ", ".join(f"{k}={v}" for k, v in best["decisions"].items()) or "(no decisions)"
         params = f" · params {best['params']:,}" if best.get("params") is not None else ""
         console.print(f"best: #{best['trial']} {best['hash']} accuracy {acc}{params} · {decisions}", markup=False)
-    elif oneshot is not None and oneshot.ranking:
-        winner = oneshot.ranking[0]
+
+
+def _oneshot_best_text(run: Any) -> str:
+    """The best line of a one-shot run with no ranked best: the one-shot winner when it stands for the result
+    (nothing trained stand-alone), else that the candidates trained stand-alone did not complete."""
+    winner = run.oneshot.ranking[0]
+    if run.oneshot_fallback:
         decisions = ", ".join(f"{k}={v}" for k, v in winner.decisions.items()) or "(no decisions)"
-        console.print(f"best: the one-shot winner {winner.hash}, accuracy {winner.accuracy:.4f} with inherited weights "
-                      f"(not trained stand-alone) · params {winner.params:,} · {decisions}", markup=False)
+        return (f"best: the one-shot winner {winner.hash}, accuracy {winner.accuracy:.4f} with inherited weights "
+                f"(not trained stand-alone) · params {winner.params:,} · {decisions}")
+    return (f"best: none: no candidate trained stand-alone completed{run.oneshot_status_text}, so the run has no result; "
+            f"the one-shot winner {winner.hash} ({winner.accuracy:.4f} with inherited weights) only chose what to train")
 
 
 def oneshot_cost_text(phase: Any) -> str:
-    """What a one-shot phase cost: its supernet's training in images (and in stand-alone trainings' worth), and seconds."""
-    trainings = phase.train_images / phase.candidate_images if phase.candidate_images else float("nan")
+    """What a one-shot phase cost, in one line: its supernet's training images (its learning-rate range test's
+    included) and what they are worth in stand-alone trainings of a candidate (each ``candidate_images``: the
+    search's epochs), the forward-only images of its ranking beside them, and seconds."""
+    images = phase.train_images + phase.range_images
+    trainings = images / phase.candidate_images if phase.candidate_images else float("nan")
     sample = " (a seeded sample of the space)" if phase.sampled else ""
     rejected = f", {phase.rejected} rejected before training" if phase.rejected else ""
+    range_test = f" ({phase.range_images:,} of them in the lr range test)" if phase.range_images else ""
     return (f"one-shot: one supernet of {phase.paths} candidates{sample}{rejected}, {phase.epochs} epoch(s) of {phase.sampling} "
-            f"sampling, {phase.paths_per_step} path(s) per step × {phase.steps} steps: {phase.train_images:,} training images, "
-            f"as many as {trainings:.1f} stand-alone trainings ({phase.candidate_images:,} each); "
-            f"{phase.train_s + phase.rank_s:.1f}s ({phase.train_s:.1f}s training, {phase.rank_s:.1f}s ranking)")
+            f"sampling, {phase.paths_per_step} path(s) per step × {phase.steps} steps: {images:,} training images{range_test}, "
+            f"as many as {trainings:.1f} stand-alone trainings ({phase.candidate_images:,} each), + {phase.eval_images:,} "
+            f"forward-only images to rank; {phase.train_s + phase.rank_s:.1f}s ({phase.train_s:.1f}s training, "
+            f"{phase.rank_s:.1f}s ranking)")
 
 
 def oneshot_agreement_text(agreement: Any) -> str:

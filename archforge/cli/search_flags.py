@@ -65,7 +65,7 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
                    help="oneshot.sampling: paths per supernet step, one drawn uniformly (SPOS) or every value once (FairNAS, default)")
     g.add_argument("--calibration-batches", type=positive_int, metavar="N",
                    help="oneshot.calibration_batches: batches each path's BatchNorm statistics are re-estimated on (default 5)")
-    g.add_argument("--oneshot-paths", "--paths", dest="oneshot_paths", type=positive_int, metavar="N",
+    g.add_argument("--oneshot-paths", dest="oneshot_paths", type=positive_int, metavar="N",
                    help="oneshot.paths: candidates the supernet holds and ranks (default 256; a seeded sample of a larger space)")
     g.add_argument("--seed", type=seed_int, help="seed of the samplers")
     g.add_argument("--param", type=key_value, action="append", metavar="NAME=VALUE",
@@ -108,6 +108,7 @@ def search_overrides(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 
     Raises :class:`SettingError` for flags that contradict each other or the space.
     """
+    _refuse_space_budget(args, settings)
     overrides: dict[str, Any] = {name: getattr(args, name) for name in SCALAR_FIELDS if getattr(args, name) is not None}
     constraints = {name: getattr(args, name) for name in CONSTRAINT_FIELDS if getattr(args, name) is not None}
     if constraints:
@@ -136,6 +137,15 @@ def search_overrides(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     if oneshot is not None:
         overrides["oneshot"] = oneshot
     return overrides
+
+
+def _refuse_space_budget(args: argparse.Namespace, settings: Any) -> None:
+    """``--strategy oneshot`` on a space whose ``search:`` section sets ``budget``: no flag can unset a setting, so say
+    which one stands in the way (the settings' own message would ask for --retrain-top, given or not)."""
+    if args.strategy == "oneshot" and settings.strategy != "oneshot" and settings.budget is not None and args.budget is None:
+        raise SettingError(f"--strategy oneshot trains the best oneshot.retrain_top (--retrain-top K) of its ranking, and this "
+                           f"space's search: section sets budget: {settings.budget}: remove budget from the space file, "
+                           "or use another strategy")
 
 
 def _oneshot(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:

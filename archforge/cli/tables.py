@@ -329,18 +329,18 @@ def _standalone(row: Mapping[str, Any]) -> str:
 
 def _as_ranked(row: Mapping[str, Any]) -> dict[str, Any]:
     """A one-shot row's stand-alone result under the keys of a ranking row (for the interval and mark cells)."""
-    return {"status": row.get("standalone_status"), "accuracy_low": row.get("standalone_low"),
-            "accuracy_high": row.get("standalone_high"), "most_accurate": row.get("most_accurate"),
-            "separable_from_best": row.get("separable_from_best")}
+    return {"status": row.get("standalone_status"), "accuracy_low": row.get("standalone_accuracy_low"),
+            "accuracy_high": row.get("standalone_accuracy_high"), "most_accurate": row.get("standalone_most_accurate"),
+            "separable_from_best": row.get("standalone_separable_from_best")}
 
 
 def oneshot_columns(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str] = ("accuracy",)) -> list[Column]:
     """One-shot place, hash, accuracy with inherited weights and params; with retrained candidates, their stand-alone
     accuracy, 95% interval (seeds), separability mark and stand-alone rank."""
     columns = [
-        Column("#", [str(row.get("rank") or "") for row in rows], "right", "key"),
+        Column("#", [str(row.get("oneshot_rank") or "") for row in rows], "right", "key"),
         Column("hash", [str(row.get("hash") or "") for row in rows], role="label"),
-        Column("one-shot acc", [_number(row.get("accuracy"), ".4f") for row in rows], "right"),
+        Column("one-shot acc", [_number(row.get("oneshot_accuracy"), ".4f") for row in rows], "right"),
         Column("params", [_number(row.get("params"), ",") for row in rows], "right"),
     ]
     if any(row.get("standalone_status") is not None for row in rows):

@@ -20,8 +20,9 @@ class ComputeSummary(BaseModel):
     measuring / around them, summed over trials; ``driver_overhead``: share of the workers' busy time
     not spent training (``None`` when no worker stored its time); ``oneshot_ranked``: candidates a one-shot
     supernet ranked that no stand-alone trial trained (full training saved, as for ``proxy_discarded``);
-    ``oneshot_epochs``: the supernet's training in epochs over the training set (its images / the set's
-    size, rounded up), counted in ``epochs_run``.
+    ``oneshot_epochs``: the supernet's training (its training images and those of its learning-rate range
+    test) in epochs over the training set, rounded up, counted in ``epochs_run``; ``oneshot_forward_images``:
+    the images its probe validations and ranking passed forward only, not counted in ``epochs_run``.
     """
 
     epochs: int
@@ -41,6 +42,7 @@ class ComputeSummary(BaseModel):
     proxy_discarded: int
     oneshot_ranked: int = 0
     oneshot_epochs: int = 0
+    oneshot_forward_images: int = 0
     train_time_s: float
     driver_time_s: float
     driver_overhead: float | None = None
@@ -52,19 +54,24 @@ def compute_summary(records: Sequence[TrialRecord], settings: SearchSettings, pr
 
     A failed candidate would have failed under full training too: it neither saves nor costs extra.
     Candidates the proxy discarded count as full training saved, and so do those a one-shot
-    supernet ranked without a stand-alone trial; the supernet's own training counts as the
-    epochs over the training set its images make (``train_images × epochs / candidate_images``:
-    every path trained in a step counts).
+    supernet ranked without a stand-alone trial. The supernet's own training counts as the epochs
+    over the training set its training images make, those of its learning-rate range test included
+    (every path trained in a step counts): one stand-alone training (``candidate_images``) runs the
+    search's ``epochs``, so an epoch is ``candidate_images / epochs`` images and the supernet counts
+    ``⌈(train_images + range_images) × epochs / candidate_images⌉``. Its forward-only images (probe
+    validations, ranking: ``eval_images``) are reported beside it, not counted.
     """
     epochs, seeds = settings.epochs, settings.seeds
     counted = [r for r in records if r.counted]
     interrupted = [r for r in records if r.status == "interrupted"]
     discarded = proxy.discarded if proxy is not None else 0
-    ranked = supernet = 0
+    ranked = supernet = forward = 0
     if oneshot is not None:
         trained = {r.hash for r in counted}
         ranked = sum(path.hash not in trained for path in oneshot.ranking)
-        supernet = math.ceil(oneshot.train_images * oneshot.epochs / oneshot.candidate_images) if oneshot.candidate_images else 0
+        images = oneshot.train_images + oneshot.range_images
+        supernet = math.ceil(images * epochs / oneshot.candidate_images) if oneshot.candidate_images else 0
+        forward = oneshot.eval_images
     run = sum(r.epochs_run for r in counted + interrupted) + supernet
     full = (sum(r.epochs_run if r.status == "failed" else (r.epochs_full or epochs * seeds) for r in counted)
             + (discarded + ranked) * epochs * seeds)
@@ -76,7 +83,8 @@ def compute_summary(records: Sequence[TrialRecord], settings: SearchSettings, pr
         rejected=len({r.hash for r in records if r.status == "rejected"} - {r.hash for r in counted}),
         rejected_trained=sum(r.status == "rejected" for r in counted),
         reused=sum(r.duplicate_of is not None and r.status != "rejected" for r in records), interrupted=len(interrupted),
-        proxy_discarded=discarded, oneshot_ranked=ranked, oneshot_epochs=supernet, train_time_s=sum(r.eval_time_s or 0.0 for r in records),
+        proxy_discarded=discarded, oneshot_ranked=ranked, oneshot_epochs=supernet,
+        oneshot_forward_images=forward, train_time_s=sum(r.eval_time_s or 0.0 for r in records),
         driver_time_s=sum(r.driver_time_s or 0.0 for r in records),
     )
 
@@ -94,7 +102,10 @@ def compute_text(c: ComputeSummary | dict[str, Any]) -> str:
                                            (c.reused, "result reused" if c.reused == 1 else "results reused"), (c.rejected, "rejected before training"),
                                            (c.rejected_trained, "rejected after training")) if n]
     if c.oneshot_ranked or c.oneshot_epochs:
-        parts.append(f"{c.oneshot_ranked} ranked by the one-shot supernet only, whose training counts as {c.oneshot_epochs} epoch(s)")
+        supernet = f"{c.oneshot_ranked} ranked by the one-shot supernet only, whose training counts as {c.oneshot_epochs} epoch(s)"
+        if c.oneshot_forward_images:  # forward passes cost less than a training step's: said, not counted as epochs
+            supernet += f" + {c.oneshot_forward_images:,} forward-only images to rank, not counted"
+        parts.append(supernet)
     text += f" ({', '.join(parts)})" if parts else ""
     if c.driver_overhead is not None:
         text += f"; driver overhead {100 * c.driver_overhead:.1f}% of worker time"

@@ -18,14 +18,16 @@ into a folder:
 ``pareto.png``      accuracy vs parameters and vs latency (:mod:`archforge.search.plots`)
 ``placement.png``   mean accuracy per value of each decision, with n (candidates × seeds) per cell
 ``best.yaml``       the best candidate's concrete spec (``archforge build`` builds it); for
-                    ``strategy: oneshot`` with no candidate trained stand-alone yet
-                    (``retrain_top: 0``), the one-shot winner's, rebuilt from the stored space
+                    ``strategy: oneshot`` with no candidate trained stand-alone
+                    (:attr:`RunData.oneshot_fallback`: ``retrain_top: 0``, or none trained yet),
+                    the one-shot winner's, rebuilt from the stored space; none when the
+                    candidates trained stand-alone all failed
 ``candidates/``     the concrete specs of the ten best, ``<rank>_<hash>.yaml``
 ``oneshot.csv``     ``strategy: oneshot`` only: the one-shot ranking joined with the stand-alone
                     results of the candidates retrained (:data:`ONESHOT_COLUMNS`)
 ``best.pt``         with ``weights=True``: the best candidate retrained, as a checkpoint; for a
-                    one-shot run with no stand-alone result, a copy of the one-shot winner's
-                    checkpoint (its inherited weights, ``oneshot/best.pt`` in the run folder)
+                    one-shot run whose best is the one-shot winner, a copy of its checkpoint
+                    (its inherited weights, ``oneshot/best.pt`` in the run folder)
 ==================  ================================================================
 
 A one-shot run (:mod:`archforge.search.oneshot`) is read with its phase
@@ -37,11 +39,12 @@ stand-alone accuracy of the retrained candidates (three or more), and
 :attr:`RunData.oneshot_notes` says what the one-shot numbers cannot tell: they are one
 supernet's, trained once with one seed, and carry no interval.
 
-Every file is written atomically (:mod:`archforge.files`). What the store holds is checked
-first: a trial whose attributes were tampered with is ``unreadable`` (its reason is its
-``error``; it is left out of the ranking), and so is a complete candidate whose stored spec
-does not validate; study attributes archforge cannot have written are a one-line
-:class:`~archforge.errors.SearchError`.
+Every file is written atomically (:mod:`archforge.files`); what a one-shot winner's ``best.yaml``
+and ``best.pt`` need (its spec rebuilt to its stored hash, its checkpoint) is checked before any
+file is written. What the store holds is checked first: a trial whose attributes were tampered
+with is ``unreadable`` (its reason is its ``error``; it is left out of the ranking), and so is a
+complete candidate whose stored spec does not validate; study attributes archforge cannot have
+written are a one-line :class:`~archforge.errors.SearchError`.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import csv
 import dataclasses
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -79,10 +83,15 @@ RANK_COLUMNS = ("rank", "most_accurate")
 #: Ranking columns trials.csv adds when a candidate has two seeds or more.
 CONFIDENCE_COLUMNS = ("accuracy_low", "accuracy_high", "separable_from_best", "gap_low", "gap_high")
 #: Columns of :attr:`RunData.oneshot_table` rows (and of ``oneshot.csv``, which adds ``decision.<name>`` columns):
-#: the one-shot place and what the supernet measured, then the stand-alone result of a retrained candidate.
-ONESHOT_COLUMNS = ("rank", "hash", "accuracy", "params", "flops", "standalone_rank", "standalone_trial", "standalone_status",
-                   "standalone_accuracy", "standalone_accuracy_std", "standalone_n_seeds", "standalone_low", "standalone_high",
-                   "most_accurate", "separable_from_best")
+#: the one-shot place and what the supernet measured, under trials.csv's names for them (``oneshot_rank``,
+#: ``oneshot_accuracy``), then the stand-alone result of a retrained candidate, under the ranking's names prefixed
+#: with ``standalone_``.
+ONESHOT_COLUMNS = ("oneshot_rank", "hash", "oneshot_accuracy", "params", "flops", "standalone_rank", "standalone_trial",
+                   "standalone_status", "standalone_accuracy", "standalone_accuracy_std", "standalone_n_seeds",
+                   "standalone_accuracy_low", "standalone_accuracy_high", "standalone_most_accurate",
+                   "standalone_separable_from_best")
+#: Characters of a stored path or folder an error message quotes.
+PATH_TEXT = 200
 #: Retrained candidates with a stand-alone accuracy that :attr:`RunData.oneshot_agreement` needs.
 AGREEMENT_MIN = 3
 
@@ -195,7 +204,19 @@ class RunData:
 
     @property
     def best(self) -> dict[str, Any] | None:
+        """The best ranked row (a candidate trained to completion), ``None`` without one; see :attr:`reported_best`."""
         return self.ranking.best.model_dump() if self.ranking.best is not None else None
+
+    @property
+    def reported_best(self) -> dict[str, Any] | None:
+        """The best as results and reports give it (``SearchResult.best``, trials.json, ``report --json``): :attr:`best`;
+        without one, when :attr:`oneshot_fallback`, the one-shot winner: its :attr:`oneshot_table` row with ``"source":
+        "oneshot"``, ``trial`` and ``accuracy`` ``None`` (nothing trained it stand-alone; its supernet accuracy is
+        ``oneshot_accuracy``)."""
+        best = self.best
+        if best is None and self.oneshot_fallback:
+            return {"source": "oneshot", "trial": None, "accuracy": None, **self.oneshot_table[0]}
+        return best
 
     @property
     def best_spec(self) -> Any:
@@ -247,14 +268,15 @@ class RunData:
         """The one-shot ranking joined with stand-alone training, best first; empty without a one-shot phase.
 
         One dict per candidate the supernet ranked, keys :data:`ONESHOT_COLUMNS` and ``decisions``:
-        its one-shot ``rank``, ``accuracy`` (with the supernet's inherited weights: one supernet's
-        number, no interval), ``params`` and ``flops``; then, for a candidate with a stand-alone
-        trial (matched by hash against :attr:`table`'s rows, or by its one-shot place for a trial
-        still queued), that trial's ``standalone_status`` and, as :attr:`table` has them, its
-        ``standalone_rank``, ``standalone_trial``, ``standalone_accuracy`` (mean over seeds),
-        ``standalone_accuracy_std``, ``standalone_n_seeds``, ``standalone_low`` /
-        ``standalone_high`` (its 95% interval) and its ``most_accurate`` / ``separable_from_best``
-        marks; ``None`` for a candidate never trained stand-alone.
+        its ``oneshot_rank``, ``oneshot_accuracy`` (with the supernet's inherited weights: one
+        supernet's number, no interval), ``params`` and ``flops``; then, for a candidate with a
+        stand-alone trial (matched by hash against :attr:`table`'s rows, or by its one-shot place for
+        a trial still queued), that trial's ``standalone_status`` and, as :attr:`table` has them
+        (their names prefixed with ``standalone_``), its ``standalone_rank``, ``standalone_trial``,
+        ``standalone_accuracy`` (mean over seeds), ``standalone_accuracy_std``,
+        ``standalone_n_seeds``, ``standalone_accuracy_low`` / ``standalone_accuracy_high`` (its 95%
+        interval) and its ``standalone_most_accurate`` / ``standalone_separable_from_best`` marks;
+        ``None`` for a candidate never trained stand-alone.
         """
         if self.oneshot is None:
             return []
@@ -270,14 +292,13 @@ class RunData:
                         others[key] = r
         table = []
         for place, path in enumerate(self.oneshot.ranking, start=1):
-            row: dict[str, Any] = {"rank": place, "hash": path.hash, "accuracy": path.accuracy, "params": path.params,
-                                   "flops": path.flops, **dict.fromkeys(ONESHOT_COLUMNS[5:]), "decisions": dict(path.decisions)}
+            row: dict[str, Any] = {"oneshot_rank": place, "hash": path.hash, "oneshot_accuracy": path.accuracy,
+                                   "params": path.params, "flops": path.flops, **dict.fromkeys(ONESHOT_COLUMNS[5:]),
+                                   "decisions": dict(path.decisions)}
             done = ranked.get(path.hash)
             if done is not None:
-                row.update(standalone_rank=done.rank, standalone_trial=done.trial, standalone_status=done.status,
-                           standalone_accuracy=done.accuracy, standalone_accuracy_std=done.accuracy_std,
-                           standalone_n_seeds=done.n_seeds, standalone_low=done.accuracy_low, standalone_high=done.accuracy_high,
-                           most_accurate=done.most_accurate, separable_from_best=done.separable_from_best)
+                row.update({f"standalone_{key}": getattr(done, key) for key in _STANDALONE_KEYS}, standalone_trial=done.trial,
+                           standalone_status=done.status)
             else:
                 other = others.get(path.hash) or others.get(("rank", place))
                 if other is not None:
@@ -293,7 +314,7 @@ class RunData:
         done = _retrained(self.oneshot_table)
         if len(done) < AGREEMENT_MIN:
             return None
-        tau, pairs = kendall_tau_b([-row["rank"] for row in done], [row["standalone_accuracy"] for row in done])
+        tau, pairs = kendall_tau_b([-row["oneshot_rank"] for row in done], [row["standalone_accuracy"] for row in done])
         return OneShotAgreement(candidates=len(done), pairs=pairs, tau=tau)
 
     @property
@@ -310,21 +331,35 @@ class RunData:
             notes.append(f"the supernet's {phase.paths} candidates are a seeded sample of a larger space (oneshot.paths)")
         table = self.oneshot_table
         done = _retrained(table)
-        if not any(row["standalone_status"] is not None for row in table):
-            notes.append("no candidate was trained stand-alone (oneshot.retrain_top 0): the one-shot winner stands for the "
-                         "result, with its inherited weights; --retrain-top K trains the best K with the search's seeds and epochs")
+        ties = _winner_ties(phase)
+        if ties:
+            notes.append(ties)
+        top = self.settings.oneshot.retrain_top
+        if self.oneshot_fallback:
+            if top == 0:
+                why = "no candidate was trained stand-alone (oneshot.retrain_top 0)"
+            else:
+                unreadable = sum(r.status == "unreadable" for r in self.records)
+                why = f"no candidate has a stand-alone result yet (oneshot.retrain_top {top}" + (
+                    f"; {unreadable} trial(s) unreadable, see the warnings)" if unreadable else ")")
+            notes.append(f"{why}: the one-shot winner stands for the result, with its inherited weights; --retrain-top K "
+                         "trains the best K with the search's seeds and epochs")
+        elif self.ranking.best is None:
+            notes.append(f"none of the candidates queued for stand-alone training completed{self.oneshot_status_text}: the run "
+                         "has no best, and the one-shot winner's accuracy with inherited weights does not stand in for one")
         elif len(done) >= 2 and table:
-            best = next((row for row in done if row["most_accurate"]), None) or max(done, key=lambda row: row["standalone_accuracy"])
+            best = next((row for row in done if row["standalone_most_accurate"]), None) or max(
+                done, key=lambda row: row["standalone_accuracy"])
             winner = table[0]
-            if best["rank"] == 1:
+            if best["oneshot_rank"] == 1:
                 notes.append(f"the one-shot winner {winner['hash']} is also the most accurate of the {len(done)} trained stand-alone")
             else:
-                text = (f"trained stand-alone, the most accurate of the {len(done)} retrained is one-shot #{best['rank']} "
+                text = (f"trained stand-alone, the most accurate of the {len(done)} retrained is one-shot #{best['oneshot_rank']} "
                         f"{best['hash']} ({best['standalone_accuracy']:.4f}), not the one-shot winner {winner['hash']}")
                 if winner["standalone_status"] == "complete" and winner["standalone_accuracy"] is not None:
                     text += f" ({winner['standalone_accuracy']:.4f}"
                     text += {True: ", separably less accurate at 95%)", False: ", not separable from it at 95%)"}.get(
-                        winner["separable_from_best"], ")")
+                        winner["standalone_separable_from_best"], ")")
                 elif winner["standalone_status"] is not None:
                     text += f" ({winner['standalone_status']})"
                 notes.append(text)
@@ -334,13 +369,30 @@ class RunData:
         return notes
 
     @property
+    def oneshot_status_text(self) -> str:
+        """`` (1 failed, 1 waiting)``: how many candidates of :attr:`oneshot_table` have each stand-alone status
+        (in one-shot order of first appearance); empty when none has one."""
+        statuses = Counter(row["standalone_status"] for row in self.oneshot_table if row["standalone_status"] is not None)
+        return f" ({', '.join(f'{n} {status}' for status, n in statuses.items())})" if statuses else ""
+
+    @property
+    def oneshot_fallback(self) -> bool:
+        """Whether the one-shot winner stands for the run's best: a one-shot run with no ranked best and no trial the
+        phase queued counted yet (``retrain_top: 0``, or none trained so far). Once one was trained, the run's best is
+        a stand-alone result or nothing: candidates that all failed leave no best."""
+        if self.oneshot is None or self.ranking.best is not None:
+            return False
+        return not any(r.oneshot_rank is not None and r.counted for r in self.records)
+
+    @property
     def oneshot_summary(self) -> dict[str, Any] | None:
         """The stored phase (:class:`~archforge.search.records.OneShotPhase`) as JSON, with ``table`` (:attr:`oneshot_table`),
-        ``agreement`` (:attr:`oneshot_agreement`) and ``notes``; ``None`` without a one-shot phase."""
+        ``agreement`` (:attr:`oneshot_agreement`) and ``notes``; ``None`` without a one-shot phase. Its ``retrain_top``
+        is the run's setting now (a resumed run may train more than the phase first queued)."""
         if self.oneshot is None:
             return None
         agreement = self.oneshot_agreement
-        return {**self.oneshot.model_dump(mode="json"), "table": self.oneshot_table,
+        return {**self.oneshot.model_dump(mode="json"), "retrain_top": self.settings.oneshot.retrain_top, "table": self.oneshot_table,
                 "agreement": dataclasses.asdict(agreement) if agreement is not None else None, "notes": self.oneshot_notes}
 
     def oneshot_spec(self, rank: int = 1) -> Any:
@@ -379,9 +431,12 @@ class RunData:
         phase = self.oneshot
         if phase is None or phase.weights is None or self.run_dir is None:
             return None
-        root = Path(self.run_dir).resolve()
-        path = (root / phase.weights).resolve()
-        if root not in path.parents or not path.is_file():  # a stored path may only name a file inside the run folder
+        try:
+            root = Path(self.run_dir).resolve()
+            path = (root / phase.weights).resolve()
+            if root not in path.parents or not path.is_file():  # a stored path may only name a file inside the run folder
+                return None
+        except (OSError, ValueError, RuntimeError):  # unreadable, a NUL byte, a symlink loop (Python < 3.13): missing
             return None
         return path
 
@@ -430,6 +485,24 @@ def settings_of(meta: RunMeta, name: str) -> SearchSettings:
         problem = f"objectives: unknown objective '{unknown[0]}', neither built in nor a metric the run measured"
     raise SearchError(f"study '{name}' has settings archforge cannot read ({problem}); "
                       "report a copy of the store made before it was edited")
+
+
+#: The ranking's keys a one-shot table row copies, as ``standalone_<key>``, from a retrained candidate's ranked row.
+_STANDALONE_KEYS = ("rank", "accuracy", "accuracy_std", "n_seeds", "accuracy_low", "accuracy_high", "most_accurate",
+                    "separable_from_best")
+
+
+def _winner_ties(phase: OneShotPhase) -> str | None:
+    """A note when other candidates share the winner's one-shot accuracy: the phase broke the tie by parameters
+    (then by the order of the paths), not by accuracy."""
+    winner = phase.ranking[0]
+    tied = [p for p in phase.ranking[1:] if p.accuracy == winner.accuracy]
+    if not tied:
+        return None
+    by = "fewer parameters decided" if all(p.params != winner.params for p in tied) else \
+        "fewer parameters, then the order of the paths, decided"
+    return (f"{len(tied)} candidate{'s tie' if len(tied) > 1 else ' ties'} with the winner's one-shot accuracy "
+            f"({winner.accuracy:.4f}); {by}")
 
 
 def _retrained(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -515,14 +588,13 @@ def write_csv(run: RunData, path: str | os.PathLike[str]) -> Path:
 
 def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    best = run.ranking.best
     data = {
         "run": run.name, "space_file": run.meta.space_file, "dataset": run.meta.dataset, "objectives": run.objectives,
         "settings": run.meta.settings, "decisions": run.meta.decisions,
         "metrics": {name: info.model_dump(mode="json") for name, info in run.meta.metrics.items()}, "compute": run.compute,
         "proxy": run.proxy.model_dump(mode="json") if run.proxy is not None else None,
         "oneshot": run.oneshot_summary,
-        "best": best.model_dump() if best is not None else None,
+        "best": run.reported_best,
         "ranking": run.table,
         "notes": [note.model_dump() for note in run.ranking.notes],
         "effects": [effect.model_dump(mode="json") for effect in run.effects],
@@ -566,13 +638,13 @@ def _accuracy_text(row: RankedRow) -> str:
 def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
     """The best candidate's spec with a comment header saying where it comes from.
 
-    Without a complete trial: the one-shot winner's spec, rebuilt from the stored space
-    (:meth:`RunData.oneshot_spec`), under a header saying its accuracy is the supernet's; ``None``
-    when the run has no one-shot ranking either.
+    Without a complete trial, when the one-shot winner stands for the best (:attr:`RunData.oneshot_fallback`): its
+    spec, rebuilt from the stored space (:meth:`RunData.oneshot_spec`), under a header saying its accuracy is the
+    supernet's; else ``None``.
     """
     best = run.ranking.best
     if best is None:
-        return _write_oneshot_best_yaml(run, path) if run.oneshot is not None and run.oneshot.ranking else None
+        return _write_oneshot_best_yaml(run, path, run.oneshot_spec(1)) if run.oneshot_fallback else None
     params = f"; params {best.params:,}" if best.params is not None else ""
     header = [
         f"# Best candidate of search run '{run.name}' ({run.meta.space_file}): {best.hash}, trial #{best.trial}",
@@ -585,11 +657,10 @@ def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
     return write_text(path, "\n".join(_comment(line) for line in header) + "\n" + run.best_spec.to_yaml(), overwrite=True)
 
 
-def _write_oneshot_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path:
+def _write_oneshot_best_yaml(run: RunData, path: str | os.PathLike[str], spec: Any) -> Path:
     phase = run.oneshot
     assert phase is not None
     winner = phase.ranking[0]
-    spec = run.oneshot_spec(1)
     header = [
         f"# One-shot winner of search run '{run.name}' ({run.meta.space_file}): {winner.hash}, ranked 1 of {phase.paths} "
         "candidates by one weight-sharing supernet",
@@ -608,14 +679,29 @@ def copy_oneshot_weights(run: RunData, path: str | os.PathLike[str]) -> Path:
     """Copy the one-shot winner's checkpoint (its inherited weights, :attr:`RunData.oneshot_weights`) to ``path``."""
     import shutil
 
-    source = run.oneshot_weights
-    if source is None:
-        where = f"'{run.oneshot.weights}' in {run.run_dir}" if run.oneshot is not None and run.oneshot.weights and run.run_dir else "none"
-        raise SearchError(f"run '{run.name}' has no candidate trained stand-alone and its one-shot winner's checkpoint is "
-                          f"missing ({where}): train the best stand-alone with --retrain-top K, then report with --weights")
+    source = _oneshot_weights_source(run)
     with atomic_output(path, overwrite=True) as temp:
         shutil.copyfile(source, temp)
     return Path(path)
+
+
+def _oneshot_weights_source(run: RunData) -> Path:
+    """:attr:`RunData.oneshot_weights`; missing, a one-line :class:`SearchError` quoting at most :data:`PATH_TEXT` characters
+    of the stored path and of the run folder."""
+    source = run.oneshot_weights
+    if source is not None:
+        return source
+    phase = run.oneshot
+    if phase is not None and phase.weights and run.run_dir is not None:
+        where = f"'{_cut(phase.weights)}' in {_cut(str(run.run_dir))}"
+    else:
+        where = "none was saved" if run.run_dir is not None else "the run has no folder"
+    raise SearchError(one_line(f"run '{_cut(run.name)}' has no candidate trained stand-alone and its one-shot winner's checkpoint "
+                               f"is missing ({where}): train the best stand-alone with --retrain-top K, then report with --weights"))
+
+
+def _cut(text: str, limit: int = PATH_TEXT) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _lr_text(run: RunData, row: RankedRow) -> str:
@@ -667,9 +753,15 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool
 
     Kinds: ``csv``, ``json``, ``pareto``, ``placement``, and with a complete trial ``best`` and
     ``candidates`` (a folder); ``weights`` with ``weights=True``. A one-shot run adds ``oneshot``
-    (``oneshot.csv``); without a complete trial its ``best`` is the one-shot winner's spec and its
-    ``weights`` a copy of the winner's checkpoint (nothing is retrained).
+    (``oneshot.csv``); when its one-shot winner stands for the best (:attr:`RunData.oneshot_fallback`),
+    ``best`` is the winner's spec and ``weights`` a copy of its checkpoint (nothing is retrained):
+    both are checked first, so that a winner whose spec does not rebuild to its hash, or whose
+    checkpoint is missing, is a :class:`SearchError` before any file is written.
     """
+    if run.oneshot_fallback:  # no ranked best: the one-shot winner's spec and checkpoint, checked before writing
+        run.oneshot_spec(1)
+        if weights:
+            _oneshot_weights_source(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -687,6 +779,6 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool
             files["candidates"] = write_top_specs(run, out / "candidates")
             if weights:
                 files["weights"] = retrain_best(run, out / "best.pt")
-        elif weights:  # the one-shot winner: its inherited weights, as the supernet left them
+        elif weights:  # the one-shot winner (checked above): its inherited weights, as the supernet left them
             files["weights"] = copy_oneshot_weights(run, out / "best.pt")
     return files

@@ -24,10 +24,13 @@ class SearchResult:
     supernet's ranking joined with the stand-alone results, see
     :attr:`~archforge.search.report.RunData.oneshot_table`), ``oneshot_agreement`` and
     ``oneshot_notes``. Its ``table`` holds the candidates trained stand-alone (the best
-    ``retrain_top``), and ``best`` is the best of them. With none complete (``retrain_top: 0``),
-    ``best`` falls back to the one-shot winner: its ``oneshot_table`` row with ``"source":
-    "oneshot"`` (an accuracy inherited from the supernet, no interval, no ``trial``), and
-    ``best_spec`` to its spec rebuilt from the stored space.
+    ``retrain_top``), and ``best`` is the best of them. With none trained (``retrain_top: 0``, or
+    none yet: :attr:`~archforge.search.report.RunData.oneshot_fallback`), ``best`` falls back to
+    the one-shot winner: its ``oneshot_table`` row with ``"source": "oneshot"``, ``trial`` and
+    ``accuracy`` ``None`` (its accuracy with weights inherited from the supernet is
+    ``oneshot_accuracy``, with no interval), and ``best_spec`` to its spec rebuilt from the stored
+    space. When the candidates trained stand-alone all failed, ``best`` is ``None``: the one-shot
+    winner does not stand in for a result that training refused.
     """
 
     def __init__(self, run: Any, ref: Any = None, study: Any = None):
@@ -64,23 +67,16 @@ class SearchResult:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        """The best row of ``table``; without one, for a one-shot run, the one-shot winner (``"source": "oneshot"``)."""
-        best = self.run.best
-        if best is None and self._oneshot_fallback:
-            return {**self.run.oneshot_table[0], "source": "oneshot"}
-        return best
+        """The best row of ``table``; without one, for a one-shot run none of whose candidates was trained stand-alone,
+        the one-shot winner (``"source": "oneshot"``; :attr:`~archforge.search.report.RunData.reported_best`)."""
+        return self.run.reported_best
 
     @property
     def best_spec(self) -> Any:
         """The concrete spec of ``best`` (for the one-shot fallback, rebuilt from the stored space; its hash is checked)."""
-        if self._oneshot_fallback:
+        if self.run.oneshot_fallback:  # no ranked best, nothing trained stand-alone
             return self.run.oneshot_spec(1)
         return self.run.best_spec
-
-    @property
-    def _oneshot_fallback(self) -> bool:
-        oneshot = getattr(self.run, "oneshot", None)
-        return oneshot is not None and bool(oneshot.ranking) and self.run.ranking.best is None
 
     @property
     def oneshot(self) -> Any:
@@ -143,7 +139,10 @@ class SearchResult:
 
     def __repr__(self) -> str:
         best = self.best
-        text = f"{best['hash']} accuracy {best['accuracy']:.4f}" if best and best.get("accuracy") is not None else "none yet"
-        if best and best.get("source") == "oneshot":
-            text += " (one-shot, inherited weights)"
+        if best is not None and best.get("source") == "oneshot":
+            text = f"{best['hash']} one-shot accuracy {best['oneshot_accuracy']:.4f} (inherited weights, not trained stand-alone)"
+        elif best is not None and best.get("accuracy") is not None:
+            text = f"{best['hash']} accuracy {best['accuracy']:.4f}"
+        else:
+            text = "none" if getattr(self.run, "oneshot", None) is not None and any(r.counted for r in self.run.records) else "none yet"
         return f"SearchResult({self.name!r}, {len(self.table)} candidates evaluated, best {text})"
