@@ -266,3 +266,37 @@ def test_placement_refuses_bad_arguments_before_any_work(capsys):
         assert message in str(exit_.value)
     assert placement.main(["--quick", "--space", "no_such_space", "--datasets", "mnist"]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_oneshot_quick_run_writes_its_section(tmp_path):
+    doc = tmp_path / "experiments.md"
+    oneshot = _module("oneshot")
+    argv = ["--quick", "--seeds", "2", "--workers", "1", "--tasks", "mnist", "--variants", "fair", "--out", str(doc)]
+    assert oneshot.main(argv) == 0
+    body = _common.read_section(doc, "oneshot")
+    assert body is not None and body.startswith("## One-shot vs stand-alone")
+    assert "| mnist | one stand-alone seed |" in body and "| mnist | one-shot, fair |" in body
+    assert "failed" not in body
+    # the grid's table lists the 8 placements, each with two supernet columns
+    assert len(re.findall(r"^\| (conv|attn)/(conv|attn)/(conv|attn) \| ", body, re.M)) == 8
+
+
+def test_oneshot_pair_measures_by_hand():
+    oneshot = _module("oneshot")
+    rows = {  # per placement, accuracies per seed: a is separably above c; b overlaps both
+        "a": {"seeds": {"0": 0.90, "1": 0.91, "2": 0.92}},
+        "b": {"seeds": {"0": 0.55, "1": 0.95, "2": 0.85}},
+        "c": {"seeds": {"0": 0.50, "1": 0.51, "2": 0.52}},
+    }
+    assert oneshot.separable_pairs(rows) == [("a", "c")]
+    assert oneshot.pair_agreement({"a": 0.6, "b": 0.1, "c": 0.5}, [("a", "c")]) == (1, 1)
+    assert oneshot.pair_agreement({"a": 0.5, "b": 0.1, "c": 0.5}, [("a", "c")]) == (0, 1)  # a tie does not count
+    # one seed against the mean of the others: seed 0 orders a > b > c, and so do the others' means (0.915, 0.90, 0.515)
+    assert oneshot.seed_yardstick(rows)[0] == pytest.approx(1.0)
+
+
+def test_oneshot_refuses_unknown_tasks_and_variants():
+    oneshot = _module("oneshot")
+    for argv in (["--tasks", "mnist,nope"], ["--variants", "fair,fair"], ["--calibration", "0"]):
+        with pytest.raises(SystemExit):
+            oneshot.main(["--quick", *argv])
