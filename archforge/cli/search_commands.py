@@ -196,6 +196,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from archforge.search import oneshot_report
     from archforge.search.report import load_run, write_report
     from archforge.search.result import SearchResult
 
@@ -208,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             "run": run.name, "objectives": run.objectives, "compute": run.compute,
             "best": SearchResult(run).best,  # as trials.json has it
             "ranking": [{k: v for k, v in row.items() if k != "spec"} for row in run.table], "notes": run.notes,
-            "oneshot": run.oneshot_summary,
+            "oneshot": oneshot_report.summary(run),
             "effects": [effect.model_dump(mode="json") for effect in run.effects], "effect_notes": run.effect_notes,
             "unreadable": [{"trial": r.number, "reason": r.error} for r in run.unreadable],
             "files": {k: str(v) for k, v in files.items()},
@@ -282,12 +283,14 @@ def print_run(run: Any, console: Any, *, top: int | None = 10) -> None:
 def _oneshot_best_text(run: Any) -> str:
     """The best line of a one-shot run with no ranked best: the one-shot winner when it stands for the result
     (nothing trained stand-alone), else that the candidates trained stand-alone did not complete."""
+    from archforge.search import oneshot_report
+
     winner = run.oneshot.ranking[0]
-    if run.oneshot_fallback:
+    if oneshot_report.fallback(run):
         decisions = ", ".join(f"{k}={v}" for k, v in winner.decisions.items()) or "(no decisions)"
         return (f"best: the one-shot winner {winner.hash}, accuracy {winner.accuracy:.4f} with inherited weights "
                 f"(not trained stand-alone) · params {winner.params:,} · {decisions}")
-    return (f"best: none: no candidate trained stand-alone completed{run.oneshot_status_text}, so the run has no result; "
+    return (f"best: none: no candidate trained stand-alone completed{oneshot_report.status_text(run)}, so the run has no result; "
             f"the one-shot winner {winner.hash} ({winner.accuracy:.4f} with inherited weights) only chose what to train")
 
 
@@ -317,16 +320,17 @@ def oneshot_agreement_text(agreement: Any) -> str:
 def print_oneshot(run: Any, console: Any, *, top: int | None = 10) -> None:
     """The one-shot phase of a run: what it cost, its ranking joined with stand-alone results, the agreement and its notes."""
     from archforge.cli.tables import print_oneshot_ranking
+    from archforge.search import oneshot_report
 
     phase = run.oneshot
-    table = run.oneshot_table
+    table = oneshot_report.table(run)
     rows = table if top is None else table[:top]
     more = f"; the first {len(rows)} shown, oneshot.csv of archforge report has them all" if len(rows) < len(table) else ""
-    agreement = run.oneshot_agreement
+    agreement = oneshot_report.agreement(run)
     print_oneshot_ranking(console, rows, objectives=run.objectives, names=run.decision_names,
                           title=f"{run.name}: one-shot ranking of {len(table)} candidates (accuracy with inherited weights){more}",
                           before=[oneshot_cost_text(phase)], after=[oneshot_agreement_text(agreement)] if agreement is not None else [],
-                          notes=run.oneshot_notes)
+                          notes=oneshot_report.notes(run))
 
 
 # --------------------------------------------------------------------------- parsers

@@ -21,7 +21,7 @@ comparisons): ``best`` the reference, ``≈`` not separable from it, ``<`` separ
 be rank 1: the column is then ``vs most accurate`` and the reference ``top``. A legend line
 under the table says so.
 
-A one-shot run's ranking (:attr:`archforge.search.report.RunData.oneshot_table`) is laid out the
+A one-shot run's ranking (:func:`archforge.search.oneshot_report.table`) is laid out the
 same way by :func:`oneshot_ranking_table`: its one-shot place, hash, the accuracy with inherited
 weights and params, then, for the candidates retrained stand-alone, their stand-alone accuracy
 (``mean ± std`` over seeds), 95% interval, separability mark and stand-alone rank.
@@ -358,7 +358,7 @@ def oneshot_columns(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str]
 
 def oneshot_ranking_table(rows: Sequence[Mapping[str, Any]], *, width: int, objectives: Sequence[str] = ("accuracy",),
                           names: Sequence[str] | None = None, title: str | None = None, console: Console | None = None) -> Ranking:
-    """The one-shot ranking of ``rows`` (:attr:`~archforge.search.report.RunData.oneshot_table`) laid out for ``width``."""
+    """The one-shot ranking of ``rows`` (:func:`~archforge.search.oneshot_report.table`) laid out for ``width``."""
     return _lay_out(rows, oneshot_columns(rows, objectives), width=width, names=names, title=title, console=console)
 
 

@@ -28,7 +28,8 @@ turns flags into settings overrides) → ``search/run.py`` (settings, checks, st
 (run metadata, resume), ``storage.py``, ``urls.py`` and ``locks.py`` (the store), ``worker.py`` and
 ``ray_executor.py`` (workers started elsewhere, Ray tasks), ``strategies.py`` and
 ``evolution.py`` (samplers, pruners), ``prefilter.py`` and ``proxies.py`` (zero-cost proxies),
-``oneshot.py``, ``supernet.py`` and ``supernet_training.py`` (``strategy: oneshot``: one weight-sharing supernet ranks every candidate),
+``oneshot.py``, ``supernet.py``, ``supernet_training.py`` and ``oneshot_report.py`` (``strategy: oneshot``: one
+weight-sharing supernet ranks every candidate),
 ``progress.py``, ``report.py``, ``ranking.py`` and ``plots.py`` (results), ``limits.py`` (bounds).
 """
 

@@ -19,25 +19,23 @@ into a folder:
 ``placement.png``   mean accuracy per value of each decision, with n (candidates × seeds) per cell
 ``best.yaml``       the best candidate's concrete spec (``archforge build`` builds it); for
                     ``strategy: oneshot`` with no candidate trained stand-alone
-                    (:attr:`RunData.oneshot_fallback`: ``retrain_top: 0``, or none trained yet),
-                    the one-shot winner's, rebuilt from the stored space; none when the
-                    candidates trained stand-alone all failed
+                    (``retrain_top: 0``, or none trained yet:
+                    :func:`~archforge.search.oneshot_report.fallback`), the one-shot winner's,
+                    rebuilt from the stored space; none when the candidates trained stand-alone
+                    all failed
 ``candidates/``     the concrete specs of the ten best, ``<rank>_<hash>.yaml``
 ``oneshot.csv``     ``strategy: oneshot`` only: the one-shot ranking joined with the stand-alone
-                    results of the candidates retrained (:data:`ONESHOT_COLUMNS`)
+                    results of the candidates retrained (:func:`~archforge.search.oneshot_report.write_csv`)
 ``best.pt``         with ``weights=True``: the best candidate retrained, as a checkpoint; for a
                     one-shot run whose best is the one-shot winner, a copy of its checkpoint
                     (its inherited weights, ``oneshot/best.pt`` in the run folder)
 ==================  ================================================================
 
 A one-shot run (:mod:`archforge.search.oneshot`) is read with its phase
-(:attr:`RunData.oneshot`): :attr:`RunData.oneshot_table` lists the supernet's ranking, best
-first, each candidate with the accuracy it reached with inherited weights and, when it was
-retrained stand-alone (matched by hash with the ordinary ranking), its stand-alone result;
-:attr:`RunData.oneshot_agreement` is Kendall's τ_b between the one-shot order and the
-stand-alone accuracy of the retrained candidates (three or more), and
-:attr:`RunData.oneshot_notes` says what the one-shot numbers cannot tell: they are one
-supernet's, trained once with one seed, and carry no interval.
+(:attr:`RunData.oneshot`); what a report makes of it (the supernet's ranking joined with the
+stand-alone results, their agreement and notes, and the files above marked one-shot) is
+:mod:`archforge.search.oneshot_report`, which this module calls (``RunData.oneshot_table``,
+``oneshot_agreement``, ... are its functions under the names results read).
 
 Every file is written atomically (:mod:`archforge.files`); what a one-shot winner's ``best.yaml``
 and ``best.pt`` need (its spec rebuilt to its stored hash, its checkpoint) is checked before any
@@ -53,7 +51,6 @@ import csv
 import dataclasses
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -61,12 +58,12 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from archforge.errors import SearchError, SpecError, one_line
+from archforge.errors import SearchError, one_line
 from archforge.files import atomic_output, write_text
-from archforge.search import plots
+from archforge.search import oneshot_report, plots
 from archforge.search.compute import ComputeSummary, compute_summary
 from archforge.search.effects import DecisionEffect, decision_effects, effect_notes
-from archforge.search.fidelity import RungAgreement, kendall_tau_b, rung_agreement
+from archforge.search.fidelity import RungAgreement, rung_agreement
 from archforge.search.ranking import RankedRow, Ranking, bounds_text, rank
 from archforge.search.records import (
     ONESHOT_KEY, PROXY_KEY, RUN_KEY, OneShotPhase, ProxyPhase, RunMeta, TrialRecord, WorkerStats, first_error, read_study_attr,
@@ -82,27 +79,6 @@ TOP_SPECS = 10
 RANK_COLUMNS = ("rank", "most_accurate")
 #: Ranking columns trials.csv adds when a candidate has two seeds or more.
 CONFIDENCE_COLUMNS = ("accuracy_low", "accuracy_high", "separable_from_best", "gap_low", "gap_high")
-#: Columns of :attr:`RunData.oneshot_table` rows (and of ``oneshot.csv``, which adds ``decision.<name>`` columns):
-#: the one-shot place and what the supernet measured, under trials.csv's names for them (``oneshot_rank``,
-#: ``oneshot_accuracy``), then the stand-alone result of a retrained candidate, under the ranking's names prefixed
-#: with ``standalone_``.
-ONESHOT_COLUMNS = ("oneshot_rank", "hash", "oneshot_accuracy", "params", "flops", "standalone_rank", "standalone_trial",
-                   "standalone_status", "standalone_accuracy", "standalone_accuracy_std", "standalone_n_seeds",
-                   "standalone_accuracy_low", "standalone_accuracy_high", "standalone_most_accurate",
-                   "standalone_separable_from_best")
-#: Characters of a stored path or folder an error message quotes.
-PATH_TEXT = 200
-#: Retrained candidates with a stand-alone accuracy that :attr:`RunData.oneshot_agreement` needs.
-AGREEMENT_MIN = 3
-
-
-@dataclass(frozen=True)
-class OneShotAgreement:
-    """How far the one-shot order agrees with stand-alone training, over the candidates retrained with a result."""
-
-    candidates: int
-    pairs: int
-    tau: float | None  # Kendall's tau-b (one-shot order vs stand-alone mean accuracy); None when every stand-alone accuracy ties
 
 
 @dataclass
@@ -214,8 +190,8 @@ class RunData:
         "oneshot"``, ``trial`` and ``accuracy`` ``None`` (nothing trained it stand-alone; its supernet accuracy is
         ``oneshot_accuracy``)."""
         best = self.best
-        if best is None and self.oneshot_fallback:
-            return {"source": "oneshot", "trial": None, "accuracy": None, **self.oneshot_table[0]}
+        if best is None and oneshot_report.fallback(self):
+            return {"source": "oneshot", "trial": None, "accuracy": None, **oneshot_report.table(self)[0]}
         return best
 
     @property
@@ -232,9 +208,10 @@ class RunData:
         from archforge.spec import Spec
 
         record = self.record(number)
-        return self._with_init(Spec.from_dict(record.spec, file=f"<candidate {record.hash}>"))
+        return self.with_init(Spec.from_dict(record.spec, file=f"<candidate {record.hash}>"))
 
-    def _with_init(self, spec: Any) -> Any:
+    def with_init(self, spec: Any) -> Any:
+        """``spec`` with the run's ``train.init`` written in when it set one (as the search built it)."""
         from archforge.spec import Spec
 
         init = self.settings.train.init
@@ -262,183 +239,40 @@ class RunData:
     def record(self, number: int) -> TrialRecord:
         return next(r for r in self.records if r.number == number)
 
-    # -- one-shot -------------------------------------------------------------
+    # -- one-shot (archforge.search.oneshot_report; RunData keeps the names tests and load_run's readers use) ----
     @property
     def oneshot_table(self) -> list[dict[str, Any]]:
-        """The one-shot ranking joined with stand-alone training, best first; empty without a one-shot phase.
-
-        One dict per candidate the supernet ranked, keys :data:`ONESHOT_COLUMNS` and ``decisions``:
-        its ``oneshot_rank``, ``oneshot_accuracy`` (with the supernet's inherited weights: one
-        supernet's number, no interval), ``params`` and ``flops``; then, for a candidate with a
-        stand-alone trial (matched by hash against :attr:`table`'s rows, or by its one-shot place for
-        a trial still queued), that trial's ``standalone_status`` and, as :attr:`table` has them
-        (their names prefixed with ``standalone_``), its ``standalone_rank``, ``standalone_trial``,
-        ``standalone_accuracy`` (mean over seeds), ``standalone_accuracy_std``,
-        ``standalone_n_seeds``, ``standalone_accuracy_low`` / ``standalone_accuracy_high`` (its 95%
-        interval) and its ``standalone_most_accurate`` / ``standalone_separable_from_best`` marks;
-        ``None`` for a candidate never trained stand-alone.
-        """
-        if self.oneshot is None:
-            return []
-        ranked: dict[str, RankedRow] = {}
-        for row in self.ranking.rows:
-            if row.hash is not None:
-                ranked.setdefault(row.hash, row)
-        others: dict[Any, TrialRecord] = {}  # the latest trial of a candidate that is not in the ranking (queued, running, ...)
-        for r in sorted(self.records, key=lambda r: r.number):
-            if r.status != "unreadable":
-                for key in (r.hash, ("rank", r.oneshot_rank)):
-                    if key is not None and key != ("rank", None):
-                        others[key] = r
-        table = []
-        for place, path in enumerate(self.oneshot.ranking, start=1):
-            row: dict[str, Any] = {"oneshot_rank": place, "hash": path.hash, "oneshot_accuracy": path.accuracy,
-                                   "params": path.params, "flops": path.flops, **dict.fromkeys(ONESHOT_COLUMNS[5:]),
-                                   "decisions": dict(path.decisions)}
-            done = ranked.get(path.hash)
-            if done is not None:
-                row.update({f"standalone_{key}": getattr(done, key) for key in _STANDALONE_KEYS}, standalone_trial=done.trial,
-                           standalone_status=done.status)
-            else:
-                other = others.get(path.hash) or others.get(("rank", place))
-                if other is not None:
-                    row.update(standalone_trial=other.number, standalone_status=other.status)
-            table.append(row)
-        return table
+        """The supernet's ranking joined with stand-alone training (:func:`~archforge.search.oneshot_report.table`)."""
+        return oneshot_report.table(self)
 
     @property
-    def oneshot_agreement(self) -> OneShotAgreement | None:
-        """Kendall's τ_b (:func:`~archforge.search.fidelity.kendall_tau_b`) between the one-shot order (its ranks,
-        which break ties of inherited accuracy by fewer params) and the stand-alone mean accuracy, over the
-        candidates retrained to completion; ``None`` with fewer than :data:`AGREEMENT_MIN` of them."""
-        done = _retrained(self.oneshot_table)
-        if len(done) < AGREEMENT_MIN:
-            return None
-        tau, pairs = kendall_tau_b([-row["oneshot_rank"] for row in done], [row["standalone_accuracy"] for row in done])
-        return OneShotAgreement(candidates=len(done), pairs=pairs, tau=tau)
+    def oneshot_agreement(self) -> oneshot_report.OneShotAgreement | None:
+        """The one-shot order against stand-alone accuracy (:func:`~archforge.search.oneshot_report.agreement`)."""
+        return oneshot_report.agreement(self)
 
     @property
     def oneshot_notes(self) -> list[str]:
-        """What to read the one-shot ranking with, as sentences: where its numbers come from, whether the stand-alone
-        best is the one-shot winner, what is still missing for an agreement."""
-        phase = self.oneshot
-        if phase is None:
-            return []
-        notes = [f"the one-shot accuracies are one supernet's (trained once, seed {phase.seed}, {phase.epochs} epoch(s), "
-                 f"{phase.sampling} sampling), each path evaluated with its inherited weights after re-estimating BatchNorm "
-                 f"on {phase.calibration_batches} batches: an order to choose what to train, with no interval"]
-        if phase.sampled:
-            notes.append(f"the supernet's {phase.paths} candidates are a seeded sample of a larger space (oneshot.paths)")
-        table = self.oneshot_table
-        done = _retrained(table)
-        ties = _winner_ties(phase)
-        if ties:
-            notes.append(ties)
-        top = self.settings.oneshot.retrain_top
-        if self.oneshot_fallback:
-            if top == 0:
-                why = "no candidate was trained stand-alone (oneshot.retrain_top 0)"
-            else:
-                unreadable = sum(r.status == "unreadable" for r in self.records)
-                why = f"no candidate has a stand-alone result yet (oneshot.retrain_top {top}" + (
-                    f"; {unreadable} trial(s) unreadable, see the warnings)" if unreadable else ")")
-            notes.append(f"{why}: the one-shot winner stands for the result, with its inherited weights; --retrain-top K "
-                         "trains the best K with the search's seeds and epochs")
-        elif self.ranking.best is None:
-            notes.append(f"none of the candidates queued for stand-alone training completed{self.oneshot_status_text}: the run "
-                         "has no best, and the one-shot winner's accuracy with inherited weights does not stand in for one")
-        elif len(done) >= 2 and table:
-            best = next((row for row in done if row["standalone_most_accurate"]), None) or max(
-                done, key=lambda row: row["standalone_accuracy"])
-            winner = table[0]
-            if best["oneshot_rank"] == 1:
-                notes.append(f"the one-shot winner {winner['hash']} is also the most accurate of the {len(done)} trained stand-alone")
-            else:
-                text = (f"trained stand-alone, the most accurate of the {len(done)} retrained is one-shot #{best['oneshot_rank']} "
-                        f"{best['hash']} ({best['standalone_accuracy']:.4f}), not the one-shot winner {winner['hash']}")
-                if winner["standalone_status"] == "complete" and winner["standalone_accuracy"] is not None:
-                    text += f" ({winner['standalone_accuracy']:.4f}"
-                    text += {True: ", separably less accurate at 95%)", False: ", not separable from it at 95%)"}.get(
-                        winner["standalone_separable_from_best"], ")")
-                elif winner["standalone_status"] is not None:
-                    text += f" ({winner['standalone_status']})"
-                notes.append(text)
-        if 0 < len(done) < AGREEMENT_MIN:
-            notes.append(f"{len(done)} candidate(s) trained stand-alone to completion: how far the one-shot order agrees with "
-                         f"stand-alone training needs {AGREEMENT_MIN} or more (--retrain-top)")
-        return notes
-
-    @property
-    def oneshot_status_text(self) -> str:
-        """`` (1 failed, 1 waiting)``: how many candidates of :attr:`oneshot_table` have each stand-alone status
-        (in one-shot order of first appearance); empty when none has one."""
-        statuses = Counter(row["standalone_status"] for row in self.oneshot_table if row["standalone_status"] is not None)
-        return f" ({', '.join(f'{n} {status}' for status, n in statuses.items())})" if statuses else ""
+        """What to read the one-shot ranking with (:func:`~archforge.search.oneshot_report.notes`)."""
+        return oneshot_report.notes(self)
 
     @property
     def oneshot_fallback(self) -> bool:
-        """Whether the one-shot winner stands for the run's best: a one-shot run with no ranked best and no trial the
-        phase queued counted yet (``retrain_top: 0``, or none trained so far). Once one was trained, the run's best is
-        a stand-alone result or nothing: candidates that all failed leave no best."""
-        if self.oneshot is None or self.ranking.best is not None:
-            return False
-        return not any(r.oneshot_rank is not None and r.counted for r in self.records)
+        """Whether the one-shot winner stands for the best (:func:`~archforge.search.oneshot_report.fallback`)."""
+        return oneshot_report.fallback(self)
 
     @property
     def oneshot_summary(self) -> dict[str, Any] | None:
-        """The stored phase (:class:`~archforge.search.records.OneShotPhase`) as JSON, with ``table`` (:attr:`oneshot_table`),
-        ``agreement`` (:attr:`oneshot_agreement`) and ``notes``; ``None`` without a one-shot phase. Its ``retrain_top``
-        is the run's setting now (a resumed run may train more than the phase first queued)."""
-        if self.oneshot is None:
-            return None
-        agreement = self.oneshot_agreement
-        return {**self.oneshot.model_dump(mode="json"), "retrain_top": self.settings.oneshot.retrain_top, "table": self.oneshot_table,
-                "agreement": dataclasses.asdict(agreement) if agreement is not None else None, "notes": self.oneshot_notes}
+        """The one-shot phase as JSON, with its table, agreement and notes (:func:`~archforge.search.oneshot_report.summary`)."""
+        return oneshot_report.summary(self)
 
     def oneshot_spec(self, rank: int = 1) -> Any:
-        """The concrete :class:`~archforge.Spec` of the one-shot ranking's ``rank``-th candidate (1: the winner).
-
-        The phase stores decisions and hash only: the spec is rebuilt from the space the run stored,
-        with the run's params, and must have the stored hash (a :class:`SearchError` otherwise); the
-        run's ``train.init`` is written in as :meth:`trained_spec` does.
-        """
-        import warnings
-
-        from archforge.errors import SpecWarning
-        from archforge.search.space import parse_space
-
-        phase = self.oneshot
-        if phase is None or not 1 <= rank <= len(phase.ranking):
-            raise SearchError(f"run '{self.name}' has no one-shot candidate ranked {rank}")
-        path = phase.ranking[rank - 1]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SpecWarning)
-                space = parse_space(self.meta.space, self.meta.space_file).with_params(self.settings.params)
-                candidate = space.concretize(path.decisions)
-        except (SpecError, ValueError, TypeError, KeyError, RecursionError) as exc:
-            text = exc.format() if isinstance(exc, SpecError) else f"{type(exc).__name__}: {exc}"
-            raise SearchError(one_line(f"run '{self.name}': the one-shot candidate {path.hash} cannot be rebuilt from the "
-                                       f"stored space: {text[:300]}")) from None
-        if candidate.hash != path.hash:
-            raise SearchError(f"run '{self.name}': the decisions of one-shot candidate {path.hash} rebuild a spec of hash "
-                              f"{candidate.hash} from the stored space; report a copy of the store made before it was edited")
-        return self._with_init(candidate.spec)
+        """The ``rank``-th one-shot candidate's spec, rebuilt and checked (:func:`~archforge.search.oneshot_report.spec`)."""
+        return oneshot_report.spec(self, rank)
 
     @property
     def oneshot_weights(self) -> Path | None:
-        """The one-shot winner's checkpoint in the run folder (inherited weights), ``None`` when it was not saved or is gone."""
-        phase = self.oneshot
-        if phase is None or phase.weights is None or self.run_dir is None:
-            return None
-        try:
-            root = Path(self.run_dir).resolve()
-            path = (root / phase.weights).resolve()
-            if root not in path.parents or not path.is_file():  # a stored path may only name a file inside the run folder
-                return None
-        except (OSError, ValueError, RuntimeError):  # unreadable, a NUL byte, a symlink loop (Python < 3.13): missing
-            return None
-        return path
+        """The one-shot winner's checkpoint in the run folder (:func:`~archforge.search.oneshot_report.weights`)."""
+        return oneshot_report.weights(self)
 
     # -- compute --------------------------------------------------------------
     @property
@@ -487,29 +321,6 @@ def settings_of(meta: RunMeta, name: str) -> SearchSettings:
                       "report a copy of the store made before it was edited")
 
 
-#: The ranking's keys a one-shot table row copies, as ``standalone_<key>``, from a retrained candidate's ranked row.
-_STANDALONE_KEYS = ("rank", "accuracy", "accuracy_std", "n_seeds", "accuracy_low", "accuracy_high", "most_accurate",
-                    "separable_from_best")
-
-
-def _winner_ties(phase: OneShotPhase) -> str | None:
-    """A note when other candidates share the winner's one-shot accuracy: the phase broke the tie by parameters
-    (then by the order of the paths), not by accuracy."""
-    winner = phase.ranking[0]
-    tied = [p for p in phase.ranking[1:] if p.accuracy == winner.accuracy]
-    if not tied:
-        return None
-    by = "fewer parameters decided" if all(p.params != winner.params for p in tied) else \
-        "fewer parameters, then the order of the paths, decided"
-    return (f"{len(tied)} candidate{'s tie' if len(tied) > 1 else ' ties'} with the winner's one-shot accuracy "
-            f"({winner.accuracy:.4f}); {by}")
-
-
-def _retrained(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of a one-shot table trained stand-alone to completion, with an accuracy."""
-    return [row for row in table if row["standalone_status"] == "complete" and row["standalone_accuracy"] is not None]
-
-
 def _unreadable(record: TrialRecord, reason: str) -> TrialRecord:
     return TrialRecord(number=record.number, state=record.state, status="unreadable", error=reason,
                        started=record.started, finished=record.finished, retry_of=record.retry_of)
@@ -551,7 +362,8 @@ def load_run(source: Any, study: str | None = None) -> RunData:
 # --------------------------------------------------------------------------- writing
 
 
-def _cell(value: Any) -> Any:
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell (trials.csv, oneshot.csv): ``None`` empty, a float in full, a dict or list as sorted JSON."""
     if value is None:
         return ""
     return repr(value) if isinstance(value, float) else json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
@@ -582,7 +394,7 @@ def write_csv(run: RunData, path: str | os.PathLike[str]) -> Path:
             row = record.row()
             if record.number in ranked:
                 row.update({k: getattr(ranked[record.number], k) for k in extra})
-            writer.writerow([_cell(row.get(k)) for k in columns])
+            writer.writerow([csv_cell(row.get(k)) for k in columns])
     return path
 
 
@@ -593,7 +405,7 @@ def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
         "settings": run.meta.settings, "decisions": run.meta.decisions,
         "metrics": {name: info.model_dump(mode="json") for name, info in run.meta.metrics.items()}, "compute": run.compute,
         "proxy": run.proxy.model_dump(mode="json") if run.proxy is not None else None,
-        "oneshot": run.oneshot_summary,
+        "oneshot": oneshot_report.summary(run),
         "best": run.reported_best,
         "ranking": run.table,
         "notes": [note.model_dump() for note in run.ranking.notes],
@@ -604,25 +416,6 @@ def write_json(run: RunData, path: str | os.PathLike[str]) -> Path:
                    for r in sorted(run.records, key=lambda r: r.number)],
     }
     write_text(path, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n", overwrite=True)
-    return path
-
-
-def oneshot_columns(run: RunData) -> list[str]:
-    """The columns of ``oneshot.csv``: :data:`ONESHOT_COLUMNS`, then ``decision.<name>`` for every decision of the run."""
-    names = list(dict.fromkeys(run.decision_names + [k for row in run.oneshot_table for k in row["decisions"]]))
-    return list(ONESHOT_COLUMNS) + [f"decision.{n}" for n in names]
-
-
-def write_oneshot_csv(run: RunData, path: str | os.PathLike[str]) -> Path:
-    """The one-shot table (:attr:`RunData.oneshot_table`), one row per candidate the supernet ranked, best first."""
-    path = Path(path)
-    columns = oneshot_columns(run)
-    with atomic_output(path, overwrite=True) as temp, temp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in run.oneshot_table:
-            cells = {**row, **{f"decision.{k}": v for k, v in row["decisions"].items()}}
-            writer.writerow([_cell(cells.get(k)) for k in columns])
     return path
 
 
@@ -638,13 +431,13 @@ def _accuracy_text(row: RankedRow) -> str:
 def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
     """The best candidate's spec with a comment header saying where it comes from.
 
-    Without a complete trial, when the one-shot winner stands for the best (:attr:`RunData.oneshot_fallback`): its
-    spec, rebuilt from the stored space (:meth:`RunData.oneshot_spec`), under a header saying its accuracy is the
-    supernet's; else ``None``.
+    Without a complete trial, when the one-shot winner stands for the best
+    (:func:`~archforge.search.oneshot_report.fallback`): its spec, rebuilt from the stored space, under a header
+    saying its accuracy is the supernet's (:func:`~archforge.search.oneshot_report.write_best_yaml`); else ``None``.
     """
     best = run.ranking.best
     if best is None:
-        return _write_oneshot_best_yaml(run, path, run.oneshot_spec(1)) if run.oneshot_fallback else None
+        return oneshot_report.write_best_yaml(run, path) if oneshot_report.fallback(run) else None
     params = f"; params {best.params:,}" if best.params is not None else ""
     header = [
         f"# Best candidate of search run '{run.name}' ({run.meta.space_file}): {best.hash}, trial #{best.trial}",
@@ -654,54 +447,7 @@ def write_best_yaml(run: RunData, path: str | os.PathLike[str]) -> Path | None:
     ]
     if best.metrics:
         header.insert(2, "# plugin metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in best.metrics.items() if v is not None))
-    return write_text(path, "\n".join(_comment(line) for line in header) + "\n" + run.best_spec.to_yaml(), overwrite=True)
-
-
-def _write_oneshot_best_yaml(run: RunData, path: str | os.PathLike[str], spec: Any) -> Path:
-    phase = run.oneshot
-    assert phase is not None
-    winner = phase.ranking[0]
-    header = [
-        f"# One-shot winner of search run '{run.name}' ({run.meta.space_file}): {winner.hash}, ranked 1 of {phase.paths} "
-        "candidates by one weight-sharing supernet",
-        f"# validation accuracy {winner.accuracy:.4f} on {run.meta.dataset} with weights inherited from the supernet "
-        f"({phase.epochs} epoch(s), {phase.sampling} sampling, seed {phase.seed}; BatchNorm re-estimated on "
-        f"{phase.calibration_batches} batches); params {winner.params:,}",
-        "# NOT trained stand-alone: one supernet's number, no interval (--retrain-top K trains the best K stand-alone)",
-        "# decisions: " + ", ".join(f"{k}={plots.value_text(v, 40)}" for k, v in winner.decisions.items()),
-        f"# init {run.settings.train.init or 'as the spec says'}"
-        + (f"; its inherited weights: {phase.weights} in the run folder" if phase.weights else ""),
-    ]
-    return write_text(path, "\n".join(_comment(line) for line in header) + "\n" + spec.to_yaml(), overwrite=True)
-
-
-def copy_oneshot_weights(run: RunData, path: str | os.PathLike[str]) -> Path:
-    """Copy the one-shot winner's checkpoint (its inherited weights, :attr:`RunData.oneshot_weights`) to ``path``."""
-    import shutil
-
-    source = _oneshot_weights_source(run)
-    with atomic_output(path, overwrite=True) as temp:
-        shutil.copyfile(source, temp)
-    return Path(path)
-
-
-def _oneshot_weights_source(run: RunData) -> Path:
-    """:attr:`RunData.oneshot_weights`; missing, a one-line :class:`SearchError` quoting at most :data:`PATH_TEXT` characters
-    of the stored path and of the run folder."""
-    source = run.oneshot_weights
-    if source is not None:
-        return source
-    phase = run.oneshot
-    if phase is not None and phase.weights and run.run_dir is not None:
-        where = f"'{_cut(phase.weights)}' in {_cut(str(run.run_dir))}"
-    else:
-        where = "none was saved" if run.run_dir is not None else "the run has no folder"
-    raise SearchError(one_line(f"run '{_cut(run.name)}' has no candidate trained stand-alone and its one-shot winner's checkpoint "
-                               f"is missing ({where}): train the best stand-alone with --retrain-top K, then report with --weights"))
-
-
-def _cut(text: str, limit: int = PATH_TEXT) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return write_text(path, "\n".join(yaml_comment(line) for line in header) + "\n" + run.best_spec.to_yaml(), overwrite=True)
 
 
 def _lr_text(run: RunData, row: RankedRow) -> str:
@@ -718,12 +464,12 @@ def write_top_specs(run: RunData, folder: str | os.PathLike[str], top: int = TOP
         old.unlink()
     for row in run.ranking.ranked[:top]:
         text = run.trained_spec(row.trial).to_yaml()
-        comment = _comment(f"# rank {row.rank} of run '{run.name}', trial #{row.trial}, accuracy {_accuracy_text(row)}")
+        comment = yaml_comment(f"# rank {row.rank} of run '{run.name}', trial #{row.trial}, accuracy {_accuracy_text(row)}")
         write_text(folder / f"{row.rank:02d}_{row.hash}.yaml", comment + "\n" + text, overwrite=True)
     return folder
 
 
-def _comment(line: str, limit: int = 500) -> str:
+def yaml_comment(line: str, limit: int = 500) -> str:
     """A YAML comment line, whatever the store holds: a stored name with a line break must not add YAML."""
     line = one_line(line)
     return line if len(line) <= limit else line[:limit - 1] + "…"
@@ -753,15 +499,16 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool
 
     Kinds: ``csv``, ``json``, ``pareto``, ``placement``, and with a complete trial ``best`` and
     ``candidates`` (a folder); ``weights`` with ``weights=True``. A one-shot run adds ``oneshot``
-    (``oneshot.csv``); when its one-shot winner stands for the best (:attr:`RunData.oneshot_fallback`),
-    ``best`` is the winner's spec and ``weights`` a copy of its checkpoint (nothing is retrained):
-    both are checked first, so that a winner whose spec does not rebuild to its hash, or whose
-    checkpoint is missing, is a :class:`SearchError` before any file is written.
+    (``oneshot.csv``); when its one-shot winner stands for the best
+    (:func:`~archforge.search.oneshot_report.fallback`), ``best`` is the winner's spec and ``weights``
+    a copy of its checkpoint (nothing is retrained): both are checked first, so that a winner whose
+    spec does not rebuild to its hash, or whose checkpoint is missing, is a :class:`SearchError`
+    before any file is written.
     """
-    if run.oneshot_fallback:  # no ranked best: the one-shot winner's spec and checkpoint, checked before writing
-        run.oneshot_spec(1)
+    if oneshot_report.fallback(run):  # no ranked best: the one-shot winner's spec and checkpoint, checked before writing
+        oneshot_report.spec(run, 1)
         if weights:
-            _oneshot_weights_source(run)
+            oneshot_report.weights_source(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -771,7 +518,7 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool
         "placement": plots.plot_placement(plots.placement_matrix(run.records, run.meta.decisions), out / "placement.png", title=run.name),
     }
     if run.oneshot is not None:
-        files["oneshot"] = write_oneshot_csv(run, out / "oneshot.csv")
+        files["oneshot"] = oneshot_report.write_csv(run, out / "oneshot.csv")
     best = write_best_yaml(run, out / "best.yaml")
     if best is not None:
         files["best"] = best
@@ -780,5 +527,5 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], *, weights: bool
             if weights:
                 files["weights"] = retrain_best(run, out / "best.pt")
         elif weights:  # the one-shot winner (checked above): its inherited weights, as the supernet left them
-            files["weights"] = copy_oneshot_weights(run, out / "best.pt")
+            files["weights"] = oneshot_report.copy_weights(run, out / "best.pt")
     return files

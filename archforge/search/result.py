@@ -22,10 +22,10 @@ class SearchResult:
     A ``strategy: oneshot`` run also has ``oneshot`` (the stored
     :class:`~archforge.search.records.OneShotPhase`, else ``None``), ``oneshot_table`` (the
     supernet's ranking joined with the stand-alone results, see
-    :attr:`~archforge.search.report.RunData.oneshot_table`), ``oneshot_agreement`` and
+    :func:`archforge.search.oneshot_report.table`), ``oneshot_agreement`` and
     ``oneshot_notes``. Its ``table`` holds the candidates trained stand-alone (the best
     ``retrain_top``), and ``best`` is the best of them. With none trained (``retrain_top: 0``, or
-    none yet: :attr:`~archforge.search.report.RunData.oneshot_fallback`), ``best`` falls back to
+    none yet: :func:`~archforge.search.oneshot_report.fallback`), ``best`` falls back to
     the one-shot winner: its ``oneshot_table`` row with ``"source": "oneshot"``, ``trial`` and
     ``accuracy`` ``None`` (its accuracy with weights inherited from the supernet is
     ``oneshot_accuracy``, with no interval), and ``best_spec`` to its spec rebuilt from the stored
@@ -74,8 +74,10 @@ class SearchResult:
     @property
     def best_spec(self) -> Any:
         """The concrete spec of ``best`` (for the one-shot fallback, rebuilt from the stored space; its hash is checked)."""
-        if self.run.oneshot_fallback:  # no ranked best, nothing trained stand-alone
-            return self.run.oneshot_spec(1)
+        from archforge.search import oneshot_report
+
+        if oneshot_report.fallback(self.run):  # no ranked best, nothing trained stand-alone
+            return oneshot_report.spec(self.run, 1)
         return self.run.best_spec
 
     @property
@@ -86,16 +88,23 @@ class SearchResult:
     @property
     def oneshot_table(self) -> list[dict[str, Any]]:
         """The one-shot ranking, best first, with each retrained candidate's stand-alone result (empty without a phase)."""
-        return self.run.oneshot_table if self.oneshot is not None else []
+        from archforge.search import oneshot_report
+
+        return oneshot_report.table(self.run) if self.oneshot is not None else []
 
     @property
     def oneshot_agreement(self) -> Any:
         """Kendall's τ_b of the one-shot order against stand-alone accuracy (three retrained candidates or more), else ``None``."""
-        return self.run.oneshot_agreement if self.oneshot is not None else None
+        from archforge.search import oneshot_report
+
+        return oneshot_report.agreement(self.run) if self.oneshot is not None else None
 
     @property
     def oneshot_notes(self) -> list[str]:
-        return self.run.oneshot_notes if self.oneshot is not None else []
+        """What to read the one-shot ranking with (:func:`~archforge.search.oneshot_report.notes`), empty without a phase."""
+        from archforge.search import oneshot_report
+
+        return oneshot_report.notes(self.run) if self.oneshot is not None else []
 
     @property
     def pareto(self) -> list[dict[str, Any]]:

@@ -21,7 +21,8 @@ import archforge
 from archforge.errors import SearchError
 from archforge.search import candidate_hash, load_run, parse_space, records
 from archforge.search.records import CandidateAttr, OneShotAttr, OneShotPath, OneShotPhase, Outcome, RunMeta
-from archforge.search.report import ONESHOT_COLUMNS, RunData, write_report
+from archforge.search.oneshot_report import ONESHOT_COLUMNS
+from archforge.search.report import RunData, write_report
 from archforge.search.result import SearchResult
 from archforge.search.settings import OneShotSettings, SearchSettings
 
