@@ -298,14 +298,13 @@ def oneshot_cost_text(phase: Any) -> str:
     """What a one-shot phase cost, in one line: its supernet's training images (its learning-rate range test's
     included) and what they are worth in stand-alone trainings of a candidate (each ``candidate_images``: the
     search's epochs), the forward-only images of its ranking beside them, and seconds."""
-    images = phase.train_images + phase.range_images
-    trainings = images / phase.candidate_images if phase.candidate_images else float("nan")
+    images = phase.training_images
     sample = " (a seeded sample of the space)" if phase.sampled else ""
     rejected = f", {phase.rejected} rejected before training" if phase.rejected else ""
     range_test = f" ({phase.range_images:,} of them in the lr range test)" if phase.range_images else ""
     return (f"one-shot: one supernet of {phase.paths} candidates{sample}{rejected}, {phase.epochs} epoch(s) of {phase.sampling} "
             f"sampling, {phase.paths_per_step} path(s) per step × {phase.steps} steps: {images:,} training images{range_test}, "
-            f"as many as {trainings:.1f} stand-alone trainings ({phase.candidate_images:,} each), + {phase.eval_images:,} "
+            f"as many as {phase.standalone_trainings:.1f} stand-alone trainings ({phase.candidate_images:,} each), + {phase.eval_images:,} "
             f"forward-only images to rank; {phase.train_s + phase.rank_s:.1f}s ({phase.train_s:.1f}s training, "
             f"{phase.rank_s:.1f}s ranking)")
 

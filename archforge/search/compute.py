@@ -69,8 +69,7 @@ def compute_summary(records: Sequence[TrialRecord], settings: SearchSettings, pr
     if oneshot is not None:
         trained = {r.hash for r in counted}
         ranked = sum(path.hash not in trained for path in oneshot.ranking)
-        images = oneshot.train_images + oneshot.range_images
-        supernet = math.ceil(images * epochs / oneshot.candidate_images) if oneshot.candidate_images else 0
+        supernet = math.ceil(oneshot.training_images * epochs / oneshot.candidate_images)  # candidate_images >= 1
         forward = oneshot.eval_images
     run = sum(r.epochs_run for r in counted + interrupted) + supernet
     full = (sum(r.epochs_run if r.status == "failed" else (r.epochs_full or epochs * seeds) for r in counted)

@@ -48,7 +48,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -72,6 +72,7 @@ __all__ = ["EvalResult", "OnEpoch", "TrainConfig", "TrialError", "augment_config
            "train_model"]
 
 OnEpoch = Callable[[int, float], bool]
+T = TypeVar("T")
 
 _NOT_MEASURED = Latency(median_ms=math.nan, iqr_ms=math.nan, passes=0)
 
@@ -133,17 +134,27 @@ def train_model(spec: SpecLike, data: DataSplit, config: TrainConfig, *, on_epoc
 
 def _run(spec: SpecLike, data: DataSplit, config: TrainConfig, on_epoch: OnEpoch | None, registry: Registry | None,
          metrics: Metrics | None, *, keep_model: bool) -> tuple[nn.Module | None, EvalResult]:
-    """One trial with the thread count set and restored, and its memory given back whether it fails or not."""
+    """One trial of ``spec``: its trained module (with ``keep_model``) and its result."""
+
+    def train(trial: _Trial) -> tuple[nn.Module | None, EvalResult]:
+        result = trial.run(on_epoch)
+        return (trial.model if keep_model else None), result
+
+    return _run_trial(_Trial(spec, data, config, registry, metrics), train)
+
+
+def _run_trial(trial: "_Trial", work: Callable[["_Trial"], T]) -> T:
+    """``work(trial)`` with the trial's thread count set and restored, and its memory given back whether it fails or not.
+
+    ``work`` must keep no reference to ``trial`` in what it returns unless the caller wants it kept.
+    """
+    config = trial.config
     previous_threads = torch.get_num_threads()
-    trial = _Trial(spec, data, config, registry, metrics)
     failure: TrialError | None = None
-    result: EvalResult | None = None
-    model: nn.Module | None = None
     try:
         if config.threads:
             torch.set_num_threads(config.threads)
-        result = trial.run(on_epoch)
-        model = trial.model if keep_model else None
+        outcome = work(trial)
     except TrialError as exc:
         failure = exc
     finally:
@@ -162,8 +173,7 @@ def _run(spec: SpecLike, data: DataSplit, config: TrainConfig, on_epoch: OnEpoch
             torch.cuda.empty_cache()
     if failure is not None:
         raise failure
-    assert result is not None
-    return model, result
+    return outcome
 
 
 def seed_everything(seed: int) -> None:

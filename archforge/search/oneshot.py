@@ -31,11 +31,10 @@ stand-alone training is measured in ``docs/experiments.md`` (``experiments/onesh
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from archforge.errors import SearchError, SpecWarning
+from archforge.errors import SearchError
 from archforge.search import records
 from archforge.search.failures import TrialError
 from archforge.search.records import ONESHOT_KEY, RUN_KEY, OneShotAttr, OneShotPath, OneShotPhase, RunMeta
@@ -101,15 +100,7 @@ def _train_and_rank(space: Space, settings: SearchSettings, data: Any, epochs: i
 
     wanted = settings.oneshot
     pool, sampled = space.candidate_pool(wanted.paths, settings.seed)
-    paths: list[Candidate] = []
-    rejected = 0
-    for candidate in pool:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SpecWarning)
-            if space.check(candidate, settings.constraints) is not None:
-                rejected += 1
-                continue
-        paths.append(candidate)
+    paths, rejected = space.passing(pool, settings.constraints)
     if not paths:
         raise SearchError(f"strategy oneshot: all {len(pool)} candidates were rejected before training (shapes or constraints): "
                           "`archforge space` shows why")
@@ -127,7 +118,7 @@ def _train_and_rank(space: Space, settings: SearchSettings, data: Any, epochs: i
                            flops=s.flops) for s in order]
     weights = None
     if run_dir is not None:
-        weights = _save_winner(run, paths[order[0].index], config.init, run_dir / "oneshot" / "best.pt", run_dir)
+        weights = _save_winner(run, order[0].index, paths[order[0].index], config.init, run_dir / "oneshot" / "best.pt", run_dir)
     lr = run.training.lr
     return OneShotPhase(
         sampling=wanted.sampling, seed=settings.seed, epochs=epochs, paths=len(paths), path_limit=wanted.paths, sampled=sampled,
@@ -150,11 +141,11 @@ def _other_pool(phase: OneShotPhase, limit: int) -> bool:
     return limit < phase.paths + phase.rejected
 
 
-def _save_winner(run: Any, winner: Candidate, init: Any, path: Path, run_dir: Path) -> str:
-    """The winner as a plain network with its inherited weights (and recalibrated statistics), as a checkpoint."""
+def _save_winner(run: Any, index: int, winner: Candidate, init: Any, path: Path, run_dir: Path) -> str:
+    """The winner (path ``index`` of the supernet) as a plain network with its inherited weights (and recalibrated
+    statistics), as a checkpoint."""
     from archforge.builder import build, save_checkpoint
 
-    index = next(i for i, p in enumerate(run.supernet.paths) if p.values == winner.values)
     model = build(winner.spec, init=init)
     model.load_state_dict(run.supernet.state_dict_of(index))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,10 +168,8 @@ def _queue(study: Any, space: Space, settings: SearchSettings, phase: OneShotPha
             planned += 1
             continue
         candidate = space.concretize(space.decode(space.encode(path.decisions)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SpecWarning)
-            if candidate.hash != path.hash or space.check(candidate, settings.constraints) is not None:
-                continue
+        if candidate.hash != path.hash or not space.passing([candidate], settings.constraints)[0]:
+            continue
         study.enqueue_trial(space.encode(path.decisions), user_attrs=records.attrs(OneShotAttr(rank=rank, accuracy=path.accuracy)))
         planned += 1
     return planned

@@ -40,14 +40,7 @@ def space_overview(space: Any, *, samples: int = 2, check: int = 32, seed: int =
         pool = list(distinct)
         rng.shuffle(pool)
     else:  # too many to list: draw, at most ten draws per candidate wanted
-        wanted = max(check, samples)
-        seen: dict[str, Any] = {}
-        for _ in range(wanted * 10):
-            candidate = space.concretize(space.sample(rng))
-            seen.setdefault(candidate.hash, candidate)
-            if len(seen) >= wanted:
-                break
-        pool = list(seen.values())
+        pool = space.draw_distinct(rng, max(check, samples), draws_each=10)
     checked = pool[:check]
     constraints = space.settings.constraints
     problems: dict[tuple[str, str], dict[str, Any]] = {}

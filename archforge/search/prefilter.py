@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from typing import Any
 
-from archforge.errors import SpecWarning
 from archforge.search import proxies, records
 from archforge.search.records import PROXY_KEY, ProxyAttr, ProxyPhase
 from archforge.search.settings import SearchSettings
@@ -30,14 +28,9 @@ def proxy_phase(study: Any, space: Space, settings: SearchSettings, data: Any, b
     assert proxy is not None
     started = time.perf_counter()
     scored: list[tuple[float, Candidate]] = []
-    rejected = 0
     input_shape = tuple(getattr(data, "input_shape", ()) or (space.template.get("input") or {}).get("shape") or ())
-    for candidate in space.candidate_pool(proxy.sample, settings.seed)[0]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SpecWarning)
-            if space.check(candidate, settings.constraints) is not None:
-                rejected += 1
-                continue
+    passing, rejected = space.passing(space.candidate_pool(proxy.sample, settings.seed)[0], settings.constraints)
+    for candidate in passing:
         try:
             if proxy.score == "synflow":
                 score = float(proxies.synflow(candidate.spec, input_shape, init=settings.train.init))

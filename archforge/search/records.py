@@ -321,6 +321,16 @@ class OneShotPhase(_Attr):
         "The checkpoint of the winner with inherited weights, relative to the run folder, if saved."))
     ranking: list[OneShotPath] = Field(max_length=limits.MAX_ONESHOT_PATHS, description="Best first.")
 
+    @property
+    def training_images(self) -> int:
+        """Images through the network in training, its range test's included."""
+        return self.train_images + self.range_images
+
+    @property
+    def standalone_trainings(self) -> float:
+        """What its training images are worth in stand-alone trainings of one candidate."""
+        return self.training_images / self.candidate_images
+
     @field_validator("weights")
     @classmethod
     def _inside_the_run(cls, value: str | None) -> str | None:

@@ -166,9 +166,8 @@ def _stored_phase_check(settings: SearchSettings, config: str) -> Any:
 def _oneshot_line(phase: Any) -> str:
     """What the one-shot phase found and cost, in one line."""
     best = phase.ranking[0]
-    trainings = phase.train_images / max(1, phase.candidate_images)
     return (f"one-shot: {phase.paths} candidates ranked in {phase.train_s + phase.rank_s:.0f}s, training on as many images as "
-            f"{trainings:.1f} stand-alone trainings; best with inherited weights: {best.accuracy:.4f} "
+            f"{phase.standalone_trainings:.1f} stand-alone trainings; best with inherited weights: {best.accuracy:.4f} "
             + ", ".join(f"{k}={v}" for k, v in best.decisions.items()))
 
 

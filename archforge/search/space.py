@@ -29,11 +29,12 @@ import hashlib
 import itertools
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from archforge.errors import SpecError, did_you_mean
+from archforge.errors import SpecError, SpecWarning, did_you_mean
 from archforge.search import limits
 from archforge.search.choices import canonical_json, is_choice_point, read_choice_point, value_label
 from archforge.search.decision import Decision
@@ -273,14 +274,29 @@ class Space:
         every = self.distinct_candidates(limit=limit)
         if every is not None:
             return every, False
-        rng = random.Random(seed)
+        return self.draw_distinct(random.Random(seed), limit, draws_each=20), True
+
+    def draw_distinct(self, rng: random.Random, wanted: int, *, draws_each: int) -> list[Candidate]:
+        """Up to ``wanted`` distinct candidates drawn from ``rng``, in at most ``wanted × draws_each`` draws
+        (bounded: a space with fewer distinct candidates than wanted ends the loop)."""
         seen: dict[str, Candidate] = {}
-        for _ in range(limit * 20):
+        for _ in range(wanted * draws_each):
             candidate = self.concretize(self.sample(rng))
             seen.setdefault(candidate.hash, candidate)
-            if len(seen) >= limit:
+            if len(seen) >= wanted:
                 break
-        return list(seen.values()), True
+        return list(seen.values())
+
+    def passing(self, candidates: Sequence[Candidate], constraints: Constraints | None = None) -> tuple[list[Candidate], int]:
+        """The ``candidates`` :meth:`check` accepts, in order, and how many it rejected (its spec warnings silenced:
+        they are a space author's news, shown by ``archforge space``, not once per candidate)."""
+        kept: list[Candidate] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpecWarning)
+            for candidate in candidates:
+                if self.check(candidate, constraints) is None:
+                    kept.append(candidate)
+        return kept, len(candidates) - len(kept)
 
     def check(self, candidate: Candidate, constraints: Constraints | None = None, *, registry: Any = None) -> str | None:
         """Why ``candidate`` is rejected before training (shape checker, then constraints), or ``None``.

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from archforge.data.split import DataSplit
 from archforge.registry import Registry
-from archforge.search.evaluate import EvalResult, OnEpoch, _Trial
+from archforge.search.evaluate import EvalResult, OnEpoch, _run_trial, _Trial
 from archforge.search.measure import flops_and_output
 from archforge.search.space import Candidate
 from archforge.search.supernet import PathSchedule, Sampling, Supernet
@@ -81,25 +81,22 @@ def train_supernet(candidates: Sequence[Candidate], data: DataSplit, config: Tra
         raise ValueError("no candidate to build a supernet of")
     if calibration_batches < 1:
         raise ValueError(f"calibration_batches must be >= 1, got {calibration_batches}")
-    trial = _SupernetTrial(candidates, data, config.model_copy(update={"latency_repeats": 0}), registry, sampling)
-    previous_threads = torch.get_num_threads()
-    try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
+
+    def train_and_rank(trial: _SupernetTrial) -> SupernetRun:
         started = time.perf_counter()
         training = trial.run(on_epoch)
         ranked = time.perf_counter()
         scores = trial._guard(trial.rank, calibration_batches)
-        done = time.perf_counter()
-    finally:
-        if config.threads:
-            torch.set_num_threads(previous_threads)
-    return SupernetRun(
-        supernet=trial.model, scores=scores, training=training, paths_per_step=trial.schedule.per_step,
-        steps=trial.steps_taken, train_images=trial.images, range_images=trial.range_images, eval_images=trial.eval_images,
-        candidate_images=trial.steps_per_epoch * trial.batch * config.epochs,
-        timings={"train": ranked - started, "rank": done - ranked},
-    )
+        return SupernetRun(
+            supernet=trial.model, scores=scores, training=training, paths_per_step=trial.schedule.per_step,
+            steps=trial.steps_taken, train_images=trial.images, range_images=trial.range_images,
+            eval_images=trial.eval_images, candidate_images=trial.steps_per_epoch * trial.batch * config.epochs,
+            timings={"train": ranked - started, "rank": time.perf_counter() - ranked},
+        )
+
+    # The thread count and, on failure, the memory are handled as for any trial.
+    trial = _SupernetTrial(candidates, data, config.model_copy(update={"latency_repeats": 0}), registry, sampling)
+    return _run_trial(trial, train_and_rank)
 
 
 class _SupernetTrial(_Trial):
@@ -123,7 +120,7 @@ class _SupernetTrial(_Trial):
         modules = []
         for candidate in self.candidates:
             self._spec = candidate.spec
-            self.phase = f"while building candidate {candidate.hash} ({candidate.label()})"
+            self.phase = f"while building {self._path_text(len(modules))}"
             super()._build()  # the stand-alone checks (input and output shapes) and build, per path
             modules.append(self.model)
         self.phase = "while building the supernet"
@@ -145,6 +142,10 @@ class _SupernetTrial(_Trial):
         self.schedule.rng.setstate(draws)
         self.range_images, self.steps_taken, self.images = self.images - images, steps, images
 
+    def _path_text(self, path: int) -> str:
+        candidate = self.candidates[path]
+        return f"path {candidate.hash} ({candidate.label()})"
+
     def _summarize(self) -> tuple[int, int]:
         return sum(p.numel() for p in self.model.parameters()), 0
 
@@ -155,7 +156,7 @@ class _SupernetTrial(_Trial):
         where = self.phase
         for path in paths:
             self.model.active = path
-            self.phase = f"{where}, path {self.candidates[path].hash} ({self.candidates[path].label()})"
+            self.phase = f"{where}, {self._path_text(path)}"
             with self._autocast():
                 logits = self.model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
@@ -176,7 +177,7 @@ class _SupernetTrial(_Trial):
         where = self.phase
         for path in self.probes:
             self.model.active = path
-            self.phase = f"{where}, path {self.candidates[path].hash} ({self.candidates[path].label()})"
+            self.phase = f"{where}, {self._path_text(path)}"
             accuracies.append(super()._validate())
             self.eval_images += len(self.val_y)
         self.phase = where
@@ -191,8 +192,8 @@ class _SupernetTrial(_Trial):
         calibration = [self.train_x.index_select(0, order[k * batch:(k + 1) * batch]) for k in range(count)]
         one = self.val_x[:1]
         scores = []
-        for i, candidate in enumerate(self.candidates):
-            self.phase = f"while evaluating candidate {candidate.hash} ({candidate.label()}) with inherited weights"
+        for i in range(len(self.candidates)):
+            self.phase = f"while evaluating {self._path_text(i)} with inherited weights"
             with self._autocast():
                 self.model.recalibrate(i, calibration)
             self.model.active = i
