@@ -100,6 +100,26 @@ def check_args(args: argparse.Namespace) -> None:
         sys.exit(f"error: --scale must be a positive number, got {args.scale}")
 
 
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``p``'s arguments from ``argv`` (default: the command line), checked by :func:`check_args`; ``args.argv`` keeps
+    them for the section header."""
+    args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    check_args(args)
+    return args
+
+
+def names(text: str, flag: str) -> list[str]:
+    """A comma-separated list of names; exit (one line, status 1) on an empty one or a repeated one."""
+    listed = [n.strip() for n in text.split(",")]
+    if not all(listed):
+        sys.exit(f"error: {flag} {text!r} has an empty name; give names separated by single commas")
+    repeated = next((n for n in listed if listed.count(n) > 1), None)
+    if repeated:
+        sys.exit(f"error: {flag} names {repeated!r} twice")
+    return listed
+
+
 def output_path(args: argparse.Namespace) -> Path | None:
     """Where the section goes: ``--out``, else docs/experiments.md, else nowhere in ``--quick`` mode."""
     if args.out is not None:

@@ -303,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", choices=("steps", "epochs"), default="steps",
                    help="same optimisation steps at every fraction (default), or same epochs")
     _common.recipe_arguments(p)
-    args = p.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)
-    _common.check_args(args)
+    args = _common.parse(p, argv)
     return _common.guarded(lambda: run(args))
 
 

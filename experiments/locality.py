@@ -414,9 +414,7 @@ def plot_distances(results: list[dict], layers: list[str], heads: int, uniform: 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(__doc__.splitlines()[0], seeds=3)
     _common.recipe_arguments(p)
-    args = p.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)
-    _common.check_args(args)
+    args = _common.parse(p, argv)
     return _common.guarded(lambda: run(args))
 
 

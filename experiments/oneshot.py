@@ -270,15 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     default = OneShotSettings().calibration_batches
     p.add_argument("--calibration", type=int, default=default,
                    help=f"training batches each placement's BatchNorm is recalibrated on (default {default}, oneshot's own)")
-    args = p.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)
-    _common.check_args(args)
-    for flag, names, known in (("--tasks", "tasks", TASKS), ("--variants", "variants", VARIANTS)):
-        values = [n.strip() for n in getattr(args, names).split(",")]
+    args = _common.parse(p, argv)
+    for flag, field, known in (("--tasks", "tasks", TASKS), ("--variants", "variants", VARIANTS)):
+        values = _common.names(getattr(args, field), flag)
         unknown = [n for n in values if n not in known]
-        if unknown or not values or len(set(values)) != len(values):
-            sys.exit(f"error: {flag} {getattr(args, names)!r}: give distinct names of {', '.join(known)}")
-        setattr(args, names, values)
+        if unknown:
+            sys.exit(f"error: {flag} names {unknown[0]!r}; give names of {', '.join(known)}")
+        setattr(args, field, values)
     if args.calibration < 1:
         sys.exit(f"error: --calibration must be at least 1, got {args.calibration}")
     return _common.guarded(lambda: run(args))

@@ -237,17 +237,6 @@ def plot(runs: list[dict], datasets: list[str], recipes: list[str], path: Path) 
     plt.close(fig)
 
 
-def _names(text: str, flag: str) -> list[str]:
-    """A comma-separated list of names; exit (one line, status 1) on an empty one or a repeated one."""
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        sys.exit(f"error: {flag} {text!r} has an empty name; give names separated by single commas")
-    repeated = next((n for n in names if names.count(n) > 1), None)
-    if repeated:
-        sys.exit(f"error: {flag} names {repeated!r} twice")
-    return names
-
-
 def _positive(value: int | None, flag: str) -> None:
     if value is not None and value < 1:
         sys.exit(f"error: {flag} must be a positive whole number, got {value}")
@@ -260,11 +249,11 @@ def check(args) -> None:
     _positive(args.limit, "--limit")
     _positive(args.budget, "--budget")
     _positive(args.epochs, "--epochs")
-    args.recipes = _names(args.recipes, "--recipes")
+    args.recipes = _common.names(args.recipes, "--recipes")
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown:
         sys.exit(f"error: unknown recipe {unknown[0]!r}; choose among: {', '.join(RECIPES)}")
-    args.datasets = _names(args.datasets, "--datasets")
+    args.datasets = _common.names(args.datasets, "--datasets")
     known = available_datasets()
     unknown = [d for d in args.datasets if d not in known]
     if unknown:
@@ -282,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help=f"epochs per training (default {EPOCHS} × --scale)")
     p.add_argument("--limit", type=int, default=None, help=f"images per dataset, train + validation (default {LIMIT})")
     p.add_argument("--budget", type=int, default=None, help="placements per run (default: all of the grid)")
-    args = p.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)
-    _common.check_args(args)
+    args = _common.parse(p, argv)
     check(args)
     if args.epochs is None:
         args.epochs = QUICK["epochs"] if args.quick else max(1, round(EPOCHS * args.scale))
